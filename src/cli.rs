@@ -1,0 +1,187 @@
+//! The clap command tree of the `codex` personality.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::server::{self, ServerConfig};
+
+/// One binary for remote execution: the exec-server and its helpers.
+#[derive(Debug, Parser)]
+#[command(name = "codex", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the exec-server protocol: start processes, stream their output, take their stdin,
+    /// over JSON-RPC on a WebSocket (or stdio). Prints the bound URL as one line on stdout.
+    ExecServer(ExecServerArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ExecServerArgs {
+    /// Where to listen: `ws://IP:PORT` (an IP literal, v4 or v6; port 0 picks a free one) or
+    /// `stdio` / `stdio://` (one connection over stdin/stdout, newline-delimited JSON).
+    #[arg(long, default_value = "ws://127.0.0.1:0", value_parser = parse_listen)]
+    listen: Listen,
+
+    /// How long a session whose connection dropped stays resumable, in milliseconds; then its
+    /// processes are killed.
+    #[arg(long, default_value_t = 30_000, value_name = "MS")]
+    detached_session_ttl_ms: u64,
+
+    /// How long a process stays readable after it closed, in milliseconds; then its id is free.
+    #[arg(long, default_value_t = 30_000, value_name = "MS")]
+    closed_process_ttl_ms: u64,
+
+    /// Grace between SIGTERM and SIGKILL when a process is terminated, in milliseconds.
+    #[arg(long, default_value_t = 2_000, value_name = "MS")]
+    terminate_grace_ms: u64,
+
+    /// Output bytes retained per process for `process/read`; the oldest are dropped first.
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    retained_output_bytes: usize,
+}
+
+/// Where the server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Ws(SocketAddr),
+    Stdio,
+}
+
+/// Parses `--listen`.
+pub fn parse_listen(s: &str) -> Result<Listen, String> {
+    if s == "stdio" || s == "stdio://" {
+        return Ok(Listen::Stdio);
+    }
+    let expected = "expected `ws://IP:PORT` (an IP literal, v4 or v6, e.g. ws://127.0.0.1:0 or ws://[::1]:8080) or `stdio`";
+    let Some(rest) = s.strip_prefix("ws://") else {
+        return Err(format!("unsupported listen URL `{s}`: {expected}"));
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    rest.parse::<SocketAddr>()
+        .map(Listen::Ws)
+        .map_err(|_| format!("invalid listen address `{s}`: {expected}"))
+}
+
+/// Runs the command line.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::ExecServer(args) => exec_server(args),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn exec_server(args: ExecServerArgs) -> ExitCode {
+    let config = ServerConfig {
+        detached_session_ttl: Duration::from_millis(args.detached_session_ttl_ms),
+        closed_process_ttl: Duration::from_millis(args.closed_process_ttl_ms),
+        terminate_grace: Duration::from_millis(args.terminate_grace_ms),
+        retained_output_bytes: args.retained_output_bytes,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("codex exec-server: failed to start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match args.listen {
+            Listen::Stdio => server::run_stdio(config, shutdown_signal()).await,
+            Listen::Ws(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("failed to bind {addr}: {e}"))
+                })?;
+                let local = listener.local_addr()?;
+                {
+                    use std::io::Write;
+                    let mut stdout = std::io::stdout().lock();
+                    writeln!(stdout, "ws://{local}")?;
+                    stdout.flush()?;
+                }
+                tracing::info!(%local, "listening");
+                server::run_ws(listener, config, shutdown_signal()).await
+            }
+        }
+    });
+    // stdin's blocking reader thread must not keep the process alive.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("codex exec-server: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_accepts_ip_literals_and_stdio() {
+        assert_eq!(parse_listen("stdio"), Ok(Listen::Stdio));
+        assert_eq!(parse_listen("stdio://"), Ok(Listen::Stdio));
+        assert_eq!(
+            parse_listen("ws://127.0.0.1:0"),
+            Ok(Listen::Ws("127.0.0.1:0".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_listen("ws://[::1]:80"),
+            Ok(Listen::Ws("[::1]:80".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn listen_refuses_host_names_and_other_schemes() {
+        assert!(
+            parse_listen("ws://localhost:80")
+                .unwrap_err()
+                .contains("ws://IP:PORT")
+        );
+        assert!(
+            parse_listen("http://127.0.0.1:80")
+                .unwrap_err()
+                .contains("stdio")
+        );
+        assert!(parse_listen("ws://127.0.0.1").is_err());
+    }
+}

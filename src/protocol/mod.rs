@@ -1,0 +1,66 @@
+//! The wire contract: every method name, error code and parameter/result type that crosses the
+//! connection. The server and the client both import this module, so the two ends cannot drift.
+//!
+//! Field names follow the reference (`codex exec-server` of the Codex CLI 0.169.0): camelCase on
+//! the envelope and the method params, snake_case inside sandbox permission profiles.
+
+pub mod process;
+pub mod sandbox;
+pub mod session;
+
+/// Method names, as they appear in the `method` member of a message.
+pub mod method {
+    pub const INITIALIZE: &str = "initialize";
+    pub const INITIALIZED: &str = "initialized";
+    pub const ENVIRONMENT_INFO: &str = "environment/info";
+    pub const PROCESS_START: &str = "process/start";
+    pub const PROCESS_READ: &str = "process/read";
+    pub const PROCESS_WRITE: &str = "process/write";
+    pub const PROCESS_SIGNAL: &str = "process/signal";
+    pub const PROCESS_TERMINATE: &str = "process/terminate";
+    pub const PROCESS_OUTPUT: &str = "process/output";
+    pub const PROCESS_EXITED: &str = "process/exited";
+    pub const PROCESS_CLOSED: &str = "process/closed";
+}
+
+/// JSON-RPC error codes used on the wire (see protocol.md, "Errors").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i64)]
+pub enum ErrorCode {
+    /// Protocol state, duplicate or unknown ids, unknown session, malformed message.
+    InvalidRequest = -32600,
+    /// The method does not exist.
+    MethodNotFound = -32601,
+    /// Params failed to decode or were semantically invalid.
+    InvalidParams = -32602,
+    /// Spawn failure, stdin write failure, other I/O.
+    Internal = -32603,
+    /// Filesystem: not found.
+    NotFound = -32004,
+    /// Resume refused: the session is still attached to another connection (retryable).
+    SessionAttached = -32010,
+}
+
+impl ErrorCode {
+    /// The numeric code sent on the wire.
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+
+    /// The enum value for a numeric code, if it is one of ours.
+    pub fn from_code(code: i64) -> Option<Self> {
+        [
+            Self::InvalidRequest,
+            Self::MethodNotFound,
+            Self::InvalidParams,
+            Self::Internal,
+            Self::NotFound,
+            Self::SessionAttached,
+        ]
+        .into_iter()
+        .find(|c| c.code() == code)
+    }
+}
+
+/// The id the server uses when answering a message whose own id could not be read.
+pub const PARSE_ERROR_ID: i64 = -1;

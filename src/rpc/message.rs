@@ -1,0 +1,251 @@
+//! The envelope: parsing one frame into a request, notification or response, and encoding
+//! answers. No `"jsonrpc"` member is sent; one that arrives is ignored.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::RpcError;
+use crate::protocol::PARSE_ERROR_ID;
+
+/// A request id: an integer or a string. `92` and `"92"` are different ids.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RequestId {
+    Int(i64),
+    Str(String),
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Int(i) => write!(f, "{i}"),
+            Self::Str(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+/// A call that expects an answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub id: RequestId,
+    pub method: String,
+    pub params: Value,
+}
+
+/// A one-way message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    pub method: String,
+    pub params: Value,
+}
+
+/// One message read from the peer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    Request(Request),
+    Notification(Notification),
+    /// An answer to a call we made, or an error object: the client side uses these.
+    Response {
+        id: RequestId,
+        result: Result<Value, (i64, String)>,
+    },
+    /// A frame that is not a JSON-RPC message; answered with id -1 and the connection stays.
+    Malformed(String),
+    /// A frame over [`super::MAX_MESSAGE_BYTES`]; answered with an error, then the connection ends.
+    TooLarge(usize),
+}
+
+impl Incoming {
+    /// Parses one frame.
+    pub fn parse(bytes: &[u8]) -> Self {
+        let value: Value = match serde_json::from_slice(bytes) {
+            Ok(v) => v,
+            Err(err) => return Self::Malformed(format!("failed to parse JSON-RPC message: {err}")),
+        };
+        Self::from_value(value)
+    }
+
+    /// Classifies a parsed JSON value.
+    pub fn from_value(value: Value) -> Self {
+        let Value::Object(mut obj) = value else {
+            return Self::Malformed("expected a JSON-RPC object".to_string());
+        };
+        let id = match obj.remove("id") {
+            None => None,
+            Some(Value::Number(n)) if n.is_i64() => n.as_i64().map(RequestId::Int),
+            Some(Value::String(s)) => Some(RequestId::Str(s)),
+            Some(_) => {
+                return Self::Malformed(
+                    "failed to parse JSON-RPC message: id must be an integer or a string"
+                        .to_string(),
+                );
+            }
+        };
+        let params = obj.remove("params").unwrap_or(Value::Null);
+        match (obj.remove("method"), id) {
+            (Some(Value::String(method)), Some(id)) => {
+                Self::Request(Request { id, method, params })
+            }
+            (Some(Value::String(method)), None) => {
+                Self::Notification(Notification { method, params })
+            }
+            (Some(_), _) => {
+                Self::Malformed("failed to parse JSON-RPC message: method must be a string".into())
+            }
+            (None, Some(id)) => {
+                if let Some(err) = obj.remove("error") {
+                    let code = err.get("code").and_then(Value::as_i64).unwrap_or(0);
+                    let message = err
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string();
+                    Self::Response {
+                        id,
+                        result: Err((code, message)),
+                    }
+                } else if let Some(result) = obj.remove("result") {
+                    Self::Response {
+                        id,
+                        result: Ok(result),
+                    }
+                } else {
+                    Self::Malformed(
+                        "failed to parse JSON-RPC message: expected method, result or error".into(),
+                    )
+                }
+            }
+            (None, None) => Self::Malformed(
+                "failed to parse JSON-RPC message: expected method, result or error".into(),
+            ),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ResultEnvelope<'a, T: Serialize> {
+    id: &'a RequestId,
+    result: T,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: i64,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct ErrorEnvelope<'a> {
+    id: &'a RequestId,
+    error: ErrorBody<'a>,
+}
+
+#[derive(Serialize)]
+struct NotificationEnvelope<'a, T: Serialize> {
+    method: &'a str,
+    params: T,
+}
+
+#[derive(Serialize)]
+struct RequestEnvelope<'a, T: Serialize> {
+    id: &'a RequestId,
+    method: &'a str,
+    params: T,
+}
+
+/// Encodes a successful answer.
+pub fn encode_result<T: Serialize>(id: &RequestId, result: T) -> String {
+    serde_json::to_string(&ResultEnvelope { id, result }).expect("answers always serialize")
+}
+
+/// Encodes an error answer.
+pub fn encode_error(id: &RequestId, error: &RpcError) -> String {
+    serde_json::to_string(&ErrorEnvelope {
+        id,
+        error: ErrorBody {
+            code: error.code.code(),
+            message: &error.message,
+        },
+    })
+    .expect("errors always serialize")
+}
+
+/// Encodes an error answer to a message whose id could not be read.
+pub fn encode_parse_error(error: &RpcError) -> String {
+    encode_error(&RequestId::Int(PARSE_ERROR_ID), error)
+}
+
+/// Encodes a notification.
+pub fn encode_notification<T: Serialize>(method: &str, params: T) -> String {
+    serde_json::to_string(&NotificationEnvelope { method, params })
+        .expect("notifications always serialize")
+}
+
+/// Encodes a request (client side).
+pub fn encode_request<T: Serialize>(id: &RequestId, method: &str, params: T) -> String {
+    serde_json::to_string(&RequestEnvelope { id, method, params })
+        .expect("requests always serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notification_with_explicit_null_params() {
+        let m = Incoming::parse(br#"{"method":"initialized","params":null}"#);
+        assert_eq!(
+            m,
+            Incoming::Notification(Notification {
+                method: "initialized".into(),
+                params: Value::Null
+            })
+        );
+    }
+
+    #[test]
+    fn int_and_string_ids_stay_apart() {
+        let a = Incoming::parse(br#"{"id":92,"method":"m"}"#);
+        let b = Incoming::parse(br#"{"id":"92","method":"m"}"#);
+        let (Incoming::Request(a), Incoming::Request(b)) = (a, b) else {
+            panic!()
+        };
+        assert_ne!(a.id, b.id);
+        assert_eq!(encode_result(&b.id, 1), r#"{"id":"92","result":1}"#);
+    }
+
+    #[test]
+    fn jsonrpc_member_is_ignored() {
+        let m = Incoming::parse(br#"{"jsonrpc":"2.0","id":1,"method":"m","params":{}}"#);
+        assert!(matches!(m, Incoming::Request(_)));
+    }
+
+    #[test]
+    fn null_and_float_ids_are_malformed() {
+        assert!(matches!(
+            Incoming::parse(br#"{"id":null,"method":"m"}"#),
+            Incoming::Malformed(_)
+        ));
+        assert!(matches!(
+            Incoming::parse(br#"{"id":1.5,"method":"m"}"#),
+            Incoming::Malformed(_)
+        ));
+    }
+
+    #[test]
+    fn array_is_not_an_object() {
+        assert_eq!(
+            Incoming::parse(b"[1,2]"),
+            Incoming::Malformed("expected a JSON-RPC object".into())
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let deep = "[".repeat(10_000) + &"]".repeat(10_000);
+        let Incoming::Malformed(msg) = Incoming::parse(deep.as_bytes()) else {
+            panic!()
+        };
+        assert!(msg.contains("recursion limit exceeded"), "{msg}");
+    }
+}

@@ -1,0 +1,71 @@
+//! stdio transport: newline-delimited JSON on any reader/writer pair (the server's stdin and
+//! stdout, or a child's pipes on the client side).
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+
+use super::{INCOMING_QUEUE, Incoming, MAX_MESSAGE_BYTES, OUTGOING_QUEUE, Transport};
+
+/// Starts the reader and writer tasks over a byte-stream pair and returns its channels.
+pub fn spawn<R, W>(reader: R, writer: W, tracker: &TaskTracker) -> Transport
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE);
+    let (out_tx, mut out_rx) = mpsc::channel::<String>(OUTGOING_QUEUE);
+
+    tracker.spawn(async move {
+        // `take` bounds a line that never ends; the limit is re-armed for every line.
+        let mut reader = BufReader::new(reader);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let limit = MAX_MESSAGE_BYTES as u64 + 1;
+            match AsyncReadExt::take(&mut reader, limit)
+                .read_until(b'\n', &mut line)
+                .await
+            {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::debug!(%err, "stdio read ended");
+                    break;
+                }
+            }
+            if line.len() > MAX_MESSAGE_BYTES {
+                let _ = in_tx.send(Incoming::TooLarge(MAX_MESSAGE_BYTES)).await;
+                break;
+            }
+            let trimmed = line.trim_ascii();
+            if trimmed.is_empty() {
+                continue;
+            }
+            if in_tx.send(Incoming::parse(trimmed)).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    tracker.spawn(async move {
+        let mut writer = tokio::io::BufWriter::new(writer);
+        while let Some(msg) = out_rx.recv().await {
+            if writer.write_all(msg.as_bytes()).await.is_err()
+                || writer.write_all(b"\n").await.is_err()
+            {
+                break;
+            }
+            if out_rx.is_empty() && writer.flush().await.is_err() {
+                break;
+            }
+        }
+        let _ = writer.flush().await;
+        let _ = writer.shutdown().await;
+    });
+
+    Transport {
+        incoming: in_rx,
+        outgoing: out_tx,
+    }
+}

@@ -1,0 +1,193 @@
+//! One connection: the handshake state machine, and dispatch of every other request to its own
+//! task so a long `process/read` never delays the requests behind it (answers matched by id).
+//!
+//! ```text
+//!   AwaitingInitialize ──initialize ok──► AwaitingInitialized ──initialized──► Ready
+//!        │  ▲                                                                  │
+//!        └──┘ initialize failed (may retry)       connection ends: detach the session
+//! ```
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use super::ServerState;
+use super::handlers::{self, Call};
+use super::session::{ResumeError, Session};
+use crate::protocol::session::{InitializeParams, InitializeResult};
+use crate::protocol::{ErrorCode, method};
+use crate::rpc::message::{encode_error, encode_parse_error, encode_result};
+use crate::rpc::{Incoming, Request, RpcError, Transport, decode_params};
+
+/// Requests of one connection in flight at once; the reader waits when they are all busy.
+const MAX_IN_FLIGHT: usize = 256;
+
+/// Where the handshake is.
+enum Handshake {
+    AwaitingInitialize,
+    /// `initialize` succeeded; waiting for the `initialized` notification.
+    AwaitingInitialized(Arc<Session>),
+    Ready(Arc<Session>),
+}
+
+impl Handshake {
+    fn session(&self) -> Option<&Arc<Session>> {
+        match self {
+            Self::AwaitingInitialize => None,
+            Self::AwaitingInitialized(s) | Self::Ready(s) => Some(s),
+        }
+    }
+}
+
+/// Serves one connection until the peer goes away, it breaks the protocol, or the server stops.
+pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
+    let connection = state.connection_id();
+    let out = transport.outgoing.clone();
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut handshake = Handshake::AwaitingInitialize;
+    loop {
+        let incoming = tokio::select! {
+            m = transport.incoming.recv() => m,
+            _ = state.cancel.cancelled() => None,
+        };
+        let Some(incoming) = incoming else { break };
+        match incoming {
+            Incoming::Malformed(message) => {
+                let _ = out
+                    .send(encode_parse_error(&RpcError::invalid_request(message)))
+                    .await;
+            }
+            Incoming::TooLarge(limit) => {
+                let err = RpcError::invalid_request(format!(
+                    "message too large: the limit is {limit} bytes"
+                ));
+                let _ = out.send(encode_parse_error(&err)).await;
+                break;
+            }
+            Incoming::Response { .. } => {}
+            Incoming::Notification(n) if n.method == method::INITIALIZED => {
+                match std::mem::replace(&mut handshake, Handshake::AwaitingInitialize) {
+                    Handshake::AwaitingInitialized(s) | Handshake::Ready(s) => {
+                        handshake = Handshake::Ready(s)
+                    }
+                    Handshake::AwaitingInitialize => {
+                        tracing::debug!("initialized before initialize: closing");
+                        let err = RpcError::invalid_request(
+                            "client must call initialize before sending initialized",
+                        );
+                        let _ = out.send(encode_parse_error(&err)).await;
+                        break;
+                    }
+                }
+            }
+            Incoming::Notification(n) => {
+                tracing::debug!(method = %n.method, "unknown notification: closing connection");
+                break;
+            }
+            Incoming::Request(mut req) if req.method == method::INITIALIZE => {
+                let answer = match &handshake {
+                    Handshake::AwaitingInitialize => {
+                        match initialize(&state, connection, &out, req.params.take()) {
+                            Ok((session, result)) => {
+                                handshake = Handshake::AwaitingInitialized(session);
+                                Ok(result)
+                            }
+                            Err(err) => Err(err),
+                        }
+                    }
+                    _ => Err(RpcError::invalid_request(
+                        "initialize may only be sent once per connection",
+                    )),
+                };
+                let _ = out.send(encode_answer(&req, answer)).await;
+            }
+            Incoming::Request(req) => {
+                let session = match &handshake {
+                    Handshake::Ready(s) => s.clone(),
+                    Handshake::AwaitingInitialize => {
+                        let err = RpcError::invalid_request(
+                            "client must call initialize before using exec methods",
+                        );
+                        let _ = out.send(encode_error(&req.id, &err)).await;
+                        continue;
+                    }
+                    Handshake::AwaitingInitialized(_) => {
+                        let err = RpcError::invalid_request(
+                            "client must send initialized before using exec methods",
+                        );
+                        let _ = out.send(encode_error(&req.id, &err)).await;
+                        continue;
+                    }
+                };
+                if !handlers::is_known(&req.method) {
+                    let err = RpcError::new(
+                        ErrorCode::MethodNotFound,
+                        format!("method not found: {}", req.method),
+                    );
+                    let _ = out.send(encode_error(&req.id, &err)).await;
+                    continue;
+                }
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    break;
+                };
+                let call = Call {
+                    state: state.clone(),
+                    session,
+                    connection,
+                };
+                let out = out.clone();
+                state.tracker.spawn(async move {
+                    let Request { id, method, params } = req;
+                    let answer = handlers::dispatch(call, &method, params).await;
+                    let text = match answer {
+                        Ok(v) => encode_result(&id, v),
+                        Err(e) => encode_error(&id, &e),
+                    };
+                    let _ = out.send(text).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+    if let Some(session) = handshake.session() {
+        state.sessions.detach(session, connection);
+    }
+}
+
+fn encode_answer(req: &Request, answer: Result<Value, RpcError>) -> String {
+    match answer {
+        Ok(v) => encode_result(&req.id, v),
+        Err(e) => encode_error(&req.id, &e),
+    }
+}
+
+/// `initialize`: a new session, or the named one re-attached to this connection.
+fn initialize(
+    state: &Arc<ServerState>,
+    connection: u64,
+    out: &tokio::sync::mpsc::Sender<String>,
+    params: Value,
+) -> Result<(Arc<Session>, Value), RpcError> {
+    let p: InitializeParams = decode_params(params)?;
+    let session = match &p.resume_session_id {
+        None => state.sessions.create(connection, out.clone()),
+        Some(id) => state
+            .sessions
+            .resume(id, connection, out.clone())
+            .map_err(|e| match e {
+                ResumeError::Unknown(_) => RpcError::invalid_request(e.to_string()),
+                ResumeError::Attached(_) => {
+                    RpcError::new(ErrorCode::SessionAttached, e.to_string())
+                }
+            })?,
+    };
+    tracing::debug!(client = %p.client_name, session = %session.id, "initialized");
+    let result = InitializeResult {
+        session_id: session.id.clone(),
+        environment_info: Some(state.environment.clone()),
+    };
+    let value = serde_json::to_value(result)
+        .map_err(|e| RpcError::internal(format!("failed to encode result: {e}")))?;
+    Ok((session, value))
+}

@@ -1,0 +1,223 @@
+//! One handler fn per method of the `process/*` family and `environment/info`. Each decodes its
+//! params, acts on the session it was called in, and returns a result or an [`RpcError`].
+//! The handshake (`initialize`, `initialized`) lives in `connection.rs`, which owns that state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::Value;
+
+use super::ServerState;
+use super::env_policy;
+use super::process::{Lookup, SpawnError, SpawnSpec};
+use super::session::Session;
+use crate::path_uri;
+use crate::protocol::method;
+use crate::protocol::process::{
+    ReadParams, ReadResult, SandboxType, SignalParams, StartParams, StartResult, TerminateParams,
+    TerminateResult, WriteParams, WriteResult, WriteStatus,
+};
+use crate::protocol::sandbox::{NetworkAccess, SandboxIntent};
+use crate::rpc::{RpcError, decode_params};
+
+/// Longest `processId` we accept; the reference has no limit, but a megabyte id is a mistake.
+pub const MAX_PROCESS_ID_BYTES: usize = 4096;
+
+/// What a handler needs to know about the call.
+pub(super) struct Call {
+    /// Server-wide state (config, environment info, tracker).
+    pub state: Arc<ServerState>,
+    /// The session the calling connection is attached to.
+    pub session: Arc<Session>,
+    /// The calling connection, to tell when the session moved elsewhere.
+    pub connection: u64,
+}
+
+/// True for the methods [`dispatch`] serves.
+pub(super) fn is_known(name: &str) -> bool {
+    matches!(
+        name,
+        method::ENVIRONMENT_INFO
+            | method::PROCESS_START
+            | method::PROCESS_READ
+            | method::PROCESS_WRITE
+            | method::PROCESS_SIGNAL
+            | method::PROCESS_TERMINATE
+    )
+}
+
+/// Runs one request of an initialized connection.
+pub(super) async fn dispatch(call: Call, name: &str, params: Value) -> Result<Value, RpcError> {
+    match name {
+        method::ENVIRONMENT_INFO => to_value(&call.state.environment),
+        method::PROCESS_START => to_value(&start(&call, decode_params(params)?)?),
+        method::PROCESS_READ => to_value(&read(&call, decode_params(params)?).await?),
+        method::PROCESS_WRITE => to_value(&write(&call, decode_params(params)?).await?),
+        method::PROCESS_SIGNAL => {
+            signal(&call, decode_params(params)?);
+            Ok(Value::Object(Default::default()))
+        }
+        method::PROCESS_TERMINATE => to_value(&terminate(&call, decode_params(params)?)),
+        other => Err(RpcError::new(
+            crate::protocol::ErrorCode::MethodNotFound,
+            format!("method not found: {other}"),
+        )),
+    }
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, RpcError> {
+    serde_json::to_value(v).map_err(|e| RpcError::internal(format!("failed to encode result: {e}")))
+}
+
+/// `process/start`.
+fn start(call: &Call, p: StartParams) -> Result<StartResult, RpcError> {
+    if p.process_id.len() > MAX_PROCESS_ID_BYTES {
+        return Err(RpcError::invalid_params(format!(
+            "processId is {} bytes; the limit is {MAX_PROCESS_ID_BYTES}",
+            p.process_id.len()
+        )));
+    }
+    if p.argv.is_empty() {
+        return Err(RpcError::invalid_params("argv must not be empty"));
+    }
+    if p.argv[0].is_empty() {
+        return Err(RpcError::invalid_params(
+            "argv[0] must not be empty: missing program",
+        ));
+    }
+    let cwd = path_uri::to_path(&p.cwd)
+        .map_err(|e| RpcError::invalid_params(format!("invalid cwd: {e}")))?;
+    let sandbox_type = sandbox_gate(p.sandbox.as_ref(), p.enforce_managed_network)?;
+    let env = env_policy::build(std::env::vars_os(), p.env_policy.as_ref(), &p.env);
+    let spec = SpawnSpec {
+        argv: p.argv,
+        arg0: p.arg0,
+        cwd,
+        env,
+        tty: p.tty,
+        pipe_stdin: p.pipe_stdin,
+    };
+    call.session
+        .processes
+        .start(&call.session, p.process_id.clone(), spec)
+        .map_err(|err| match err {
+            SpawnError::DuplicateId => RpcError::invalid_request(err.to_string()),
+            other => RpcError::internal(other.to_string()),
+        })?;
+    Ok(StartResult {
+        process_id: p.process_id,
+        sandbox_type,
+    })
+}
+
+/// Decides what a `sandbox` asks of this executor. Until the Linux sandbox lands, anything that
+/// restricts is refused (fail closed); a null sandbox, or one that restricts nothing, runs.
+fn sandbox_gate(
+    sandbox: Option<&SandboxIntent>,
+    enforce_managed_network: bool,
+) -> Result<SandboxType, RpcError> {
+    let refuse = |reason: &str| {
+        RpcError::invalid_params(format!(
+            "sandbox intent cannot be enforced on this executor: {reason}"
+        ))
+    };
+    if enforce_managed_network {
+        return Err(refuse("managed network enforcement is not available"));
+    }
+    let Some(sandbox) = sandbox else {
+        return Ok(SandboxType::None);
+    };
+    for uri in sandbox
+        .cwd
+        .iter()
+        .chain(sandbox.workspace_roots.iter().flatten())
+    {
+        path_uri::to_path(uri).map_err(|e| {
+            RpcError::invalid_params(format!(
+                "failed to prepare process sandbox: invalid sandbox path: {e}"
+            ))
+        })?;
+    }
+    if sandbox.permissions.restricts_file_system() {
+        return Err(refuse("file system restrictions are not available"));
+    }
+    if sandbox.permissions.network() == NetworkAccess::Restricted {
+        return Err(refuse("network restrictions are not available"));
+    }
+    Ok(SandboxType::LinuxSeccomp)
+}
+
+/// `process/read`.
+async fn read(call: &Call, p: ReadParams) -> Result<ReadResult, RpcError> {
+    let process = match call.session.processes.get(&p.process_id) {
+        Lookup::Missing => {
+            return Err(RpcError::invalid_request(format!(
+                "unknown process id {}",
+                p.process_id
+            )));
+        }
+        Lookup::Starting => {
+            return Ok(ReadResult {
+                chunks: Vec::new(),
+                next_seq: 1,
+                exited: false,
+                exit_code: None,
+                closed: false,
+                failure: None,
+                sandbox_denied: false,
+            });
+        }
+        Lookup::Live(p) => p,
+    };
+    let wait = Duration::from_millis(p.wait_ms.unwrap_or(0));
+    process
+        .read(
+            p.after_seq.unwrap_or(0),
+            p.max_bytes,
+            wait,
+            call.session.resumed_elsewhere(call.connection),
+        )
+        .await
+        .map_err(|()| RpcError::invalid_request("session has been resumed by another connection"))
+}
+
+/// `process/write`.
+async fn write(call: &Call, p: WriteParams) -> Result<WriteResult, RpcError> {
+    if p.write_id.is_empty() {
+        return Err(RpcError::invalid_params("writeId must not be empty"));
+    }
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(p.chunk.as_bytes())
+        .map_err(|e| {
+            RpcError::invalid_params(format!("invalid params: chunk: invalid base64: {e}"))
+        })?;
+    let status = match call.session.processes.get(&p.process_id) {
+        Lookup::Missing => WriteStatus::UnknownProcess,
+        Lookup::Starting => WriteStatus::Starting,
+        Lookup::Live(process) => process
+            .write(&data, &p.write_id)
+            .await
+            .map_err(|e| RpcError::internal(e.to_string()))?,
+    };
+    Ok(WriteResult { status })
+}
+
+/// `process/signal`: unknown ids are answered `{}` like the reference.
+fn signal(call: &Call, p: SignalParams) {
+    if let Lookup::Live(process) = call.session.processes.get(&p.process_id) {
+        process.interrupt();
+    }
+}
+
+/// `process/terminate`.
+fn terminate(call: &Call, p: TerminateParams) -> TerminateResult {
+    let running = match call.session.processes.get(&p.process_id) {
+        Lookup::Live(process) => {
+            let table = &call.session.processes;
+            process.terminate(table.terminate_grace(), table.tracker())
+        }
+        Lookup::Missing | Lookup::Starting => false,
+    };
+    TerminateResult { running }
+}

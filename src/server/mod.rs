@@ -1,0 +1,142 @@
+//! The exec-server: a listener that spawns one handler task per connection, a registry of
+//! sessions that outlive their connections, and the processes each session owns.
+//!
+//! Shutdown: a [`CancellationToken`] says stop; every task the server starts is spawned on one
+//! [`TaskTracker`], so [`run_ws`] and [`run_stdio`] return only after every connection task has
+//! ended and every managed process group has been killed.
+
+mod connection;
+mod env_info;
+pub mod env_policy;
+mod handlers;
+mod http;
+pub mod process;
+mod session;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::protocol::session::EnvironmentInfo;
+use session::SessionRegistry;
+
+/// Tunables of one server. Defaults are the protocol's; tests shorten the TTLs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// How long a session whose connection dropped stays resumable before its processes die.
+    pub detached_session_ttl: Duration,
+    /// How long a process stays readable after `process/closed`, then its id is free again.
+    pub closed_process_ttl: Duration,
+    /// Grace between SIGTERM and SIGKILL in `process/terminate`.
+    pub terminate_grace: Duration,
+    /// Output bytes retained per process; the oldest chunks are dropped first.
+    pub retained_output_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            detached_session_ttl: Duration::from_secs(30),
+            closed_process_ttl: Duration::from_secs(30),
+            terminate_grace: Duration::from_secs(2),
+            retained_output_bytes: 1 << 20,
+        }
+    }
+}
+
+/// State shared by every connection of one server.
+pub(crate) struct ServerState {
+    /// Every live session, attached or not.
+    sessions: Arc<SessionRegistry>,
+    /// Owns every task the server spawns, so shutdown can wait for all of them.
+    tracker: TaskTracker,
+    /// Fired once on shutdown; connection handlers stop between messages.
+    cancel: CancellationToken,
+    /// Distinguishes connections, so a stale connection cannot detach a session a newer one holds.
+    next_connection_id: AtomicU64,
+    /// Computed once at start: the executor's shell, home, temp dir, version.
+    environment: EnvironmentInfo,
+}
+
+impl ServerState {
+    fn new(config: ServerConfig) -> Arc<Self> {
+        let tracker = TaskTracker::new();
+        Arc::new(Self {
+            sessions: SessionRegistry::new(config, tracker.clone()),
+            tracker,
+            cancel: CancellationToken::new(),
+            next_connection_id: AtomicU64::new(1),
+            environment: env_info::current(),
+        })
+    }
+
+    fn connection_id(&self) -> u64 {
+        self.next_connection_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Stops everything: connections end, every managed process group is killed.
+    async fn shutdown(&self) {
+        self.cancel.cancel();
+        self.sessions.kill_all();
+        self.tracker.close();
+        // Connection readers blocked on a silent peer are not waited for forever.
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.tracker.wait()).await;
+    }
+}
+
+/// Serves WebSocket connections on a bound listener until `shutdown` completes.
+pub async fn run_ws(
+    listener: TcpListener,
+    config: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let state = ServerState::new(config);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(err) => {
+                        // EMFILE and friends: keep serving the connections we have.
+                        tracing::warn!(%err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let state2 = state.clone();
+                state.tracker.spawn(async move {
+                    tracing::debug!(%peer, "connection");
+                    if let Some(transport) = http::accept(stream, &state2.tracker).await {
+                        connection::serve(transport, state2).await;
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    state.shutdown().await;
+    Ok(())
+}
+
+/// Serves exactly one connection over stdin/stdout; returns when it ends or on `shutdown`.
+pub async fn run_stdio(
+    config: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let state = ServerState::new(config);
+    let transport =
+        crate::rpc::stdio::spawn(tokio::io::stdin(), tokio::io::stdout(), &state.tracker);
+    tokio::select! {
+        _ = shutdown => {}
+        _ = connection::serve(transport, state.clone()) => {}
+    }
+    state.shutdown().await;
+    Ok(())
+}

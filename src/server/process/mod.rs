@@ -1,0 +1,542 @@
+//! The processes of one session: the table that owns them, spawning (pipes or PTY), the pump task
+//! that moves each child's output into its [`OutputLog`] and on to the attached connection, stdin
+//! writes with `writeId` dedupe, signals and termination of the whole process group.
+//!
+//! Lifecycle of one entry in the table:
+//! ```text
+//!   Starting ──spawned──► Live(running) ──exit──► Live(exited) ──all streams EOF──► Live(closed)
+//!      │                                                                              │
+//!      └──spawn failed──► (removed)                     closed TTL ──► (removed, id free again)
+//! ```
+
+pub mod output_log;
+mod sys;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use super::ServerConfig;
+use super::session::Session;
+use crate::protocol::method;
+use crate::protocol::process::{
+    ClosedNotification, ExitedNotification, OutputNotification, ReadResult, Stream, WriteStatus,
+};
+use crate::pty::{self, PtyMaster};
+use crate::rpc::message::encode_notification;
+pub use output_log::OutputLog;
+
+/// How many recent `writeId`s each process remembers for dedupe.
+const WRITE_ID_MEMORY: usize = 4096;
+/// Bytes read from a pipe at a time.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// What the caller asked to run, already validated.
+#[derive(Debug, Clone)]
+pub struct SpawnSpec {
+    pub argv: Vec<String>,
+    pub arg0: Option<String>,
+    pub cwd: PathBuf,
+    pub env: Vec<(OsString, OsString)>,
+    pub tty: bool,
+    pub pipe_stdin: bool,
+}
+
+/// Why a spawn failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("process ID already exists")]
+    DuplicateId,
+    #[error("failed to open a pseudo-terminal: {0}")]
+    Pty(#[source] std::io::Error),
+    #[error("{source}: {program}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why a stdin write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("failed to write to process stdin: {0}")]
+    Io(#[source] std::io::Error),
+}
+
+/// Where `process/write` bytes go.
+enum StdinSink {
+    Pipe(ChildStdin),
+    Pty(Arc<PtyMaster>),
+    Closed,
+}
+
+/// Write-side state, behind an async lock so writes reach the child in arrival order.
+struct StdinState {
+    /// The child's stdin, if it has one.
+    sink: StdinSink,
+    /// The last [`WRITE_ID_MEMORY`] write ids, oldest first.
+    recent: VecDeque<String>,
+    /// The same ids, for lookup.
+    seen: HashSet<String>,
+}
+
+/// One running (or finished, still retained) process.
+pub struct Process {
+    /// The client-chosen id.
+    id: String,
+    /// The process group to signal: the child's pid (it leads its own group or session).
+    pgid: i32,
+    /// Events so far; std mutex, never held across an await.
+    log: Mutex<OutputLog>,
+    /// Bumped after every log change; wakes long-polls.
+    changes: watch::Sender<u64>,
+    /// Stdin; a tokio mutex because a write may wait on a full pipe and writes must stay ordered.
+    stdin: tokio::sync::Mutex<StdinState>,
+}
+
+impl Process {
+    /// Reads events after `after_seq`, waiting up to `wait` for something new. Gives up with
+    /// `Err(())` if `cancel` fires first (the session was resumed elsewhere).
+    pub async fn read(
+        &self,
+        after_seq: u64,
+        max_bytes: Option<u64>,
+        wait: std::time::Duration,
+        cancel: impl std::future::Future<Output = ()>,
+    ) -> Result<ReadResult, ()> {
+        let mut changes = self.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        tokio::pin!(cancel);
+        loop {
+            {
+                let log = self.log.lock().unwrap();
+                if log.has_news(after_seq) || tokio::time::Instant::now() >= deadline {
+                    return Ok(log.read(after_seq, max_bytes));
+                }
+            }
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return Ok(self.log.lock().unwrap().read(after_seq, max_bytes));
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = &mut cancel => return Err(()),
+            }
+        }
+    }
+
+    /// Writes `data` unless `write_id` was already written.
+    pub async fn write(&self, data: &[u8], write_id: &str) -> Result<WriteStatus, WriteError> {
+        let mut stdin = self.stdin.lock().await;
+        if stdin.seen.contains(write_id) {
+            return Ok(WriteStatus::Accepted);
+        }
+        let result = match &mut stdin.sink {
+            StdinSink::Closed => return Ok(WriteStatus::StdinClosed),
+            StdinSink::Pipe(pipe) => match pipe.write_all(data).await {
+                Ok(()) => pipe.flush().await,
+                Err(e) => Err(e),
+            },
+            StdinSink::Pty(master) => master.write_all(data).await,
+        };
+        result.map_err(WriteError::Io)?;
+        stdin.recent.push_back(write_id.to_string());
+        stdin.seen.insert(write_id.to_string());
+        if stdin.recent.len() > WRITE_ID_MEMORY {
+            if let Some(old) = stdin.recent.pop_front() {
+                stdin.seen.remove(&old);
+            }
+        }
+        Ok(WriteStatus::Accepted)
+    }
+
+    /// Sends SIGINT to the process group, unless everything has already ended.
+    pub fn interrupt(&self) {
+        if !self.log.lock().unwrap().closed() {
+            let _ = sys::signal_group(self.pgid, libc::SIGINT);
+        }
+    }
+
+    /// SIGTERM to the group now, SIGKILL after `grace` if anything of it is still there.
+    /// Returns whether the process itself was still running.
+    pub fn terminate(self: &Arc<Self>, grace: std::time::Duration, tracker: &TaskTracker) -> bool {
+        let (running, closed) = {
+            let log = self.log.lock().unwrap();
+            (!log.exited(), log.closed())
+        };
+        if closed {
+            return false;
+        }
+        let _ = sys::signal_group(self.pgid, libc::SIGTERM);
+        let process = self.clone();
+        tracker.spawn(async move {
+            let mut changes = process.changes.subscribe();
+            let wait_closed = async {
+                while !process.log.lock().unwrap().closed() {
+                    if changes.changed().await.is_err() {
+                        break;
+                    }
+                }
+            };
+            if tokio::time::timeout(grace, wait_closed).await.is_err() {
+                let _ = sys::signal_group(process.pgid, libc::SIGKILL);
+            }
+        });
+        running
+    }
+
+    /// SIGKILL to the whole group, unless everything has already ended.
+    pub fn kill(&self) {
+        if !self.log.lock().unwrap().closed() {
+            let _ = sys::signal_group(self.pgid, libc::SIGKILL);
+        }
+    }
+}
+
+/// A slot in the table.
+enum Slot {
+    /// The id is reserved while the child is being spawned.
+    Starting,
+    Live(Arc<Process>),
+}
+
+/// What a lookup found.
+pub enum Lookup {
+    Missing,
+    Starting,
+    Live(Arc<Process>),
+}
+
+/// The processes of one session, by client-chosen id.
+pub struct ProcessTable {
+    /// Entries; std mutex, never held across an await.
+    entries: Mutex<HashMap<String, Slot>>,
+    /// Retention and TTLs.
+    config: ServerConfig,
+    /// Where pump and timer tasks are spawned.
+    tracker: TaskTracker,
+}
+
+impl ProcessTable {
+    pub(super) fn new(config: ServerConfig, tracker: TaskTracker) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            config,
+            tracker,
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Lookup {
+        match self.entries.lock().unwrap().get(id) {
+            None => Lookup::Missing,
+            Some(Slot::Starting) => Lookup::Starting,
+            Some(Slot::Live(p)) => Lookup::Live(p.clone()),
+        }
+    }
+
+    pub fn terminate_grace(&self) -> std::time::Duration {
+        self.config.terminate_grace
+    }
+
+    pub fn tracker(&self) -> &TaskTracker {
+        &self.tracker
+    }
+
+    /// Kills every process group of the table (session expiry, shutdown).
+    pub fn kill_all(&self) {
+        let live: Vec<_> = self
+            .entries
+            .lock()
+            .unwrap()
+            .values()
+            .filter_map(|s| match s {
+                Slot::Live(p) => Some(p.clone()),
+                Slot::Starting => None,
+            })
+            .collect();
+        for p in live {
+            p.kill();
+        }
+    }
+
+    /// Spawns `spec` as process `id` of `session`, and starts its pump.
+    pub(crate) fn start(
+        &self,
+        session: &Arc<Session>,
+        id: String,
+        spec: SpawnSpec,
+    ) -> Result<(), SpawnError> {
+        {
+            let mut entries = self.entries.lock().unwrap();
+            if entries.contains_key(&id) {
+                return Err(SpawnError::DuplicateId);
+            }
+            entries.insert(id.clone(), Slot::Starting);
+        }
+        let spawned = match spawn(&spec) {
+            Ok(s) => s,
+            Err(err) => {
+                self.entries.lock().unwrap().remove(&id);
+                return Err(err);
+            }
+        };
+        let pgid = spawned.child.id().map(|p| p as i32).unwrap_or(-1);
+        let process = Arc::new(Process {
+            id: id.clone(),
+            pgid,
+            log: Mutex::new(OutputLog::new(self.config.retained_output_bytes)),
+            changes: watch::Sender::new(0),
+            stdin: tokio::sync::Mutex::new(StdinState {
+                sink: spawned.stdin,
+                recent: VecDeque::new(),
+                seen: HashSet::new(),
+            }),
+        });
+        self.entries
+            .lock()
+            .unwrap()
+            .insert(id, Slot::Live(process.clone()));
+        let pump = Pump {
+            process,
+            session: session.clone(),
+            closed_ttl: self.config.closed_process_ttl,
+        };
+        self.tracker.spawn(pump.run(spawned.child, spawned.output));
+        Ok(())
+    }
+
+    /// Frees `id` if it still names `process`.
+    fn remove_if_same(&self, id: &str, process: &Arc<Process>) {
+        let mut entries = self.entries.lock().unwrap();
+        if matches!(entries.get(id), Some(Slot::Live(p)) if Arc::ptr_eq(p, process)) {
+            entries.remove(id);
+        }
+    }
+}
+
+/// The child's output ends.
+enum Output {
+    Pipes {
+        stdout: ChildStdout,
+        stderr: ChildStderr,
+    },
+    Pty(Arc<PtyMaster>),
+}
+
+/// A started child and its ends.
+struct Spawned {
+    child: Child,
+    stdin: StdinSink,
+    output: Output,
+}
+
+fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
+    let program = &spec.argv[0];
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(&spec.argv[1..])
+        .current_dir(&spec.cwd)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .kill_on_drop(false);
+    if let Some(arg0) = &spec.arg0 {
+        cmd.arg0(arg0);
+    }
+    sys::configure_child(&mut cmd, spec.tty);
+    let spawn_err = |source| SpawnError::Spawn {
+        program: program.clone(),
+        source,
+    };
+    if spec.tty {
+        let pair = pty::open(pty::DEFAULT_ROWS, pty::DEFAULT_COLS).map_err(SpawnError::Pty)?;
+        let dup =
+            |fd: &std::os::fd::OwnedFd| fd.try_clone().map(Stdio::from).map_err(SpawnError::Pty);
+        cmd.stdin(dup(&pair.slave)?)
+            .stdout(dup(&pair.slave)?)
+            .stderr(dup(&pair.slave)?);
+        let child = cmd.spawn().map_err(spawn_err)?;
+        // Our copy of the slave must go, or the master never sees EOF.
+        drop(cmd);
+        drop(pair.slave);
+        let master = Arc::new(PtyMaster::new(pair.master).map_err(SpawnError::Pty)?);
+        Ok(Spawned {
+            child,
+            stdin: StdinSink::Pty(master.clone()),
+            output: Output::Pty(master),
+        })
+    } else {
+        cmd.stdin(if spec.pipe_stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(spawn_err)?;
+        let stdin = child
+            .stdin
+            .take()
+            .map(StdinSink::Pipe)
+            .unwrap_or(StdinSink::Closed);
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        Ok(Spawned {
+            child,
+            stdin,
+            output: Output::Pipes { stdout, stderr },
+        })
+    }
+}
+
+/// Moves one child's events into its log and on to the attached connection.
+struct Pump {
+    /// The process whose log this pump fills.
+    process: Arc<Process>,
+    /// Whose attachment hears the events, and whose table frees the id after the closed TTL.
+    session: Arc<Session>,
+    /// How long the process stays readable after `closed`.
+    closed_ttl: std::time::Duration,
+}
+
+impl Pump {
+    async fn run(self, mut child: Child, output: Output) {
+        let mut exited = false;
+        match output {
+            Output::Pipes {
+                mut stdout,
+                mut stderr,
+            } => {
+                let (mut out_open, mut err_open) = (true, true);
+                let mut out_buf = vec![0u8; READ_BUFFER];
+                let mut err_buf = vec![0u8; READ_BUFFER];
+                while out_open || err_open || !exited {
+                    // Biased toward output so bytes written before the exit are logged first.
+                    tokio::select! {
+                        biased;
+                        r = stdout.read(&mut out_buf), if out_open => match r {
+                            Ok(n) if n > 0 => self.output(Stream::Stdout, &out_buf[..n]).await,
+                            _ => out_open = false,
+                        },
+                        r = stderr.read(&mut err_buf), if err_open => match r {
+                            Ok(n) if n > 0 => self.output(Stream::Stderr, &err_buf[..n]).await,
+                            _ => err_open = false,
+                        },
+                        status = child.wait(), if !exited => {
+                            exited = true;
+                            self.exit(status).await;
+                        }
+                    }
+                }
+            }
+            Output::Pty(master) => {
+                let mut open = true;
+                let mut buf = vec![0u8; READ_BUFFER];
+                while open || !exited {
+                    tokio::select! {
+                        biased;
+                        r = master.read(&mut buf), if open => match r {
+                            Ok(n) if n > 0 => self.output(Stream::Pty, &buf[..n]).await,
+                            _ => open = false,
+                        },
+                        status = child.wait(), if !exited => {
+                            exited = true;
+                            self.exit(status).await;
+                        }
+                    }
+                }
+            }
+        }
+        let seq = self.process.log.lock().unwrap().push_closed();
+        self.process.changes.send_modify(|v| *v += 1);
+        let id = self.process.id.clone();
+        self.notify(encode_notification(
+            method::PROCESS_CLOSED,
+            ClosedNotification {
+                process_id: id.clone(),
+                seq,
+            },
+        ))
+        .await;
+        tokio::time::sleep(self.closed_ttl).await;
+        self.session.processes.remove_if_same(&id, &self.process);
+    }
+
+    async fn output(&self, stream: Stream, data: &[u8]) {
+        let (seq, base64) = self.process.log.lock().unwrap().push_output(stream, data);
+        self.process.changes.send_modify(|v| *v += 1);
+        self.notify(encode_notification(
+            method::PROCESS_OUTPUT,
+            OutputNotification {
+                process_id: self.process.id.clone(),
+                seq,
+                stream,
+                chunk: base64.to_string(),
+            },
+        ))
+        .await;
+    }
+
+    async fn exit(&self, status: std::io::Result<std::process::ExitStatus>) {
+        let code = match &status {
+            Ok(status) => exit_code(*status),
+            Err(_) => -1,
+        };
+        let seq = {
+            let mut log = self.process.log.lock().unwrap();
+            if let Err(err) = &status {
+                log.set_failure(format!("failed to wait for process: {err}"));
+            }
+            log.push_exit(code, false)
+        };
+        self.process.changes.send_modify(|v| *v += 1);
+        self.notify(encode_notification(
+            method::PROCESS_EXITED,
+            ExitedNotification {
+                process_id: self.process.id.clone(),
+                seq,
+                exit_code: code,
+                sandbox_denied: false,
+            },
+        ))
+        .await;
+    }
+
+    /// Sends to the attached connection, if any. Gives up when the attachment changes: the client
+    /// on the next one catches up with `process/read`, so nothing is lost.
+    async fn notify(&self, message: String) {
+        let Some((outgoing, mut generation)) = self.session.notifier() else {
+            return;
+        };
+        tokio::select! {
+            _ = outgoing.send(message) => {}
+            _ = generation.changed() => {}
+        }
+    }
+}
+
+/// The exit code in the reference's style: the code, or 128+N for a death by signal N.
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        (None, None) => -1,
+    }
+}
+
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field("id", &self.id)
+            .field("pgid", &self.pgid)
+            .finish()
+    }
+}

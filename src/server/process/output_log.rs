@@ -1,0 +1,222 @@
+//! The output log of one process: the single source of truth for its events. It assigns the one
+//! sequence shared by output, exit and close, retains the newest output up to a byte budget
+//! (oldest chunks dropped first, seqs never renumbered), and answers `process/read`.
+//! Notifications and reads both come from here, which is what makes resume lossless.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use base64::Engine;
+
+use crate::protocol::process::{ReadChunk, ReadResult, Stream};
+
+/// One retained chunk.
+#[derive(Debug, Clone)]
+struct LogChunk {
+    /// Its place in the process's sequence.
+    seq: u64,
+    /// Where it came from.
+    stream: Stream,
+    /// Base64 of the bytes, encoded once for both the notification and every read.
+    base64: Arc<str>,
+    /// Raw length, for the retention budget and `maxBytes`.
+    len: usize,
+}
+
+/// A process's events so far.
+#[derive(Debug)]
+pub struct OutputLog {
+    /// The next unused seq; seqs start at 1.
+    next_seq: u64,
+    /// Retained output, oldest first.
+    chunks: VecDeque<LogChunk>,
+    /// Sum of `len` over `chunks`.
+    retained: usize,
+    /// Retention budget in raw bytes.
+    limit: usize,
+    /// `(seq, exit code)` once the process has exited.
+    exit: Option<(u64, i32)>,
+    /// Seq of `closed` once every stream reached EOF after the exit.
+    closed: Option<u64>,
+    /// Set when the process could not be waited for.
+    failure: Option<String>,
+    /// The sandbox heuristic's verdict at exit.
+    sandbox_denied: bool,
+}
+
+impl OutputLog {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            next_seq: 1,
+            chunks: VecDeque::new(),
+            retained: 0,
+            limit,
+            exit: None,
+            closed: None,
+            failure: None,
+            sandbox_denied: false,
+        }
+    }
+
+    fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    /// Appends output; returns its seq and base64.
+    pub fn push_output(&mut self, stream: Stream, data: &[u8]) -> (u64, Arc<str>) {
+        let seq = self.take_seq();
+        let base64: Arc<str> = base64::engine::general_purpose::STANDARD
+            .encode(data)
+            .into();
+        self.chunks.push_back(LogChunk {
+            seq,
+            stream,
+            base64: base64.clone(),
+            len: data.len(),
+        });
+        self.retained += data.len();
+        // Keep the newest chunk even if it alone is over budget.
+        while self.retained > self.limit && self.chunks.len() > 1 {
+            let dropped = self.chunks.pop_front().expect("len > 1");
+            self.retained -= dropped.len;
+        }
+        (seq, base64)
+    }
+
+    /// Records the exit; returns its seq.
+    pub fn push_exit(&mut self, code: i32, sandbox_denied: bool) -> u64 {
+        let seq = self.take_seq();
+        self.exit = Some((seq, code));
+        self.sandbox_denied = sandbox_denied;
+        seq
+    }
+
+    /// Records a failure to observe the process (its exit code is unknown: -1).
+    pub fn set_failure(&mut self, failure: String) {
+        self.failure = Some(failure);
+    }
+
+    /// Records the close; returns its seq.
+    pub fn push_closed(&mut self) -> u64 {
+        let seq = self.take_seq();
+        self.closed = Some(seq);
+        seq
+    }
+
+    pub fn exited(&self) -> bool {
+        self.exit.is_some()
+    }
+
+    pub fn closed(&self) -> bool {
+        self.closed.is_some()
+    }
+
+    /// True if anything with a seq above `after_seq` happened.
+    pub fn has_news(&self, after_seq: u64) -> bool {
+        self.next_seq - 1 > after_seq
+    }
+
+    /// The `process/read` answer for chunks after `after_seq`, at most `max_bytes` of them
+    /// (but always the first).
+    pub fn read(&self, after_seq: u64, max_bytes: Option<u64>) -> ReadResult {
+        let start = self.chunks.partition_point(|c| c.seq <= after_seq);
+        let mut chunks = Vec::new();
+        let mut bytes = 0u64;
+        let mut cut_short = false;
+        for c in self.chunks.range(start..) {
+            if let Some(max) = max_bytes {
+                if !chunks.is_empty() && bytes + c.len as u64 > max {
+                    cut_short = true;
+                    break;
+                }
+            }
+            bytes += c.len as u64;
+            chunks.push(ReadChunk {
+                seq: c.seq,
+                stream: c.stream,
+                chunk: c.base64.to_string(),
+            });
+        }
+        let next_seq = match (cut_short, chunks.last()) {
+            (true, Some(last)) => last.seq + 1,
+            _ => self.next_seq,
+        };
+        ReadResult {
+            chunks,
+            next_seq,
+            exited: self.exit.is_some(),
+            exit_code: self.exit.map(|(_, code)| code),
+            closed: self.closed.is_some(),
+            failure: self.failure.clone(),
+            sandbox_denied: self.sandbox_denied,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_exit_and_close_share_one_sequence() {
+        let mut log = OutputLog::new(1024);
+        assert_eq!(log.push_output(Stream::Stdout, b"a").0, 1);
+        assert_eq!(log.push_exit(0, false), 2);
+        assert_eq!(log.push_output(Stream::Stderr, b"b").0, 3);
+        assert_eq!(log.push_closed(), 4);
+        let r = log.read(0, None);
+        assert_eq!(
+            r.chunks.iter().map(|c| c.seq).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
+        assert_eq!(r.next_seq, 5);
+        assert!(r.exited && r.closed);
+        assert_eq!(r.exit_code, Some(0));
+    }
+
+    #[test]
+    fn retention_drops_oldest_without_renumbering() {
+        let mut log = OutputLog::new(10);
+        for _ in 0..5 {
+            log.push_output(Stream::Stdout, b"1234");
+        }
+        let r = log.read(0, None);
+        assert_eq!(
+            r.chunks.iter().map(|c| c.seq).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
+        assert_eq!(r.next_seq, 6);
+    }
+
+    #[test]
+    fn oversized_single_chunk_is_kept() {
+        let mut log = OutputLog::new(2);
+        log.push_output(Stream::Stdout, b"12345");
+        assert_eq!(log.read(0, None).chunks.len(), 1);
+    }
+
+    #[test]
+    fn max_bytes_returns_the_first_chunk_and_moves_next_seq_back() {
+        let mut log = OutputLog::new(1024);
+        log.push_output(Stream::Stdout, b"12345");
+        log.push_output(Stream::Stdout, b"67");
+        log.push_exit(0, false);
+        let r = log.read(0, Some(1));
+        assert_eq!(r.chunks.len(), 1);
+        assert_eq!(r.next_seq, 2);
+        let r = log.read(1, Some(100));
+        assert_eq!(r.chunks.len(), 1);
+        assert_eq!(r.next_seq, 4);
+    }
+
+    #[test]
+    fn news_counts_every_event_kind() {
+        let mut log = OutputLog::new(1024);
+        assert!(!log.has_news(0));
+        log.push_exit(1, false);
+        assert!(log.has_news(0));
+        assert!(!log.has_news(1));
+    }
+}
