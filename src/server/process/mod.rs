@@ -151,10 +151,10 @@ impl Process {
         result.map_err(WriteError::Io)?;
         stdin.recent.push_back(write_id.to_string());
         stdin.seen.insert(write_id.to_string());
-        if stdin.recent.len() > WRITE_ID_MEMORY {
-            if let Some(old) = stdin.recent.pop_front() {
-                stdin.seen.remove(&old);
-            }
+        if stdin.recent.len() > WRITE_ID_MEMORY
+            && let Some(old) = stdin.recent.pop_front()
+        {
+            stdin.seen.remove(&old);
         }
         Ok(WriteStatus::Accepted)
     }

@@ -126,11 +126,12 @@ impl OutputLog {
         let mut bytes = 0u64;
         let mut cut_short = false;
         for c in self.chunks.range(start..) {
-            if let Some(max) = max_bytes {
-                if !chunks.is_empty() && bytes + c.len as u64 > max {
-                    cut_short = true;
-                    break;
-                }
+            if let Some(max) = max_bytes
+                && !chunks.is_empty()
+                && bytes + c.len as u64 > max
+            {
+                cut_short = true;
+                break;
             }
             bytes += c.len as u64;
             chunks.push(ReadChunk {
