@@ -68,7 +68,9 @@ impl Incoming {
     /// Classifies a parsed JSON value.
     pub fn from_value(value: Value) -> Self {
         let Value::Object(mut obj) = value else {
-            return Self::Malformed("expected a JSON-RPC object".to_string());
+            return Self::Malformed(
+                "failed to parse JSON-RPC message: expected a JSON-RPC object".into(),
+            );
         };
         let id = match obj.remove("id") {
             None => None,
@@ -236,7 +238,9 @@ mod tests {
     fn array_is_not_an_object() {
         assert_eq!(
             Incoming::parse(b"[1,2]"),
-            Incoming::Malformed("expected a JSON-RPC object".into())
+            Incoming::Malformed(
+                "failed to parse JSON-RPC message: expected a JSON-RPC object".into()
+            )
         );
     }
 

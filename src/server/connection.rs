@@ -65,7 +65,10 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
                 let _ = out.send(encode_parse_error(&err)).await;
                 break;
             }
-            Incoming::Response { .. } => {}
+            Incoming::Response { .. } => {
+                tracing::debug!("client sent a response: closing connection");
+                break;
+            }
             Incoming::Notification(n) if n.method == method::INITIALIZED => {
                 match std::mem::replace(&mut handshake, Handshake::AwaitingInitialize) {
                     Handshake::AwaitingInitialized(s) | Handshake::Ready(s) => {
@@ -103,31 +106,31 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
                 let _ = out.send(encode_answer(&req, answer)).await;
             }
             Incoming::Request(req) => {
+                let Some(family) = handlers::family(&req.method) else {
+                    let err = RpcError::new(
+                        ErrorCode::MethodNotFound,
+                        format!("exec-server does not implement `{}`", req.method),
+                    );
+                    let _ = out.send(encode_error(&req.id, &err)).await;
+                    continue;
+                };
                 let session = match &handshake {
                     Handshake::Ready(s) => s.clone(),
                     Handshake::AwaitingInitialize => {
-                        let err = RpcError::invalid_request(
-                            "client must call initialize before using exec methods",
-                        );
+                        let err = RpcError::invalid_request(format!(
+                            "client must call initialize before using {family} methods"
+                        ));
                         let _ = out.send(encode_error(&req.id, &err)).await;
                         continue;
                     }
                     Handshake::AwaitingInitialized(_) => {
-                        let err = RpcError::invalid_request(
-                            "client must send initialized before using exec methods",
-                        );
+                        let err = RpcError::invalid_request(format!(
+                            "client must send initialized before using {family} methods"
+                        ));
                         let _ = out.send(encode_error(&req.id, &err)).await;
                         continue;
                     }
                 };
-                if !handlers::is_known(&req.method) {
-                    let err = RpcError::new(
-                        ErrorCode::MethodNotFound,
-                        format!("method not found: {}", req.method),
-                    );
-                    let _ = out.send(encode_error(&req.id, &err)).await;
-                    continue;
-                }
                 let Ok(permit) = in_flight.clone().acquire_owned().await else {
                     break;
                 };

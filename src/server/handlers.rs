@@ -34,17 +34,18 @@ pub(super) struct Call {
     pub connection: u64,
 }
 
-/// True for the methods [`dispatch`] serves.
-pub(super) fn is_known(name: &str) -> bool {
-    matches!(
-        name,
-        method::ENVIRONMENT_INFO
-            | method::PROCESS_START
-            | method::PROCESS_READ
-            | method::PROCESS_WRITE
-            | method::PROCESS_SIGNAL
-            | method::PROCESS_TERMINATE
-    )
+/// The family a method served by [`dispatch`] belongs to, as handshake errors name it; `None`
+/// for a method this server does not implement.
+pub(super) fn family(name: &str) -> Option<&'static str> {
+    match name {
+        method::ENVIRONMENT_INFO => Some("environment info"),
+        method::PROCESS_START
+        | method::PROCESS_READ
+        | method::PROCESS_WRITE
+        | method::PROCESS_SIGNAL
+        | method::PROCESS_TERMINATE => Some("exec"),
+        _ => None,
+    }
 }
 
 /// Runs one request of an initialized connection.
@@ -102,7 +103,9 @@ fn start(call: &Call, p: StartParams) -> Result<StartResult, RpcError> {
         .processes
         .start(&call.session, p.process_id.clone(), spec)
         .map_err(|err| match err {
-            SpawnError::DuplicateId => RpcError::invalid_request(err.to_string()),
+            SpawnError::DuplicateId => {
+                RpcError::invalid_request(format!("process {} already exists", p.process_id))
+            }
             other => RpcError::internal(other.to_string()),
         })?;
     Ok(StartResult {

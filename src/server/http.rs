@@ -114,10 +114,10 @@ fn route(buf: &[u8]) -> Result<Option<(Route, usize)>, ()> {
         .next()
         .unwrap_or_default();
     let route = if header("origin").is_some() {
-        Route::Respond("403 Forbidden", "forbidden\n")
+        Route::Respond("403 Forbidden", "")
     } else if path == "/readyz" {
         if method == "GET" || method == "HEAD" {
-            Route::Respond("200 OK", "ok\n")
+            Route::Respond("200 OK", "")
         } else {
             Route::Respond("405 Method Not Allowed", "method not allowed\n")
         }
@@ -147,7 +147,7 @@ mod tests {
             let r = routed(&format!(
                 "GET {path} HTTP/1.1\r\nHost: a\r\nOrigin: http://evil\r\n\r\n"
             ));
-            assert_eq!(r, Route::Respond("403 Forbidden", "forbidden\n"), "{path}");
+            assert_eq!(r, Route::Respond("403 Forbidden", ""), "{path}");
         }
     }
 
@@ -155,11 +155,11 @@ mod tests {
     fn readyz_answers_get_and_head_only() {
         assert_eq!(
             routed("GET /readyz HTTP/1.1\r\n\r\n"),
-            Route::Respond("200 OK", "ok\n")
+            Route::Respond("200 OK", "")
         );
         assert_eq!(
             routed("HEAD /readyz HTTP/1.1\r\n\r\n"),
-            Route::Respond("200 OK", "ok\n")
+            Route::Respond("200 OK", "")
         );
         assert!(
             matches!(routed("POST /readyz HTTP/1.1\r\n\r\n"), Route::Respond(s, _) if s.starts_with("405"))
