@@ -1,0 +1,1272 @@
+//! Behaviour of `codex exec-server` as a client sees it, over a real socket: the event sequence,
+//! retention, `process/read` long-polls, stdin, PTYs, signals, sessions and resume, the
+//! environment policy, the stdio transport and the HTTP side of the listener.
+//!
+//! Bad input (malformed frames, wrong params, protocol-state errors) is in `bad_input.rs`; the
+//! harness is `common/mod.rs`. Every test starts its own server.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::time::Instant;
+
+const MIB: usize = 1024 * 1024;
+
+/// Reads every retained chunk of `process_id` after `after_seq`, page by page, until a read
+/// returns no chunk. Returns the chunks and the last answer.
+async fn read_retained(
+    client: &mut Client,
+    process_id: &str,
+    after_seq: i64,
+) -> (Vec<Value>, Value) {
+    let mut after = after_seq;
+    let mut chunks = Vec::new();
+    loop {
+        let answer = client
+            .request_ok(
+                "process/read",
+                json!({"processId": process_id, "afterSeq": after}),
+            )
+            .await;
+        let page = answer["chunks"]
+            .as_array()
+            .unwrap_or_else(|| panic!("read without chunks: {answer}"))
+            .clone();
+        if page.is_empty() {
+            return (chunks, answer);
+        }
+        for chunk in &page {
+            let seq = seq_of_chunk(chunk);
+            assert!(
+                seq > after,
+                "process/read afterSeq {after} returned seq {seq}"
+            );
+            after = seq;
+        }
+        chunks.extend(page);
+    }
+}
+
+fn seq_of_chunk(chunk: &Value) -> i64 {
+    chunk["seq"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("chunk without seq: {chunk}"))
+}
+
+fn chunk_bytes(chunk: &Value) -> Vec<u8> {
+    unb64(
+        chunk["chunk"]
+            .as_str()
+            .unwrap_or_else(|| panic!("chunk without data: {chunk}")),
+    )
+}
+
+fn find_event<'a>(events: &'a [Value], method: &str) -> &'a Value {
+    events
+        .iter()
+        .find(|e| e["method"] == method)
+        .unwrap_or_else(|| panic!("no {method} among {events:?}"))
+}
+
+/// The seq of the first output event whose chunk contains `needle`.
+fn output_seq_containing(events: &[Value], needle: &str) -> i64 {
+    events
+        .iter()
+        .find(|e| {
+            e["method"] == "process/output"
+                && String::from_utf8_lossy(&unb64(e["params"]["chunk"].as_str().unwrap()))
+                    .contains(needle)
+        })
+        .map(seq_of)
+        .unwrap_or_else(|| panic!("no output chunk containing {needle:?} in {events:?}"))
+}
+
+async fn started_client(server: &Server) -> (Client, String) {
+    let mut client = server.connect().await;
+    let session = client.initialize().await;
+    (client, session)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events and retention
+
+#[tokio::test]
+async fn output_exit_closed_share_one_sequence() {
+    let server = Server::start(&[]).await;
+    let (mut c, _) = started_client(&server).await;
+    output_exit_closed_share_one_sequence_scenario(&mut c).await;
+}
+
+/// `output_exit_closed_share_one_sequence` on any transport (also run over stdio).
+async fn output_exit_closed_share_one_sequence_scenario(c: &mut Client) {
+    let started = c
+        .start_process(sh("p1", "echo out; echo err >&2; exit 3"))
+        .await;
+    assert_eq!(
+        started["processId"], "p1",
+        "process/start answer: {started}"
+    );
+    assert_eq!(
+        started["sandboxType"], "none",
+        "no sandbox asked: {started}"
+    );
+
+    // collect_process_events returns only once seqs 1..=closed all arrived.
+    let events = c.collect_process_events("p1").await;
+    let seqs: Vec<i64> = events.iter().map(seq_of).collect();
+    assert_eq!(
+        seqs,
+        (1..=events.len() as i64).collect::<Vec<_>>(),
+        "one sequence from 1: {events:?}"
+    );
+    assert!(
+        c.duplicate_events().is_empty(),
+        "no seq twice: {:?}",
+        c.duplicate_events()
+    );
+    assert_eq!(
+        events.last().unwrap()["method"],
+        "process/closed",
+        "closed is last: {events:?}"
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["method"] == "process/closed")
+            .count(),
+        1
+    );
+    assert_eq!(exit_code(&events), 3);
+    assert_eq!(
+        find_event(&events, "process/exited")["params"]["sandboxDenied"],
+        false
+    );
+    assert_eq!(output_text(&events, Some("stdout")), "out\n");
+    assert_eq!(output_text(&events, Some("stderr")), "err\n");
+
+    // process/read tells the same story from the log.
+    let read = c
+        .request_ok("process/read", json!({"processId": "p1", "afterSeq": 0}))
+        .await;
+    let outputs: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["method"] == "process/output")
+        .collect();
+    let chunks = read["chunks"].as_array().expect("chunks");
+    assert_eq!(
+        chunks.len(),
+        outputs.len(),
+        "read {read} vs notifications {outputs:?}"
+    );
+    for (chunk, event) in chunks.iter().zip(&outputs) {
+        assert_eq!(chunk["seq"], event["params"]["seq"]);
+        assert_eq!(chunk["stream"], event["params"]["stream"]);
+        assert_eq!(chunk["chunk"], event["params"]["chunk"]);
+    }
+    let closed_seq = seq_of(events.last().unwrap());
+    assert_eq!(
+        read["nextSeq"],
+        json!(closed_seq + 1),
+        "nextSeq is past the close: {read}"
+    );
+    assert_eq!(read["exited"], true);
+    assert_eq!(read["exitCode"], 3);
+    assert_eq!(read["closed"], true);
+}
+
+#[tokio::test]
+async fn echo_output_arrives_as_base64_chunk() {
+    let server = Server::start(&[]).await;
+    let (mut c, _) = started_client(&server).await;
+    c.start_process(sh("hi", "echo hi")).await;
+    let events = c.collect_process_events("hi").await;
+    let chunks: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["method"] == "process/output")
+        .map(|e| &e["params"]["chunk"])
+        .collect();
+    assert_eq!(
+        chunks,
+        vec![&json!("aGkK")],
+        "README: `echo hi` gives chunk aGkK; events {events:?}"
+    );
+    assert_eq!(
+        find_event(&events, "process/output")["params"]["stream"],
+        "stdout"
+    );
+}
+
+#[tokio::test]
+async fn late_output_after_parent_exit_is_delivered_before_closed() {
+    let server = Server::start(&[]).await;
+    let (mut c, _) = started_client(&server).await;
+    c.start_process(sh("late", "(sleep 1; echo late) & echo early"))
+        .await;
+
+    // The parent exits at once; a background child still holds stdout for a second.
+    c.wait_for_process_event("late", "process/exited").await;
+    let read = c
+        .request_ok("process/read", json!({"processId": "late", "afterSeq": 0}))
+        .await;
+    assert_eq!(read["exited"], true, "{read}");
+    assert_eq!(
+        read["closed"], false,
+        "a child still holds the pipe, so not closed yet: {read}"
+    );
+
+    let events = c.collect_process_events("late").await;
+    let exited = seq_of(find_event(&events, "process/exited"));
+    let late = output_seq_containing(&events, "late");
+    let closed = seq_of(find_event(&events, "process/closed"));
+    assert!(
+        exited < late,
+        "late output (seq {late}) comes after exited (seq {exited})"
+    );
+    assert!(
+        late < closed,
+        "closed (seq {closed}) comes after the late output (seq {late})"
+    );
+    assert_eq!(closed, seq_of(events.last().unwrap()));
+    assert_eq!(output_text(&events, Some("stdout")), "early\nlate\n");
+    assert_eq!(exit_code(&events), 0);
+}
+
+#[tokio::test]
+async fn retention_drops_oldest_chunks_without_renumbering() {
+    let server = Server::start(&[]).await;
+    let (mut c, _) = started_client(&server).await;
+    let lines = 400_000;
+    let expected: String = (1..=lines).map(|i| format!("{i}\n")).collect();
+    assert!(expected.len() > 2 * MIB);
+
+    c.start_process(process_params(
+        "big",
+        &["/usr/bin/seq", "1", &lines.to_string()],
+    ))
+    .await;
+    let events = c.collect_process_events("big").await;
+    assert_eq!(
+        output_text(&events, Some("stdout")),
+        expected,
+        "notifications carry everything"
+    );
+    let exited_seq = seq_of(find_event(&events, "process/exited"));
+    let closed_seq = seq_of(find_event(&events, "process/closed"));
+    let by_seq: HashMap<i64, &Value> = events.iter().map(|e| (seq_of(e), e)).collect();
+    let max_chunk = events
+        .iter()
+        .filter(|e| e["method"] == "process/output")
+        .map(|e| unb64(e["params"]["chunk"].as_str().unwrap()).len())
+        .max()
+        .unwrap();
+
+    let (chunks, last) = read_retained(&mut c, "big", 0).await;
+    assert_eq!(last["closed"], true);
+    let first = seq_of_chunk(&chunks[0]);
+    assert!(
+        first > 1,
+        "the oldest chunks are dropped, so the first retained seq is > 1, got {first}"
+    );
+
+    // Seqs are the original ones: each retained chunk is the notification with that seq, and
+    // the retained chunks are every output seq from the first retained one to the close.
+    let mut retained = Vec::new();
+    for chunk in &chunks {
+        let seq = seq_of_chunk(chunk);
+        let event = by_seq
+            .get(&seq)
+            .unwrap_or_else(|| panic!("retained seq {seq} was never notified"));
+        assert_eq!(event["method"], "process/output", "seq {seq} renumbered?");
+        assert_eq!(
+            chunk["chunk"], event["params"]["chunk"],
+            "seq {seq} has other bytes than its notification"
+        );
+        retained.extend(chunk_bytes(chunk));
+    }
+    let retained_seqs: Vec<i64> = chunks.iter().map(seq_of_chunk).collect();
+    let contiguous: Vec<i64> = (first..closed_seq).filter(|s| *s != exited_seq).collect();
+    assert_eq!(
+        retained_seqs, contiguous,
+        "retained seqs are contiguous after the first"
+    );
+
+    let limit = MIB;
+    assert!(
+        retained.len() <= limit + max_chunk,
+        "retained {} bytes, more than 1 MiB + one chunk ({max_chunk})",
+        retained.len()
+    );
+    assert!(
+        retained.len() + max_chunk >= limit,
+        "retained only {} bytes: the last 1 MiB must stay readable (chunk size {max_chunk})",
+        retained.len()
+    );
+    assert!(
+        expected.as_bytes().ends_with(&retained),
+        "retained bytes are the tail of the output; they end with {:?}",
+        String::from_utf8_lossy(&retained[retained.len().saturating_sub(40)..])
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// process/read and process/write
+
+#[tokio::test]
+async fn read_long_poll_wakes_on_output() {
+    let server = Server::start(&[]).await;
+    let (mut c, _) = started_client(&server).await;
+    read_long_poll_wakes_on_output_scenario(&mut c).await;
+}
+
+/// `read_long_poll_wakes_on_output` on any transport (also run over stdio).
+async fn read_long_poll_wakes_on_output_scenario(c: &mut Client) {
+    let mut params = sh("poll", "read line; echo \"got $line\"");
+    params["pipeStdin"] = json!(true);
+    c.start_process(params).await;
+
+    let read = c
+        .send_request(
+            "process/read",
+            json!({"processId": "poll", "afterSeq": 0, "waitMs": 10000}),
+        )
+        .await;
+    // A round trip on the same connection: the read has reached the server and is still parked.
+    c.request_ok("environment/info", json!({})).await;
+    assert!(
+        !c.has_answer(read),
+        "the long-poll answered before there was anything to read"
+    );
+
+    let written = Instant::now();
+    assert_eq!(c.write_stdin("poll", b"hello\n", "w1").await, "accepted");
+    let answer = c.await_answer(read).await.expect("process/read");
+    let waited = written.elapsed();
+    assert!(
+        waited < Duration::from_secs(5),
+        "the long-poll woke {waited:?} after the output, not promptly"
+    );
+    let chunks = answer["chunks"].as_array().expect("chunks");
+    assert!(!chunks.is_empty(), "woke without the chunk: {answer}");
+    assert_eq!(chunks[0]["seq"], 1);
+    assert_eq!(chunks[0]["stream"], "stdout");
+    let text: Vec<u8> = chunks.iter().flat_map(chunk_bytes).collect();
+    assert!(
+        String::from_utf8_lossy(&text).starts_with("got"),
+        "chunk {:?}",
+        String::from_utf8_lossy(&text)
+    );
+    let events = c.collect_process_events("poll").await;
+    assert_eq!(output_text(&events, Some("stdout")), "got hello\n");
+}
+
+#[tokio::test]
+async fn long_poll_read_does_not_delay_other_requests() {
+    let server = Server::start(&[]).await;
+    let (mut c, _) = started_client(&server).await;
+    c.start_process(sh("quiet", "exec sleep 3")).await;
+    let read = c
+        .send_request(
+            "process/read",
+            json!({"processId": "quiet", "afterSeq": 0, "waitMs": 10000}),
+        )
+        .await;
+
+    let asked = Instant::now();
+    let info = c.request_ok("environment/info", json!(null)).await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "environment/info waited {:?} behind a long-poll",
+        asked.elapsed()
+    );
+    assert_eq!(info["platformOs"], "linux", "{info}");
+    assert!(!c.has_answer(read), "the long-poll should still be waiting");
+
+    // The exit is "something new": terminating wakes the read.
+    let term = c
+        .request_ok("process/terminate", json!({"processId": "quiet"}))
+        .await;
+    assert_eq!(term, json!({"running": true}));
+    let answer = c.await_answer(read).await.expect("process/read");
+    assert_eq!(answer["exited"], true, "{answer}");
+    c.collect_process_events("quiet").await;
+}
+
+#[tokio::test]
+async fn write_dedupes_repeated_write_id() {
+    let server = Server::start(&[]).await;
+    let (mut c, _) = started_client(&server).await;
+    write_dedupes_repeated_write_id_scenario(&mut c).await;
+}
+
+/// `write_dedupes_repeated_write_id` on any transport (also run over stdio).
+async fn write_dedupes_repeated_write_id_scenario(c: &mut Client) {
+    let mut params = process_params("head", &["/usr/bin/head", "-n", "2"]);
+    params["pipeStdin"] = json!(true);
+    c.start_process(params).await;
+
+    assert_eq!(c.write_stdin("head", b"one\n", "w1").await, "accepted");
+    assert_eq!(
+        c.write_stdin("head", b"one\n", "w1").await,
+        "accepted",
+        "a retried writeId is accepted"
+    );
+    assert_eq!(c.write_stdin("head", b"two\n", "w2").await, "accepted");
+    let events = c.collect_process_events("head").await;
+    assert_eq!(
+        output_text(&events, Some("stdout")),
+        "one\ntwo\n",
+        "the repeated writeId was written again"
+    );
+    assert_eq!(exit_code(&events), 0);
+}
+
+#[tokio::test]
+async fn write_without_pipe_stdin_reports_stdin_closed() {
+    let server = Server::start(&[]).await;
+    let (mut c, _) = started_client(&server).await;
+    // Without pipeStdin the child's stdin is at EOF: cat ends at once, then the shell lingers.
+    c.start_process(sh("nostdin", "cat; echo eof; exec sleep 5"))
+        .await;
+    c.wait_for_output("nostdin", "eof\n").await;
+
+    assert_eq!(
+        c.write_stdin("nostdin", b"data\n", "w1").await,
+        "stdinClosed"
+    );
+    let term = c
+        .request_ok("process/terminate", json!({"processId": "nostdin"}))
+        .await;
+    assert_eq!(term, json!({"running": true}));
+    let events = c.collect_process_events("nostdin").await;
+    assert_eq!(
+        output_text(&events, None),
+        "eof\n",
+        "nothing was written to the child"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// PTY, terminate, signal
+
+#[tokio::test]
+async fn tty_process_sees_a_terminal() {
+    let server = Server::start(&[]).await;
+    let (mut c, _) = started_client(&server).await;
+    tty_process_sees_a_terminal_scenario(&mut c).await;
+}
+
+/// `tty_process_sees_a_terminal` on any transport (also run over stdio).
+async fn tty_process_sees_a_terminal_scenario(c: &mut Client) {
+    let mut params = sh("tty", "test -t 0 && test -t 1 && echo tty");
+    params["tty"] = json!(true);
+    c.start_process(params).await;
+    let events = c.collect_process_events("tty").await;
+    let outputs: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["method"] == "process/output")
+        .collect();
+    assert!(!outputs.is_empty(), "no output: {events:?}");
+    for o in &outputs {
+        assert_eq!(o["params"]["stream"], "pty", "TTY output stream: {o}");
+    }
+    let text = output_text(&events, Some("pty"));
+    assert!(
+        text.contains("tty"),
+        "stdin and stdout should be a terminal, output {text:?}"
+    );
+    assert_eq!(exit_code(&events), 0);
+}
+
+#[tokio::test]
+async fn tty_process_reads_written_input() {
+    let server = Server::start(&[]).await;
+    let (mut c, _) = started_client(&server).await;
+    let mut params = sh("ttyin", "stty -echo; echo ready; read x; echo \"in:$x\"");
+    params["tty"] = json!(true);
+    c.start_process(params).await;
+    c.wait_for_output("ttyin", "ready").await;
+    assert_eq!(c.write_stdin("ttyin", b"abc\n", "w1").await, "accepted");
+    let events = c.collect_process_events("ttyin").await;
+    assert!(
+        output_text(&events, Some("pty")).contains("in:abc"),
+        "{:?}",
+        output_text(&events, None)
+    );
+}
+
+#[tokio::test]
+async fn terminate_kills_the_whole_process_group() {
+    let server = Server::start(&[]).await;
+    let (mut c, _) = started_client(&server).await;
+    c.start_process(sh("group", "sleep 30 & echo $!; wait"))
+        .await;
+    c.wait_for_output("group", "\n").await;
+    let text = output_text(&c.process_events("group"), Some("stdout"));
+    let grandchild: i32 = text
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("expected a pid, got {text:?}"));
+    let pidfd = Pidfd::open(grandchild).expect("the backgrounded sleep is running");
+
+    let term = c
+        .request_ok("process/terminate", json!({"processId": "group"}))
+        .await;
+    assert_eq!(term, json!({"running": true}));
+    pidfd
+        .wait_exit(
+            DEADLINE,
+            "the backgrounded grandchild after process/terminate",
+        )
+        .await;
+    let events = c.collect_process_events("group").await;
+    let code = exit_code(&events);
+    assert!(
+        code == 143 || code == 137,
+        "a signal death on pipes is 128+N, got {code}"
+    );
+}
+
+#[tokio::test]
+async fn terminate_after_closed_reports_not_running() {
+    let server = Server::start(&[]).await;
+    let (mut c, _) = started_client(&server).await;
+    c.start_process(process_params("done", &["/bin/true"]))
+        .await;
+    c.collect_process_events("done").await;
+    let term = c
+        .request_ok("process/terminate", json!({"processId": "done"}))
+        .await;
+    assert_eq!(term, json!({"running": false}));
+}
+
+#[tokio::test]
+async fn interrupt_delivers_sigint() {
+    let server = Server::start(&[]).await;
+    let (mut c, _) = started_client(&server).await;
+    interrupt_delivers_sigint_scenario(&mut c).await;
+}
+
+/// `interrupt_delivers_sigint` on any transport (also run over stdio).
+async fn interrupt_delivers_sigint_scenario(c: &mut Client) {
+    c.start_process(sh(
+        "int",
+        "trap 'echo got-int; exit 7' INT; echo ready; while :; do sleep 0.1; done",
+    ))
+    .await;
+    c.wait_for_output("int", "ready\n").await;
+    let answer = c
+        .request_ok(
+            "process/signal",
+            json!({"processId": "int", "signal": "interrupt"}),
+        )
+        .await;
+    assert_eq!(answer, json!({}));
+    let events = c.collect_process_events("int").await;
+    assert!(
+        output_text(&events, Some("stdout")).contains("got-int"),
+        "{events:?}"
+    );
+    assert_eq!(exit_code(&events), 7);
+}
+
+#[tokio::test]
+async fn signal_to_unknown_process_answers_empty() {
+    let server = Server::start(&[]).await;
+    let (mut c, _) = started_client(&server).await;
+    let answer = c
+        .request_ok(
+            "process/signal",
+            json!({"processId": "ghost", "signal": "interrupt"}),
+        )
+        .await;
+    assert_eq!(answer, json!({}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions
+
+#[tokio::test]
+async fn session_survives_disconnect_and_resumes_without_loss() {
+    let server = Server::start(&[]).await;
+    let dir = TestDir::new();
+    let go = dir.mkfifo("go");
+    let done = dir.mkfifo("done");
+    // Lines 1-5 while attached; 6-30 once the test has dropped the connection (it opens `go`
+    // after the drop, and `done` says they are all written); 31-40 after the resume's write.
+    let script = format!(
+        r#"i=1
+while [ $i -le 5 ]; do echo line-$i; i=$((i+1)); done
+read x < '{go}'
+while [ $i -le 30 ]; do echo line-$i; i=$((i+1)); done
+echo done > '{done}'
+read y
+while [ $i -le 40 ]; do echo line-$i; i=$((i+1)); done"#,
+        go = go.display(),
+        done = done.display()
+    );
+    let expected: String = (1..=40).map(|i| format!("line-{i}\n")).collect();
+
+    let mut a = server.connect().await;
+    let session = a.initialize().await;
+    let mut params = sh("lines", &script);
+    params["pipeStdin"] = json!(true);
+    a.start_process(params).await;
+    a.wait_for_output("lines", "line-5\n").await;
+    let seen_on_a = a.process_events("lines");
+    let mut last_seen = 0;
+    for e in &seen_on_a {
+        if seq_of(e) == last_seen + 1 {
+            last_seen += 1;
+        }
+    }
+    drop(a); // the connection drops without a close frame
+
+    write_fifo(&go, b"go\n").await;
+    assert_eq!(read_fifo(&done).await, b"done\n");
+
+    let (mut b, resumed) = resume_on_new_connection(&server, &session).await;
+    assert_eq!(
+        resumed["sessionId"],
+        json!(session),
+        "resume keeps the session id"
+    );
+    assert_eq!(
+        b.write_stdin("lines", b"y\n", "after-resume").await,
+        "accepted"
+    );
+
+    // Everything after what A saw, from the log.
+    let mut from_reads: BTreeMap<i64, Value> = BTreeMap::new();
+    let mut after = last_seen;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "process/read never reported the close"
+        );
+        let answer = b
+            .request_ok(
+                "process/read",
+                json!({"processId": "lines", "afterSeq": after, "waitMs": 2000}),
+            )
+            .await;
+        let chunks = answer["chunks"].as_array().unwrap().clone();
+        for chunk in &chunks {
+            after = after.max(seq_of_chunk(chunk));
+            from_reads.insert(seq_of_chunk(chunk), chunk.clone());
+        }
+        if answer["closed"] == true && chunks.is_empty() {
+            break;
+        }
+    }
+    let closed = b.wait_for_process_event("lines", "process/closed").await;
+    let closed_seq = seq_of(&closed);
+    let on_b = b.process_events("lines");
+    let exited = b.wait_for_process_event("lines", "process/exited").await;
+    assert_eq!(exited["params"]["exitCode"], 0);
+    assert!(
+        b.duplicate_events().is_empty(),
+        "duplicated notifications on B: {:?}",
+        b.duplicate_events()
+    );
+
+    // Reassemble by seq from the three sources; where they overlap they must agree.
+    let mut assembled: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
+    let mut put = |seq: i64, bytes: Vec<u8>, source: &str| {
+        if let Some(existing) = assembled.get(&seq) {
+            assert_eq!(
+                existing, &bytes,
+                "seq {seq} differs between sources ({source})"
+            );
+        }
+        assembled.insert(seq, bytes);
+    };
+    for e in seen_on_a
+        .iter()
+        .chain(&on_b)
+        .filter(|e| e["method"] == "process/output")
+    {
+        put(
+            seq_of(e),
+            unb64(e["params"]["chunk"].as_str().unwrap()),
+            "notification",
+        );
+    }
+    for (seq, chunk) in &from_reads {
+        put(*seq, chunk_bytes(chunk), "process/read");
+    }
+    let exited_seq = seq_of(&exited);
+    for seq in 1..closed_seq {
+        assert!(
+            seq == exited_seq || assembled.contains_key(&seq),
+            "seq {seq} is missing: neither notified nor readable after the resume"
+        );
+    }
+    assert!(
+        from_reads.keys().any(|s| *s > last_seen),
+        "output produced while detached must be readable after the resume"
+    );
+    let text: Vec<u8> = assembled.values().flatten().copied().collect();
+    assert_eq!(
+        String::from_utf8_lossy(&text),
+        expected,
+        "reassembled output has gaps or duplicates"
+    );
+}
+
+#[tokio::test]
+async fn detached_session_expires_and_kills_processes() {
+    let server = Server::start(&["--detached-session-ttl-ms", "500"]).await;
+    let mut a = server.connect().await;
+    let session = a.initialize().await;
+    a.start_process(sh("sleeper", "echo $$; exec sleep 30"))
+        .await;
+    a.wait_for_output("sleeper", "\n").await;
+    let text = output_text(&a.process_events("sleeper"), Some("stdout"));
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("expected a pid, got {text:?}"));
+    let pidfd = Pidfd::open(pid).expect("the process is running");
+
+    drop(a);
+    assert!(
+        !pidfd.has_exited(),
+        "a detached session's processes keep running until the TTL"
+    );
+    pidfd
+        .wait_exit(DEADLINE, "the process of an expired detached session")
+        .await;
+
+    let mut b = server.connect().await;
+    let (code, message) = b
+        .initialize_resume(&session)
+        .await
+        .expect_err("the session has expired");
+    assert_eq!(code, INVALID_REQUEST, "{message}");
+    assert!(message.contains("unknown session id"), "message: {message}");
+    assert!(
+        message.contains(&session),
+        "message names the id: {message}"
+    );
+    // A failed initialize may be retried on the same connection.
+    let fresh = b.initialize().await;
+    assert_ne!(fresh, session);
+}
+
+#[tokio::test]
+async fn resume_while_attached_is_refused_with_32010() {
+    let server = Server::start(&[]).await;
+    let (mut a, session) = started_client(&server).await;
+    a.start_process(sh("keep", "exec sleep 3")).await;
+
+    let mut b = server.connect().await;
+    let (code, message) = b
+        .initialize_resume(&session)
+        .await
+        .expect_err("A is still attached");
+    assert_eq!(code, SESSION_ATTACHED, "message: {message}");
+
+    // A keeps its session.
+    let read = a
+        .request_ok("process/read", json!({"processId": "keep", "afterSeq": 0}))
+        .await;
+    assert_eq!(read["exited"], false);
+    // B may try again on the same connection.
+    let other = b.initialize().await;
+    assert_ne!(other, session);
+    a.request_ok("process/terminate", json!({"processId": "keep"}))
+        .await;
+}
+
+/// The protocol lets a resume succeed only once the old connection is detached, i.e. once the
+/// server has seen it drop; a dropped connection cannot receive an answer. The one case where
+/// the old connection still hears from the server is a half-closed TCP connection: the client
+/// sends FIN (the server reads EOF and detaches) but keeps reading. There the parked long-poll
+/// must fail with -32600 `session has been resumed by another connection` once another
+/// connection resumes; a server that instead closes the old connection also ends the long-poll
+/// promptly. What must not happen: a success answer, or waiting out the 30 s waitMs.
+#[tokio::test]
+async fn long_poll_on_old_connection_fails_after_resume() {
+    let server = Server::start(&[]).await;
+    let (mut a, session) = started_client(&server).await;
+    a.start_process(sh("quiet", "exec sleep 5")).await;
+    let read = a
+        .send_request(
+            "process/read",
+            json!({"processId": "quiet", "afterSeq": 0, "waitMs": 30000}),
+        )
+        .await;
+    a.request_ok("environment/info", json!({})).await;
+    assert!(!a.has_answer(read), "the long-poll should be parked");
+
+    a.shutdown_write();
+    let (mut b, _) = resume_on_new_connection(&server, &session).await;
+
+    let started = Instant::now();
+    loop {
+        match a.next_message_or_close().await {
+            Some(m) if m.get("id") == Some(&json!(read)) => {
+                let (code, message) = answer_to_result(m).expect_err("the old long-poll must fail");
+                assert_eq!(code, INVALID_REQUEST, "{message}");
+                assert_eq!(message, "session has been resumed by another connection");
+                break;
+            }
+            Some(_) => continue,
+            None => {
+                eprintln!(
+                    "the server closed the old connection instead of answering the long-poll"
+                );
+                break;
+            }
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // The session itself lives on B.
+    let r = b
+        .request_ok("process/read", json!({"processId": "quiet", "afterSeq": 0}))
+        .await;
+    assert_eq!(r["exited"], false, "{r}");
+    b.request_ok("process/terminate", json!({"processId": "quiet"}))
+        .await;
+}
+
+#[tokio::test]
+async fn sessions_cannot_touch_each_others_processes() {
+    let server = Server::start(&[]).await;
+    let (mut a, _) = started_client(&server).await;
+    let (mut b, _) = started_client(&server).await;
+    let mut params = sh("shared", "read x; echo \"A got $x\"");
+    params["pipeStdin"] = json!(true);
+    a.start_process(params).await;
+
+    let (code, message) = b
+        .request_err(
+            "process/read",
+            json!({"processId": "shared", "afterSeq": 0}),
+        )
+        .await;
+    assert_eq!(
+        (code, message.as_str()),
+        (INVALID_REQUEST, "unknown process id shared")
+    );
+    assert_eq!(
+        b.write_stdin("shared", b"from B\n", "bw").await,
+        "unknownProcess"
+    );
+    let term = b
+        .request_ok("process/terminate", json!({"processId": "shared"}))
+        .await;
+    assert_eq!(term, json!({"running": false}));
+    let sig = b
+        .request_ok(
+            "process/signal",
+            json!({"processId": "shared", "signal": "interrupt"}),
+        )
+        .await;
+    assert_eq!(sig, json!({}));
+    // Ids are per session: B may use the same id for its own process.
+    b.start_process(sh("shared", "echo B")).await;
+    let b_events = b.collect_process_events("shared").await;
+    assert_eq!(output_text(&b_events, None), "B\n");
+
+    assert_eq!(a.write_stdin("shared", b"hello\n", "aw").await, "accepted");
+    let a_events = a.collect_process_events("shared").await;
+    assert_eq!(
+        output_text(&a_events, None),
+        "A got hello\n",
+        "A's process saw nothing of B"
+    );
+    assert_eq!(
+        exit_code(&a_events),
+        0,
+        "A's process was neither terminated nor interrupted"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Environment policy
+
+const SERVER_ENV: &[(&str, &str)] = &[
+    ("HOME", "/tmp/exec-test-home"),
+    ("LANG", "C.UTF-8"),
+    ("LC_ALL", "C.UTF-8"),
+    ("LC_CTYPE", "C.UTF-8"),
+    ("LOGNAME", "tester"),
+    ("SHELL", "/bin/sh"),
+    ("TMPDIR", "/tmp"),
+    ("USER", "tester"),
+    ("TEMP", "/tmp"),
+    ("TMP", "/tmp"),
+    ("EXEC_TEST_PLAIN", "plain"),
+    ("EXEC_TEST_DROPME", "d"),
+    ("EXEC_TEST_Q1", "q1"),
+    ("EXEC_TEST_Q12", "q12"),
+    ("EXEC_TEST_API_KEY", "k"),
+    ("EXEC_TEST_SECRET_X", "s"),
+    ("exec_test_token_lower", "t"),
+    ("Exec_Test_Keyring", "kr"),
+    ("NODE_REPL_AUTH_TOKEN", "n"),
+    ("OPENAI_FEDERATION_RULE_ID", "r"),
+    ("OPENAI_WORKLOAD_IDENTITY_CONTEXT", "w"),
+];
+
+const CREDENTIALS: &[&str] = &[
+    "NODE_REPL_AUTH_TOKEN",
+    "OPENAI_IDENTITY_TOKEN_FILE",
+    "CODEX_EXEC_SERVER_NOISE_AUTH_TOKEN",
+    "OPENAI_FEDERATION_RULE_ID",
+    "OPENAI_WORKLOAD_IDENTITY_CONTEXT",
+    "CODEX_EXEC_SERVER_EXIT_ON_STDIN_CLOSE",
+];
+
+type Env = BTreeMap<String, String>;
+
+fn env_of(pairs: &[(&str, &str)]) -> Env {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Runs `env -0` with `envPolicy` (or none) and `env`; returns the child's environment.
+async fn child_env(c: &mut Client, id: &str, policy: Option<Value>, env: Value) -> Env {
+    let mut params = process_params(id, &["/usr/bin/env", "-0"]);
+    params["env"] = env;
+    if let Some(policy) = policy {
+        params["envPolicy"] = policy;
+    }
+    c.start_process(params.clone()).await;
+    let events = c.collect_process_events(id).await;
+    assert_eq!(exit_code(&events), 0, "{params}: {events:?}");
+    let out = output_bytes(&events, Some("stdout"));
+    out.split(|b| *b == 0)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            let entry = String::from_utf8_lossy(entry);
+            let (k, v) = entry
+                .split_once('=')
+                .unwrap_or_else(|| panic!("bad env entry {entry:?}"));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn env_policy_builds_environment_in_documented_order() {
+    let mut server_env = env_of(SERVER_ENV);
+    server_env.insert(
+        "PATH".into(),
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
+    );
+    let server = Server::start_with(ServerOptions {
+        env: server_env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        env_clear: true,
+        ..ServerOptions::default()
+    })
+    .await;
+    let (mut c, _) = started_client(&server).await;
+    let without = |env: &Env, names: &[&str]| -> Env {
+        env.iter()
+            .filter(|(k, _)| !names.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let default_excluded = [
+        "EXEC_TEST_API_KEY",
+        "EXEC_TEST_SECRET_X",
+        "exec_test_token_lower",
+        "Exec_Test_Keyring",
+        "NODE_REPL_AUTH_TOKEN",
+    ];
+
+    // inherit all: the server's environment less *KEY*/*SECRET*/*TOKEN* (any case) and credentials.
+    let all = child_env(&mut c, "all", Some(json!({"inherit": "all"})), json!({})).await;
+    let all_expected = without(&without(&server_env, &default_excluded), CREDENTIALS);
+    assert_eq!(all, all_expected, "inherit all");
+
+    // ignoreDefaultExcludes keeps *KEY* etc., but never the server's credentials.
+    let raw = child_env(
+        &mut c,
+        "raw",
+        Some(json!({"inherit": "all", "ignoreDefaultExcludes": true})),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        raw,
+        without(&server_env, CREDENTIALS),
+        "inherit all, ignoreDefaultExcludes"
+    );
+
+    // inherit core: only the core names (TEMP and TMP because they are set).
+    let core = child_env(&mut c, "core", Some(json!({"inherit": "core"})), json!({})).await;
+    let core_names = [
+        "HOME", "LANG", "LC_ALL", "LC_CTYPE", "LOGNAME", "PATH", "SHELL", "TMPDIR", "USER", "TEMP",
+        "TMP",
+    ];
+    let core_expected: Env = server_env
+        .iter()
+        .filter(|(k, _)| core_names.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(core, core_expected, "inherit core");
+
+    // inherit none + set.
+    let none = child_env(
+        &mut c,
+        "none",
+        Some(json!({"inherit": "none", "set": {"A_SET": "1"}})),
+        json!({}),
+    )
+    .await;
+    assert_eq!(none, env_of(&[("A_SET", "1")]), "inherit none");
+
+    // exclude globs, case-insensitive, `?` is exactly one character.
+    let excl = child_env(
+        &mut c,
+        "exclude",
+        Some(json!({"inherit": "all", "exclude": ["exec_test_drop*", "EXEC_TEST_Q?"]})),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        excl,
+        without(&all_expected, &["EXEC_TEST_DROPME", "EXEC_TEST_Q1"]),
+        "exclude globs"
+    );
+
+    // Order: default excludes, exclude, set, includeOnly, env overlay, credentials last.
+    let ordered = child_env(
+        &mut c,
+        "ordered",
+        Some(json!({
+            "inherit": "all",
+            "exclude": ["EXEC_TEST_PLAIN", "exec_test_drop*"],
+            "set": {"EXEC_TEST_DROPME": "from-set", "SET_TOKEN": "st", "NOT_INCLUDED": "x"},
+            "includeOnly": ["exec_test_*", "path", "set_*"],
+        })),
+        json!({
+            "EXEC_TEST_PLAIN": "from-env",
+            "OVERLAY_X": "o",
+            "OPENAI_IDENTITY_TOKEN_FILE": "/x",
+            "NODE_REPL_AUTH_TOKEN": "y",
+            "CODEX_EXEC_SERVER_NOISE_AUTH_TOKEN": "z",
+            "CODEX_EXEC_SERVER_EXIT_ON_STDIN_CLOSE": "1",
+            "OPENAI_FEDERATION_RULE_ID": "f",
+            "OPENAI_WORKLOAD_IDENTITY_CONTEXT": "w",
+        }),
+    )
+    .await;
+    let mut ordered_expected = env_of(&[
+        ("EXEC_TEST_PLAIN", "from-env"), // excluded, then overlaid by env after includeOnly
+        ("EXEC_TEST_DROPME", "from-set"), // excluded, then set
+        ("EXEC_TEST_Q1", "q1"),
+        ("EXEC_TEST_Q12", "q12"),
+        ("SET_TOKEN", "st"), // set comes after the default excludes
+        ("OVERLAY_X", "o"),  // env comes after includeOnly
+    ]);
+    ordered_expected.insert("PATH".into(), server_env["PATH"].clone());
+    assert_eq!(
+        ordered, ordered_expected,
+        "policy steps in order; credentials dropped even from env"
+    );
+
+    // Without envPolicy, env is the whole environment.
+    let bare = child_env(&mut c, "bare", None, json!({"ONLY": "1"})).await;
+    assert_eq!(bare, env_of(&[("ONLY", "1")]), "no envPolicy");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transports and HTTP
+
+#[tokio::test]
+async fn stdio_transport_serves_one_connection() {
+    let (mut server, mut c) = StdioServer::start(&[]).await;
+    let session = c.initialize().await;
+    assert!(!session.is_empty());
+    c.start_process(sh("hi", "echo hi")).await;
+    let events = c.collect_process_events("hi").await;
+    assert_eq!(output_text(&events, Some("stdout")), "hi\n");
+    assert_eq!(exit_code(&events), 0);
+    let info = c.request_ok("environment/info", json!({})).await;
+    assert_eq!(info["platformOs"], "linux");
+
+    // The scenarios that do not depend on the transport run here too.
+    output_exit_closed_share_one_sequence_scenario(&mut c).await;
+    read_long_poll_wakes_on_output_scenario(&mut c).await;
+    write_dedupes_repeated_write_id_scenario(&mut c).await;
+    tty_process_sees_a_terminal_scenario(&mut c).await;
+    interrupt_delivers_sigint_scenario(&mut c).await;
+
+    c.close_stdin();
+    let status = server.wait_for_exit().await;
+    assert!(
+        status.success(),
+        "the stdio server exits cleanly when stdin closes: {status}"
+    );
+}
+
+/// Sends a raw HTTP request and returns the response head (status line and headers).
+async fn http_exchange(addr: &str, request: &str) -> String {
+    let exchange = async {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        tcp.write_all(request.as_bytes())
+            .await
+            .expect("send request");
+        let mut response = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = tcp.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            response.extend_from_slice(&buf[..n]);
+            if response.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&response).into_owned()
+    };
+    tokio::time::timeout(DEADLINE, exchange)
+        .await
+        .expect("HTTP exchange timed out")
+}
+
+fn status_of(response: &str) -> &str {
+    response.lines().next().unwrap_or("")
+}
+
+#[tokio::test]
+async fn origin_header_is_refused() {
+    let server = Server::start(&[]).await;
+    let addr = server.addr();
+    let upgrade = |origin: &str| {
+        format!(
+            "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{origin}\r\n"
+        )
+    };
+
+    let refused = http_exchange(&addr, &upgrade("Origin: http://evil.example\r\n")).await;
+    assert!(
+        status_of(&refused).starts_with("HTTP/1.1 403"),
+        "upgrade with Origin: {refused:?}"
+    );
+    let accepted = http_exchange(&addr, &upgrade("")).await;
+    assert!(
+        status_of(&accepted).starts_with("HTTP/1.1 101"),
+        "upgrade without Origin: {accepted:?}"
+    );
+
+    let ready = http_exchange(
+        &addr,
+        &format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\n\r\n"),
+    )
+    .await;
+    assert!(
+        status_of(&ready).starts_with("HTTP/1.1 200"),
+        "GET /readyz: {ready:?}"
+    );
+    let ready_origin = http_exchange(
+        &addr,
+        &format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nOrigin: http://evil.example\r\n\r\n"),
+    )
+    .await;
+    assert!(
+        status_of(&ready_origin).starts_with("HTTP/1.1 403"),
+        "Origin is refused on every path: {ready_origin:?}"
+    );
+
+    // The server still serves WebSocket clients.
+    let (mut c, _) = started_client(&server).await;
+    c.request_ok("environment/info", json!({})).await;
+}
+
+#[tokio::test]
+async fn malformed_frame_keeps_connection_open() {
+    let server = Server::start(&[]).await;
+    let (mut c, _) = started_client(&server).await;
+    c.send_raw_text("this is not json {").await;
+    let (code, message) = c.wait_for_parse_error().await;
+    assert_eq!(code, INVALID_REQUEST, "{message}");
+    let info = c.request_ok("environment/info", json!({})).await;
+    assert_eq!(info["platformOs"], "linux");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire edge cases
+
+#[tokio::test]
+async fn string_and_integer_ids_are_echoed_unchanged() {
+    let server = Server::start(&[]).await;
+    let (mut c, _) = started_client(&server).await;
+    for id in [json!("abc"), json!("92"), json!(92), json!(0)] {
+        c.send_json(&json!({"id": id, "method": "environment/info", "params": {}}))
+            .await;
+        let answer = c.await_raw_answer(&id).await;
+        assert!(answer.get("result").is_some(), "id {id}: {answer}");
+        assert!(
+            answer.get("jsonrpc").is_none(),
+            "no jsonrpc member is sent: {answer}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn environment_info_accepts_null_and_absent_params() {
+    let server = Server::start(&[]).await;
+    let (mut c, _) = started_client(&server).await;
+    c.send_json(&json!({"id": 1, "method": "environment/info"}))
+        .await;
+    let absent = c.await_raw_answer(&json!(1)).await;
+    c.send_json(&json!({"id": 2, "method": "environment/info", "params": null}))
+        .await;
+    let null = c.await_raw_answer(&json!(2)).await;
+    for answer in [&absent, &null] {
+        let info = &answer["result"];
+        assert_eq!(info["platformOs"], "linux", "{answer}");
+        for field in ["cwd", "userHomeDir", "tempDir"] {
+            let uri = info[field]
+                .as_str()
+                .unwrap_or_else(|| panic!("{field} missing: {answer}"));
+            assert!(uri.starts_with("file:///"), "{field} is a file: URI: {uri}");
+        }
+        assert!(info["shell"]["path"].is_string(), "{answer}");
+    }
+}
+
+#[tokio::test]
+async fn jsonrpc_member_and_unknown_fields_are_ignored() {
+    let server = Server::start(&[]).await;
+    let (mut c, _) = started_client(&server).await;
+    let mut params = sh("extra", "echo extra");
+    params["metadata"] = json!({"threadId": "not-a-uuid", "anything": [1, 2]});
+    params["someFutureField"] = json!({"x": 1});
+    c.send_json(&json!({"jsonrpc": "2.0", "id": 7, "method": "process/start", "params": params}))
+        .await;
+    let answer =
+        answer_to_result(c.await_raw_answer(&json!(7)).await).expect("unknown fields are ignored");
+    assert_eq!(answer["processId"], "extra");
+    let events = c.collect_process_events("extra").await;
+    assert_eq!(output_text(&events, None), "extra\n");
+}
+
+#[tokio::test]
+async fn binary_frame_is_accepted_like_text() {
+    let server = Server::start(&[]).await;
+    let (mut c, _) = started_client(&server).await;
+    let request = json!({"id": 5, "method": "environment/info", "params": {}});
+    c.send_raw_binary(request.to_string().into_bytes()).await;
+    let answer = c.await_raw_answer(&json!(5)).await;
+    assert_eq!(answer["result"]["platformOs"], "linux", "{answer}");
+}
