@@ -1270,3 +1270,39 @@ async fn binary_frame_is_accepted_like_text() {
     let answer = c.await_raw_answer(&json!(5)).await;
     assert_eq!(answer["result"]["platformOs"], "linux", "{answer}");
 }
+
+#[tokio::test]
+async fn sigterm_stops_server_and_kills_every_process_group() {
+    let mut server = Server::start(&[]).await;
+    // One process on an attached session, one on a detached one; both ignore SIGTERM and have a
+    // backgrounded child in their group.
+    let script = "trap '' TERM; sleep 30 & echo $$ $!; wait";
+    let (mut a, _) = started_client(&server).await;
+    a.start_process(sh("attached", script)).await;
+    a.wait_for_output("attached", "\n").await;
+    let (mut b, _) = started_client(&server).await;
+    b.start_process(sh("detached", script)).await;
+    b.wait_for_output("detached", "\n").await;
+    let mut pids = Vec::new();
+    for (client, id) in [(&a, "attached"), (&b, "detached")] {
+        let text = output_text(&client.process_events(id), Some("stdout"));
+        for pid in text.split_whitespace() {
+            let pid: i32 = pid
+                .parse()
+                .unwrap_or_else(|_| panic!("expected pids, got {text:?}"));
+            pids.push(Pidfd::open(pid).expect("process is running"));
+        }
+    }
+    b.close().await;
+
+    // SAFETY: kill(2) touches no memory; the pid is the server this test started.
+    let rc = unsafe { libc::kill(server.pid(), libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let status = server.wait_for_exit().await;
+    assert_eq!(status.code(), Some(0), "server exit status {status:?}");
+    for pidfd in &pids {
+        pidfd
+            .wait_exit(DEADLINE, "a managed process after server shutdown")
+            .await;
+    }
+}

@@ -23,10 +23,12 @@ where
         loop {
             line.clear();
             let limit = MAX_MESSAGE_BYTES as u64 + 1;
-            match AsyncReadExt::take(&mut reader, limit)
-                .read_until(b'\n', &mut line)
-                .await
-            {
+            let mut bounded = AsyncReadExt::take(&mut reader, limit);
+            let read = tokio::select! {
+                read = bounded.read_until(b'\n', &mut line) => read,
+                _ = in_tx.closed() => break,
+            };
+            match read {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(err) => {

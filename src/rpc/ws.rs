@@ -32,7 +32,13 @@ where
     let (out_tx, mut out_rx) = mpsc::channel::<String>(OUTGOING_QUEUE);
 
     tracker.spawn(async move {
-        while let Some(frame) = stream.next().await {
+        loop {
+            // Stop reading once nobody handles what we read (the connection is over).
+            let frame = tokio::select! {
+                frame = stream.next() => frame,
+                _ = in_tx.closed() => break,
+            };
+            let Some(frame) = frame else { break };
             let incoming = match frame {
                 Ok(Message::Text(text)) => Incoming::parse(text.as_bytes()),
                 Ok(Message::Binary(bytes)) => Incoming::parse(&bytes),

@@ -194,3 +194,7 @@ fn initialize(
         .map_err(|e| RpcError::internal(format!("failed to encode result: {e}")))?;
     Ok((session, value))
 }
+
+#[cfg(test)]
+#[path = "connection_tests.rs"]
+mod tests;

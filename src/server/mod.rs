@@ -65,10 +65,11 @@ pub(crate) struct ServerState {
 impl ServerState {
     fn new(config: ServerConfig) -> Arc<Self> {
         let tracker = TaskTracker::new();
+        let cancel = CancellationToken::new();
         Arc::new(Self {
-            sessions: SessionRegistry::new(config, tracker.clone()),
+            sessions: SessionRegistry::new(config, tracker.clone(), cancel.clone()),
             tracker,
-            cancel: CancellationToken::new(),
+            cancel,
             next_connection_id: AtomicU64::new(1),
             environment: env_info::current(),
         })

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::ServerConfig;
@@ -86,15 +87,22 @@ pub(crate) struct SessionRegistry {
     tracker: TaskTracker,
     /// Source of detach epochs, so a stale timer cannot expire a re-detached session early.
     next_epoch: std::sync::atomic::AtomicU64,
+    /// Server shutdown: timers stop waiting (shutdown kills everything itself).
+    cancel: CancellationToken,
 }
 
 impl SessionRegistry {
-    pub(super) fn new(config: ServerConfig, tracker: TaskTracker) -> Arc<Self> {
+    pub(super) fn new(
+        config: ServerConfig,
+        tracker: TaskTracker,
+        cancel: CancellationToken,
+    ) -> Arc<Self> {
         Arc::new(Self {
             sessions: Mutex::new(HashMap::new()),
             config,
             tracker,
             next_epoch: std::sync::atomic::AtomicU64::new(1),
+            cancel,
         })
     }
 
@@ -103,7 +111,11 @@ impl SessionRegistry {
         let id = uuid::Uuid::new_v4().to_string();
         let session = Arc::new(Session {
             id: id.clone(),
-            processes: ProcessTable::new(self.config.clone(), self.tracker.clone()),
+            processes: ProcessTable::new(
+                self.config.clone(),
+                self.tracker.clone(),
+                self.cancel.clone(),
+            ),
             attachment: Mutex::new(Attachment::Attached {
                 connection,
                 outgoing,
@@ -166,9 +178,12 @@ impl SessionRegistry {
         let registry = self.clone();
         let session = session.clone();
         let ttl = self.config.detached_session_ttl;
+        let cancel = self.cancel.clone();
         self.tracker.spawn(async move {
-            tokio::time::sleep(ttl).await;
-            registry.expire(&session, epoch);
+            tokio::select! {
+                _ = tokio::time::sleep(ttl) => registry.expire(&session, epoch),
+                _ = cancel.cancelled() => {}
+            }
         });
     }
 

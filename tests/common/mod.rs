@@ -206,6 +206,14 @@ impl Server {
         Client::new(Transport::Ws(ws))
     }
 
+    /// Waits (under the deadline) for the server process to exit.
+    pub async fn wait_for_exit(&mut self) -> std::process::ExitStatus {
+        tokio::time::timeout(DEADLINE, self.child.wait())
+            .await
+            .expect("server did not exit within the deadline")
+            .expect("wait for server")
+    }
+
     /// Fails the test if the server process has exited.
     pub fn assert_running(&mut self) {
         match self.child.try_wait() {

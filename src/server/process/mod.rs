@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::ServerConfig;
@@ -224,14 +225,21 @@ pub struct ProcessTable {
     config: ServerConfig,
     /// Where pump and timer tasks are spawned.
     tracker: TaskTracker,
+    /// Server shutdown: retention timers stop waiting.
+    cancel: CancellationToken,
 }
 
 impl ProcessTable {
-    pub(super) fn new(config: ServerConfig, tracker: TaskTracker) -> Self {
+    pub(super) fn new(
+        config: ServerConfig,
+        tracker: TaskTracker,
+        cancel: CancellationToken,
+    ) -> Self {
         Self {
             entries: Mutex::new(HashMap::new()),
             config,
             tracker,
+            cancel,
         }
     }
 
@@ -309,6 +317,7 @@ impl ProcessTable {
             process,
             session: session.clone(),
             closed_ttl: self.config.closed_process_ttl,
+            cancel: self.cancel.clone(),
         };
         self.tracker.spawn(pump.run(spawned.child, spawned.output));
         Ok(())
@@ -404,6 +413,8 @@ struct Pump {
     session: Arc<Session>,
     /// How long the process stays readable after `closed`.
     closed_ttl: std::time::Duration,
+    /// Server shutdown: stop waiting out the retention.
+    cancel: CancellationToken,
 }
 
 impl Pump {
@@ -465,8 +476,12 @@ impl Pump {
             },
         ))
         .await;
-        tokio::time::sleep(self.closed_ttl).await;
-        self.session.processes.remove_if_same(&id, &self.process);
+        tokio::select! {
+            _ = tokio::time::sleep(self.closed_ttl) => {
+                self.session.processes.remove_if_same(&id, &self.process);
+            }
+            _ = self.cancel.cancelled() => {}
+        }
     }
 
     async fn output(&self, stream: Stream, data: &[u8]) {
