@@ -1,6 +1,6 @@
 //! The personalities of the one `codex` executable, chosen by the basename of argv[0] before any
-//! flag is parsed. `codex-linux-sandbox` and `codex-fs` are symlinks the server will create itself
-//! (never a same-named program from PATH); until the sandbox lands they refuse to run.
+//! flag is parsed. `codex-linux-sandbox` and `codex-fs` are symlinks the server creates itself in a
+//! private directory (`sandbox::alias`), never a same-named program from PATH.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -38,13 +38,9 @@ pub fn dispatch() -> ExitCode {
     let argv0 = std::env::args_os().next();
     match personality(argv0.as_deref()) {
         Personality::Cli => crate::cli::main(),
-        Personality::LinuxSandbox | Personality::FsHelper => {
-            let name = if personality(argv0.as_deref()) == Personality::FsHelper {
-                FS_HELPER_ARG0
-            } else {
-                LINUX_SANDBOX_ARG0
-            };
-            eprintln!("{name}: the Linux sandbox is not available in this build");
+        Personality::LinuxSandbox => crate::sandbox::wrapper::main(),
+        Personality::FsHelper => {
+            eprintln!("{FS_HELPER_ARG0}: the file-system helper is not available in this build");
             ExitCode::from(1)
         }
     }

@@ -21,6 +21,19 @@ enum Command {
     /// Serve the exec-server protocol: start processes, stream their output, take their stdin,
     /// over JSON-RPC on a WebSocket (or stdio). Prints the bound URL as one line on stdout.
     ExecServer(ExecServerArgs),
+    /// Talk to an exec-server: run a command remotely (`exec`), show it (`info`), move files
+    /// (`cp`, `ls`, `stat`). Survives a dropped connection by resuming the session.
+    Remote(crate::client::cli::RemoteArgs),
+    /// Run a local command under a sandbox policy, as the server does for `sandbox`.
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SandboxCommand {
+    /// Landlock + seccomp + no_new_privs (and a private mount namespace for read-only
+    /// carve-outs when one can be had), then exec the command.
+    Linux(crate::sandbox::cli::LinuxArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -46,6 +59,17 @@ struct ExecServerArgs {
     /// Output bytes retained per process for `process/read`; the oldest are dropped first.
     #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
     retained_output_bytes: usize,
+
+    /// Never use a mount namespace for read-only carve-outs (.git etc. inside writable roots):
+    /// use the split-grant fallback, whose cost is that entries cannot be created or removed
+    /// directly in the directories on the way down to a carve-out.
+    #[arg(long)]
+    sandbox_no_mount_namespace: bool,
+
+    /// Behave as if the kernel had no Landlock: restricting sandboxes are refused (for tests of
+    /// the fail-closed path).
+    #[arg(long, hide = true)]
+    sandbox_simulate_no_landlock: bool,
 }
 
 /// Where the server listens.
@@ -76,6 +100,8 @@ pub fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::ExecServer(args) => exec_server(args),
+        Command::Remote(args) => crate::client::cli::run(args),
+        Command::Sandbox(SandboxCommand::Linux(args)) => crate::sandbox::cli::run(args),
     }
 }
 
@@ -94,6 +120,8 @@ fn exec_server(args: ExecServerArgs) -> ExitCode {
         closed_process_ttl: Duration::from_millis(args.closed_process_ttl_ms),
         terminate_grace: Duration::from_millis(args.terminate_grace_ms),
         retained_output_bytes: args.retained_output_bytes,
+        sandbox_no_mount_namespace: args.sandbox_no_mount_namespace,
+        sandbox_simulate_no_landlock: args.sandbox_simulate_no_landlock,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -6,8 +6,13 @@
 //! - [`protocol`] — every wire type, method name and error code; server and client share it.
 //! - [`path_uri`] — `file:` URIs on the wire, native paths inside.
 //! - [`rpc`] — JSON-RPC framing over WebSocket and stdio, as channels of messages.
+//! - [`fs_ops`] — the `fs/*` operations on native paths, shared by the server and the `codex-fs`
+//!   helper.
+//! - [`client`] — the client library orchestrators embed (resume, ordered events) and
+//!   `codex remote`, the command-line client on it.
 //! - [`server`] — listener, connections, sessions, processes, output log, env policy.
 //! - [`pty`] — pseudo-terminals.
+//! - [`sandbox`] — the Linux sandbox: policy binding, Landlock/seccomp plan, the wrapper.
 //!
 //! See `../shared/docs/design.md` for the picture these modules implement.
 #![deny(unsafe_code)]
@@ -15,8 +20,11 @@
 
 pub mod arg0;
 pub mod cli;
+pub mod client;
+pub mod fs_ops;
 pub mod path_uri;
 pub mod protocol;
 pub mod pty;
 pub mod rpc;
+pub mod sandbox;
 pub mod server;

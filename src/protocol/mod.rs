@@ -4,6 +4,7 @@
 //! Field names follow the reference (`codex exec-server` of the Codex CLI 0.169.0): camelCase on
 //! the envelope and the method params, snake_case inside sandbox permission profiles.
 
+pub mod fs;
 pub mod process;
 pub mod sandbox;
 pub mod session;
@@ -21,6 +22,17 @@ pub mod method {
     pub const PROCESS_OUTPUT: &str = "process/output";
     pub const PROCESS_EXITED: &str = "process/exited";
     pub const PROCESS_CLOSED: &str = "process/closed";
+    pub const FS_READ_FILE: &str = "fs/readFile";
+    pub const FS_WRITE_FILE: &str = "fs/writeFile";
+    pub const FS_CREATE_DIRECTORY: &str = "fs/createDirectory";
+    pub const FS_GET_METADATA: &str = "fs/getMetadata";
+    pub const FS_READ_DIRECTORY: &str = "fs/readDirectory";
+    pub const FS_REMOVE: &str = "fs/remove";
+    pub const FS_COPY: &str = "fs/copy";
+    pub const FS_CANONICALIZE: &str = "fs/canonicalize";
+    pub const FS_OPEN: &str = "fs/open";
+    pub const FS_READ_BLOCK: &str = "fs/readBlock";
+    pub const FS_CLOSE: &str = "fs/close";
 }
 
 /// JSON-RPC error codes used on the wire (see protocol.md, "Errors").

@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use super::ServerState;
+use super::fs::FileHandles;
 use super::handlers::{self, Call};
 use super::session::{ResumeError, Session};
 use crate::protocol::session::{InitializeParams, InitializeResult};
@@ -45,6 +46,7 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
     let connection = state.connection_id();
     let out = transport.outgoing.clone();
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let fs_handles = Arc::new(FileHandles::default());
     let mut handshake = Handshake::AwaitingInitialize;
     loop {
         let incoming = tokio::select! {
@@ -138,6 +140,7 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
                     state: state.clone(),
                     session,
                     connection,
+                    fs_handles: fs_handles.clone(),
                 };
                 let out = out.clone();
                 state.tracker.spawn(async move {
@@ -153,6 +156,7 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
             }
         }
     }
+    fs_handles.close_all();
     if let Some(session) = handshake.session() {
         state.sessions.detach(session, connection);
     }

@@ -1,5 +1,6 @@
 //! One handler fn per method of the `process/*` family and `environment/info`. Each decodes its
 //! params, acts on the session it was called in, and returns a result or an [`RpcError`].
+//! The `fs/*` family is in `fs.rs`; [`dispatch`] hands those methods over.
 //! The handshake (`initialize`, `initialized`) lives in `connection.rs`, which owns that state.
 
 use std::sync::Arc;
@@ -11,14 +12,14 @@ use serde_json::Value;
 use super::ServerState;
 use super::env_policy;
 use super::process::{Lookup, SpawnError, SpawnSpec};
+use super::sandboxing;
 use super::session::Session;
 use crate::path_uri;
 use crate::protocol::method;
 use crate::protocol::process::{
-    ReadParams, ReadResult, SandboxType, SignalParams, StartParams, StartResult, TerminateParams,
+    ReadParams, ReadResult, SignalParams, StartParams, StartResult, TerminateParams,
     TerminateResult, WriteParams, WriteResult, WriteStatus,
 };
-use crate::protocol::sandbox::{NetworkAccess, SandboxIntent};
 use crate::rpc::{RpcError, decode_params};
 
 /// Longest `processId` we accept; the reference has no limit, but a megabyte id is a mistake.
@@ -32,6 +33,8 @@ pub(super) struct Call {
     pub session: Arc<Session>,
     /// The calling connection, to tell when the session moved elsewhere.
     pub connection: u64,
+    /// The connection's `fs/open` handles; closed by `connection::serve` when it ends.
+    pub fs_handles: Arc<super::fs::FileHandles>,
 }
 
 /// The family a method served by [`dispatch`] belongs to, as handshake errors name it; `None`
@@ -44,6 +47,7 @@ pub(super) fn family(name: &str) -> Option<&'static str> {
         | method::PROCESS_WRITE
         | method::PROCESS_SIGNAL
         | method::PROCESS_TERMINATE => Some("exec"),
+        name if super::fs::METHODS.contains(&name) => Some("filesystem"),
         _ => None,
     }
 }
@@ -60,6 +64,9 @@ pub(super) async fn dispatch(call: Call, name: &str, params: Value) -> Result<Va
             Ok(Value::Object(Default::default()))
         }
         method::PROCESS_TERMINATE => to_value(&terminate(&call, decode_params(params)?)),
+        name if super::fs::METHODS.contains(&name) => {
+            super::fs::dispatch(&call, name, params).await
+        }
         other => Err(RpcError::new(
             crate::protocol::ErrorCode::MethodNotFound,
             format!("method not found: {other}"),
@@ -89,7 +96,6 @@ fn start(call: &Call, p: StartParams) -> Result<StartResult, RpcError> {
     }
     let cwd = path_uri::to_path(&p.cwd)
         .map_err(|e| RpcError::invalid_params(format!("invalid cwd: {e}")))?;
-    let sandbox_type = sandbox_gate(p.sandbox.as_ref(), p.enforce_managed_network)?;
     let env = env_policy::build(std::env::vars_os(), p.env_policy.as_ref(), &p.env);
     let spec = SpawnSpec {
         argv: p.argv,
@@ -98,7 +104,15 @@ fn start(call: &Call, p: StartParams) -> Result<StartResult, RpcError> {
         env,
         tty: p.tty,
         pipe_stdin: p.pipe_stdin,
+        sandboxed: false,
     };
+    let (spec, sandbox_type) = sandboxing::prepare(
+        &call.state.sandbox,
+        p.sandbox.as_ref(),
+        p.enforce_managed_network,
+        p.managed_network.as_ref(),
+        spec,
+    )?;
     call.session
         .processes
         .start(&call.session, p.process_id.clone(), spec)
@@ -112,43 +126,6 @@ fn start(call: &Call, p: StartParams) -> Result<StartResult, RpcError> {
         process_id: p.process_id,
         sandbox_type,
     })
-}
-
-/// Decides what a `sandbox` asks of this executor. Until the Linux sandbox lands, anything that
-/// restricts is refused (fail closed); a null sandbox, or one that restricts nothing, runs.
-fn sandbox_gate(
-    sandbox: Option<&SandboxIntent>,
-    enforce_managed_network: bool,
-) -> Result<SandboxType, RpcError> {
-    let refuse = |reason: &str| {
-        RpcError::invalid_params(format!(
-            "sandbox intent cannot be enforced on this executor: {reason}"
-        ))
-    };
-    if enforce_managed_network {
-        return Err(refuse("managed network enforcement is not available"));
-    }
-    let Some(sandbox) = sandbox else {
-        return Ok(SandboxType::None);
-    };
-    for uri in sandbox
-        .cwd
-        .iter()
-        .chain(sandbox.workspace_roots.iter().flatten())
-    {
-        path_uri::to_path(uri).map_err(|e| {
-            RpcError::invalid_params(format!(
-                "failed to prepare process sandbox: invalid sandbox path: {e}"
-            ))
-        })?;
-    }
-    if sandbox.permissions.restricts_file_system() {
-        return Err(refuse("file system restrictions are not available"));
-    }
-    if sandbox.permissions.network() == NetworkAccess::Restricted {
-        return Err(refuse("network restrictions are not available"));
-    }
-    Ok(SandboxType::LinuxSeccomp)
 }
 
 /// `process/read`.

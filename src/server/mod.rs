@@ -8,9 +8,11 @@
 mod connection;
 mod env_info;
 pub mod env_policy;
+mod fs;
 mod handlers;
 mod http;
 pub mod process;
+mod sandboxing;
 mod session;
 
 use std::sync::Arc;
@@ -35,6 +37,10 @@ pub struct ServerConfig {
     pub terminate_grace: Duration,
     /// Output bytes retained per process; the oldest chunks are dropped first.
     pub retained_output_bytes: usize,
+    /// Carve-outs use split grants, never a mount namespace.
+    pub sandbox_no_mount_namespace: bool,
+    /// Act as if the kernel had no Landlock (tests of the fail-closed path).
+    pub sandbox_simulate_no_landlock: bool,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +50,8 @@ impl Default for ServerConfig {
             closed_process_ttl: Duration::from_secs(30),
             terminate_grace: Duration::from_secs(2),
             retained_output_bytes: 1 << 20,
+            sandbox_no_mount_namespace: false,
+            sandbox_simulate_no_landlock: false,
         }
     }
 }
@@ -60,6 +68,8 @@ pub(crate) struct ServerState {
     next_connection_id: AtomicU64,
     /// Computed once at start: the executor's shell, home, temp dir, version.
     environment: EnvironmentInfo,
+    /// What the sandbox can enforce here, and the helper alias links.
+    sandbox: sandboxing::SandboxSupport,
 }
 
 impl ServerState {
@@ -67,11 +77,12 @@ impl ServerState {
         let tracker = TaskTracker::new();
         let cancel = CancellationToken::new();
         Arc::new(Self {
-            sessions: SessionRegistry::new(config, tracker.clone(), cancel.clone()),
+            sessions: SessionRegistry::new(config.clone(), tracker.clone(), cancel.clone()),
             tracker,
             cancel,
             next_connection_id: AtomicU64::new(1),
             environment: env_info::current(),
+            sandbox: sandboxing::SandboxSupport::probe(&config),
         })
     }
 

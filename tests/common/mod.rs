@@ -49,6 +49,8 @@ pub const METHOD_NOT_FOUND: i64 = -32601;
 pub const INVALID_PARAMS: i64 = -32602;
 pub const INTERNAL_ERROR: i64 = -32603;
 pub const SESSION_ATTACHED: i64 = -32010;
+/// Filesystem: not found.
+pub const NOT_FOUND: i64 = -32004;
 
 /// The binary under test.
 pub fn server_binary() -> PathBuf {
@@ -116,6 +118,16 @@ fn base_command(opts: &ServerOptions, listen: &str) -> Command {
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     cmd
+}
+
+/// Largest message or frame the test client reads: above the server's 128 MiB limit, so a big
+/// answer (a 64 MiB `fs/readFile` is ~86 MiB of base64, in one frame) is never refused here.
+pub const CLIENT_MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+fn client_ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(CLIENT_MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(CLIENT_MAX_MESSAGE_BYTES))
 }
 
 /// A running `codex exec-server` listening on a loopback WebSocket. Killed on drop.
@@ -198,7 +210,11 @@ impl Server {
             .expect("connect to server");
         let (ws, _response) = tokio::time::timeout(
             DEADLINE,
-            tokio_tungstenite::client_async(self.url.as_str(), tcp),
+            tokio_tungstenite::client_async_with_config(
+                self.url.as_str(),
+                tcp,
+                Some(client_ws_config()),
+            ),
         )
         .await
         .expect("WebSocket handshake timed out")
@@ -361,6 +377,28 @@ impl Client {
         self.await_answer(id).await
     }
 
+    /// Like [`Client::request`], waiting up to `within` for the answer instead of [`DEADLINE`]:
+    /// for requests that move a lot of data (a debug build encodes 64 MiB of base64 slowly).
+    pub async fn request_within(
+        &mut self,
+        method: &str,
+        params: Value,
+        within: Duration,
+    ) -> Result<Value, RpcError> {
+        let id = self.send_request(method, params).await;
+        let what = format!("the answer to request {id}");
+        let answer = self
+            .wait_until_within(&what, within, |c| {
+                let at = c
+                    .pending
+                    .iter()
+                    .position(|m| is_answer(m) && m["id"] == json!(id))?;
+                c.pending.remove(at)
+            })
+            .await;
+        answer_to_result(answer)
+    }
+
     /// Like [`Client::request`], failing the test on an error answer.
     pub async fn request_ok(&mut self, method: &str, params: Value) -> Value {
         match self.request(method, params.clone()).await {
@@ -491,12 +529,18 @@ impl Client {
     }
 
     /// Reads until `pick` takes a buffered or new message, under the deadline.
-    async fn wait_until<T>(
+    async fn wait_until<T>(&mut self, what: &str, pick: impl FnMut(&mut Client) -> Option<T>) -> T {
+        self.wait_until_within(what, DEADLINE, pick).await
+    }
+
+    /// [`Client::wait_until`] under another deadline than [`DEADLINE`].
+    async fn wait_until_within<T>(
         &mut self,
         what: &str,
+        within: Duration,
         mut pick: impl FnMut(&mut Client) -> Option<T>,
     ) -> T {
-        let deadline = Instant::now() + DEADLINE;
+        let deadline = Instant::now() + within;
         loop {
             if let Some(found) = pick(self) {
                 return found;
@@ -508,7 +552,7 @@ impl Client {
                     self.summary()
                 ),
                 Err(_) => panic!(
-                    "timed out after {DEADLINE:?} waiting for {what}; {}",
+                    "timed out after {within:?} waiting for {what}; {}",
                     self.summary()
                 ),
             }

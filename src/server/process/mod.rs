@@ -38,6 +38,9 @@ pub use output_log::OutputLog;
 const WRITE_ID_MEMORY: usize = 4096;
 /// Bytes read from a pipe at a time.
 const READ_BUFFER: usize = 64 * 1024;
+/// How long a sandboxed process's exit waits for trailing output before `sandboxDenied` is
+/// decided from it.
+const TRAILING_OUTPUT: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// What the caller asked to run, already validated.
 #[derive(Debug, Clone)]
@@ -48,6 +51,8 @@ pub struct SpawnSpec {
     pub env: Vec<(OsString, OsString)>,
     pub tty: bool,
     pub pipe_stdin: bool,
+    /// Runs under `codex-linux-sandbox`: enables the `sandboxDenied` heuristic.
+    pub sandboxed: bool,
 }
 
 /// Why a spawn failed.
@@ -317,6 +322,7 @@ impl ProcessTable {
             process,
             session: session.clone(),
             closed_ttl: self.config.closed_process_ttl,
+            sandboxed: spec.sandboxed,
             cancel: self.cancel.clone(),
         };
         self.tracker.spawn(pump.run(spawned.child, spawned.output));
@@ -413,54 +419,62 @@ struct Pump {
     session: Arc<Session>,
     /// How long the process stays readable after `closed`.
     closed_ttl: std::time::Duration,
+    /// Whether the child runs under the sandbox wrapper (exit waits for trailing output, and
+    /// `sandboxDenied` is computed).
+    sandboxed: bool,
     /// Server shutdown: stop waiting out the retention.
     cancel: CancellationToken,
 }
 
 impl Pump {
     async fn run(self, mut child: Child, output: Output) {
+        let (mut first, mut second) = match output {
+            Output::Pipes { stdout, stderr } => {
+                (Some(Source::Stdout(stdout)), Some(Source::Stderr(stderr)))
+            }
+            Output::Pty(master) => (Some(Source::Pty(master)), None),
+        };
+        let mut first_buf = vec![0u8; READ_BUFFER];
+        let mut second_buf = vec![0u8; READ_BUFFER];
+        // The child was reaped; for a sandboxed one its exit waits ≤ TRAILING_OUTPUT for output.
+        let mut reaped = false;
+        let mut pending_exit: Option<(
+            std::io::Result<std::process::ExitStatus>,
+            tokio::time::Instant,
+        )> = None;
         let mut exited = false;
-        match output {
-            Output::Pipes {
-                mut stdout,
-                mut stderr,
-            } => {
-                let (mut out_open, mut err_open) = (true, true);
-                let mut out_buf = vec![0u8; READ_BUFFER];
-                let mut err_buf = vec![0u8; READ_BUFFER];
-                while out_open || err_open || !exited {
-                    // Biased toward output so bytes written before the exit are logged first.
-                    tokio::select! {
-                        biased;
-                        r = stdout.read(&mut out_buf), if out_open => match r {
-                            Ok(n) if n > 0 => self.output(Stream::Stdout, &out_buf[..n]).await,
-                            _ => out_open = false,
-                        },
-                        r = stderr.read(&mut err_buf), if err_open => match r {
-                            Ok(n) if n > 0 => self.output(Stream::Stderr, &err_buf[..n]).await,
-                            _ => err_open = false,
-                        },
-                        status = child.wait(), if !exited => {
-                            exited = true;
-                            self.exit(status).await;
-                        }
+        while first.is_some() || second.is_some() || !exited {
+            if first.is_none()
+                && second.is_none()
+                && let Some((status, _)) = pending_exit.take()
+            {
+                exited = true;
+                self.exit(status).await;
+                continue;
+            }
+            let deadline = pending_exit.as_ref().map(|(_, d)| *d);
+            // Biased toward output so bytes written before the exit are logged first.
+            tokio::select! {
+                biased;
+                r = read_source(&mut first, &mut first_buf), if first.is_some() => {
+                    self.consume(&mut first, r, &first_buf).await;
+                }
+                r = read_source(&mut second, &mut second_buf), if second.is_some() => {
+                    self.consume(&mut second, r, &second_buf).await;
+                }
+                status = child.wait(), if !reaped => {
+                    reaped = true;
+                    if self.sandboxed {
+                        pending_exit = Some((status, tokio::time::Instant::now() + TRAILING_OUTPUT));
+                    } else {
+                        exited = true;
+                        self.exit(status).await;
                     }
                 }
-            }
-            Output::Pty(master) => {
-                let mut open = true;
-                let mut buf = vec![0u8; READ_BUFFER];
-                while open || !exited {
-                    tokio::select! {
-                        biased;
-                        r = master.read(&mut buf), if open => match r {
-                            Ok(n) if n > 0 => self.output(Stream::Pty, &buf[..n]).await,
-                            _ => open = false,
-                        },
-                        status = child.wait(), if !exited => {
-                            exited = true;
-                            self.exit(status).await;
-                        }
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                    if let Some((status, _)) = pending_exit.take() {
+                        exited = true;
+                        self.exit(status).await;
                     }
                 }
             }
@@ -484,6 +498,14 @@ impl Pump {
         }
     }
 
+    /// Logs what one read returned; EOF or an error closes the source.
+    async fn consume(&self, source: &mut Option<Source>, read: std::io::Result<usize>, buf: &[u8]) {
+        match (read, source.as_ref().map(Source::stream)) {
+            (Ok(n), Some(stream)) if n > 0 => self.output(stream, &buf[..n]).await,
+            _ => *source = None,
+        }
+    }
+
     async fn output(&self, stream: Stream, data: &[u8]) {
         let (seq, base64) = self.process.log.lock().unwrap().push_output(stream, data);
         self.process.changes.send_modify(|v| *v += 1);
@@ -504,12 +526,13 @@ impl Pump {
             Ok(status) => exit_code(*status),
             Err(_) => -1,
         };
-        let seq = {
+        let (seq, sandbox_denied) = {
             let mut log = self.process.log.lock().unwrap();
             if let Err(err) = &status {
                 log.set_failure(format!("failed to wait for process: {err}"));
             }
-            log.push_exit(code, false)
+            let denied = self.sandboxed && sandbox_denied(code, log.output_mentions_sandbox());
+            (log.push_exit(code, denied), denied)
         };
         self.process.changes.send_modify(|v| *v += 1);
         self.notify(encode_notification(
@@ -518,7 +541,7 @@ impl Pump {
                 process_id: self.process.id.clone(),
                 seq,
                 exit_code: code,
-                sandbox_denied: false,
+                sandbox_denied,
             },
         ))
         .await;
@@ -534,6 +557,44 @@ impl Pump {
             _ = outgoing.send(message) => {}
             _ = generation.changed() => {}
         }
+    }
+}
+
+/// One output source of a child.
+enum Source {
+    Stdout(ChildStdout),
+    Stderr(ChildStderr),
+    Pty(Arc<PtyMaster>),
+}
+
+impl Source {
+    fn stream(&self) -> Stream {
+        match self {
+            Self::Stdout(_) => Stream::Stdout,
+            Self::Stderr(_) => Stream::Stderr,
+            Self::Pty(_) => Stream::Pty,
+        }
+    }
+}
+
+/// Reads from a source that is known to be present (the select guard checks).
+async fn read_source(source: &mut Option<Source>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match source {
+        Some(Source::Stdout(s)) => s.read(buf).await,
+        Some(Source::Stderr(s)) => s.read(buf).await,
+        Some(Source::Pty(m)) => m.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// sandbox.md §4.5: did the sandbox (rather than the program) make this exit fail?
+pub fn sandbox_denied(exit_code: i32, output_mentions_sandbox: bool) -> bool {
+    match exit_code {
+        0 => false,
+        _ if output_mentions_sandbox => true,
+        2 | 126 | 127 => false,
+        159 => true,
+        _ => false,
     }
 }
 

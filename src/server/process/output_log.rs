@@ -105,6 +105,28 @@ impl OutputLog {
         seq
     }
 
+    /// True if the retained output (lowercased) carries a sign of a sandbox denial.
+    pub fn output_mentions_sandbox(&self) -> bool {
+        const NEEDLES: &[&str] = &[
+            "operation not permitted",
+            "permission denied",
+            "read-only file system",
+            "seccomp",
+            "sandbox",
+            "landlock",
+            "failed to write file",
+        ];
+        let mut text = Vec::with_capacity(self.retained);
+        for c in &self.chunks {
+            if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(c.base64.as_bytes())
+            {
+                text.extend_from_slice(&bytes);
+            }
+        }
+        let text = String::from_utf8_lossy(&text).to_lowercase();
+        NEEDLES.iter().any(|n| text.contains(n))
+    }
+
     pub fn exited(&self) -> bool {
         self.exit.is_some()
     }

@@ -1,0 +1,174 @@
+//! Typed `fs/*` calls on the executor's file system (paths are the executor's absolute paths;
+//! they travel as `file:` URIs), and [`Download`], a file read block by block over
+//! `fs/open`/`fs/readBlock`/`fs/close`. None of these calls is replayed after a dropped transport
+//! (see [`super::replay`]): they fail with [`ClientError::Disconnected`], and a caller that knows
+//! the call is idempotent (a read, a whole-file write) may simply make it again.
+
+use std::path::Path;
+
+use base64::Engine;
+
+use super::{ClientError, ExecServerClient};
+use crate::path_uri;
+use crate::protocol::fs::{
+    CloseParams, CloseResult, CreateDirectoryParams, CreateDirectoryResult, DirectoryEntry,
+    GetMetadataParams, GetMetadataResult, OpenParams, OpenResult, ReadBlockParams, ReadBlockResult,
+    ReadDirectoryParams, ReadDirectoryResult, ReadFileParams, ReadFileResult, RemoveParams,
+    RemoveResult, WriteFileParams, WriteFileResult,
+};
+use crate::protocol::method;
+
+/// Decodes base64 from an answer.
+fn unbase64(method: &str, text: &str) -> Result<Vec<u8>, ClientError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text.as_bytes())
+        .map_err(|e| ClientError::Decode {
+            method: method.to_string(),
+            message: format!("invalid base64: {e}"),
+        })
+}
+
+impl ExecServerClient {
+    /// `fs/readFile`: the whole file.
+    pub async fn read_file(&self, path: &Path) -> Result<Vec<u8>, ClientError> {
+        let params = ReadFileParams {
+            path: path_uri::from_path(path),
+            sandbox: None,
+        };
+        let result: ReadFileResult = self.call(method::FS_READ_FILE, &params).await?;
+        unbase64(method::FS_READ_FILE, &result.data_base64)
+    }
+
+    /// `fs/writeFile`: creates or truncates `path` (its parent must exist).
+    pub async fn write_file(&self, path: &Path, data: &[u8]) -> Result<(), ClientError> {
+        let params = WriteFileParams {
+            path: path_uri::from_path(path),
+            data_base64: base64::engine::general_purpose::STANDARD.encode(data),
+            sandbox: None,
+        };
+        let _: WriteFileResult = self.call(method::FS_WRITE_FILE, &params).await?;
+        Ok(())
+    }
+
+    /// `fs/getMetadata`.
+    pub async fn metadata(&self, path: &Path) -> Result<GetMetadataResult, ClientError> {
+        let params = GetMetadataParams {
+            path: path_uri::from_path(path),
+            sandbox: None,
+        };
+        self.call(method::FS_GET_METADATA, &params).await
+    }
+
+    /// `fs/readDirectory`.
+    pub async fn read_directory(&self, path: &Path) -> Result<Vec<DirectoryEntry>, ClientError> {
+        let params = ReadDirectoryParams {
+            path: path_uri::from_path(path),
+            sandbox: None,
+        };
+        let result: ReadDirectoryResult = self.call(method::FS_READ_DIRECTORY, &params).await?;
+        Ok(result.entries)
+    }
+
+    /// `fs/createDirectory`.
+    pub async fn create_directory(&self, path: &Path, recursive: bool) -> Result<(), ClientError> {
+        let params = CreateDirectoryParams {
+            path: path_uri::from_path(path),
+            recursive,
+            sandbox: None,
+        };
+        let _: CreateDirectoryResult = self.call(method::FS_CREATE_DIRECTORY, &params).await?;
+        Ok(())
+    }
+
+    /// `fs/remove`.
+    pub async fn remove(
+        &self,
+        path: &Path,
+        recursive: bool,
+        force: bool,
+    ) -> Result<(), ClientError> {
+        let params = RemoveParams {
+            path: path_uri::from_path(path),
+            recursive,
+            force,
+            sandbox: None,
+        };
+        let _: RemoveResult = self.call(method::FS_REMOVE, &params).await?;
+        Ok(())
+    }
+
+    /// Opens `path` for a block-by-block read (`fs/open`).
+    pub async fn open_download(&self, path: &Path) -> Result<Download, ClientError> {
+        let handle_id = uuid::Uuid::new_v4().simple().to_string();
+        let params = OpenParams {
+            handle_id: handle_id.clone(),
+            path: path_uri::from_path(path),
+            sandbox: None,
+        };
+        let _: OpenResult = self.call(method::FS_OPEN, &params).await?;
+        Ok(Download {
+            client: self.clone(),
+            handle_id,
+            offset: 0,
+            eof: false,
+        })
+    }
+}
+
+/// A remote file being read in blocks. Handles belong to the connection: after a dropped
+/// transport, reads fail with [`ClientError::Disconnected`]; open the file again and go on from
+/// [`Download::offset`].
+pub struct Download {
+    /// The client the reads go through.
+    client: ExecServerClient,
+    /// The handle's id on the server (a UUID: 32 bytes, the protocol's limit).
+    handle_id: String,
+    /// The next offset to read.
+    offset: u64,
+    /// The last read was short: the end of the file.
+    eof: bool,
+}
+
+impl Download {
+    /// Bytes read so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Moves the next read to `offset` (to go on after a reopen).
+    pub fn seek(&mut self, offset: u64) {
+        self.offset = offset;
+        self.eof = false;
+    }
+
+    /// The next block of at most `len` bytes (1..=1 MiB); `None` at the end of the file.
+    pub async fn next_block(&mut self, len: u64) -> Result<Option<Vec<u8>>, ClientError> {
+        if self.eof {
+            return Ok(None);
+        }
+        let params = ReadBlockParams {
+            handle_id: self.handle_id.clone(),
+            offset: self.offset,
+            len,
+            sandbox: None,
+        };
+        let result: ReadBlockResult = self.client.call(method::FS_READ_BLOCK, &params).await?;
+        let data = unbase64(method::FS_READ_BLOCK, &result.chunk)?;
+        self.offset += data.len() as u64;
+        self.eof = result.eof || data.is_empty();
+        if data.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(data))
+    }
+
+    /// Closes the handle (`fs/close`).
+    pub async fn close(self) -> Result<(), ClientError> {
+        let params = CloseParams {
+            handle_id: self.handle_id.clone(),
+            sandbox: None,
+        };
+        let _: CloseResult = self.client.call(method::FS_CLOSE, &params).await?;
+        Ok(())
+    }
+}

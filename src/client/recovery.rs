@@ -1,0 +1,510 @@
+//! The client's connection state machine, and the resume that drives it.
+//!
+//! ```text
+//!                initialize ok
+//!   Connecting ─────────────────► Connected{conn} ◄────────────────────┐
+//!       │                            │                                  │ resumed, and every
+//!       │ failed: the constructor    │ transport drops                  │ live process caught up
+//!       │ returns the error          ▼                                  │
+//!       │                         Recovering{reason} ── attempt ────────┘
+//!       │                            │   ▲  connect, initialize{resumeSessionId}, initialized,
+//!       │                            │   │  process/read {afterSeq: last published} per process;
+//!       │                            │   └─ -32010 or a connection error: again in 100 ms
+//!       │                            │
+//!       │                            │ deadline (25 s), session refused, or a transport
+//!       ▼                            ▼ that cannot reconnect (a stdio child)
+//!     (error)                     Failed{error}  ◄── close() from any state
+//! ```
+//!
+//! - Connected: calls go out on `conn`.
+//! - Recovering: new calls wait. Calls that were in flight when the transport dropped follow
+//!   [`super::replay`]: resent after the resume, failed, or (`process/start`) terminated and
+//!   reported as ambiguous. The new transport's reader runs from the first message, so
+//!   notifications that precede the `initialize` answer are kept. Each live process is caught up
+//!   with `process/read {afterSeq: last published}` (more reads while the answer was cut by
+//!   `maxBytes`), and its sequencer publishes only what is new; a gap fails only that process.
+//! - Failed: terminal. Every waiting call and every handle gets the error; nothing waits forever.
+//!
+//! The transitions are one pure fn, [`next`]; [`Inner::apply`] runs it under the state's lock and
+//! starts what a new state needs (the resume task, failing every handle).
+
+use std::sync::Arc;
+
+use base64::Engine;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::connection::{self, CallError, Conn};
+use super::error::ClientError;
+use super::process::{Outcome, ProcessEntry};
+use super::replay::{self, Replay};
+use super::sequencer::{CatchUp, ProcessEvent};
+use super::{ConnectionStatus, Inner};
+use crate::protocol::process::{ReadParams, ReadResult};
+use crate::protocol::session::{InitializeParams, InitializeResult};
+use crate::protocol::{ErrorCode, method};
+
+/// Largest `maxBytes` of one catch-up read; the reads loop while the answer was cut short.
+const CATCH_UP_MAX_BYTES: u64 = 4 << 20;
+
+/// Where the connection is; see the module diagram. Each variant holds only its own data.
+pub(super) enum State {
+    /// The first handshake is under way.
+    Connecting,
+    /// Calls go out on this transport.
+    Connected(Arc<Conn>),
+    /// The transport dropped; the resume task is at work.
+    Recovering {
+        /// Why the transport dropped.
+        reason: String,
+    },
+    /// Terminal.
+    Failed(ClientError),
+}
+
+/// What happened to the connection.
+pub(super) enum Transition {
+    /// A transport's reader ended.
+    Dropped {
+        /// Which transport.
+        conn: u64,
+        /// Why.
+        reason: String,
+        /// Whether the client can open another one (false for a stdio child).
+        can_reconnect: bool,
+    },
+    /// A handshake (the first, or a resume with every process caught up) completed on `conn`.
+    Resumed(Arc<Conn>),
+    /// The resume gave up, or the client was closed.
+    GaveUp(ClientError),
+}
+
+/// The state after `transition`, or `None` if it changes nothing (e.g. the drop of a transport
+/// that is no longer the current one, or a resume on a transport that already closed).
+pub(super) fn next(state: &State, transition: Transition) -> Option<State> {
+    match (state, transition) {
+        (State::Failed(_), _) => None,
+        (
+            State::Connected(current),
+            Transition::Dropped {
+                conn,
+                reason,
+                can_reconnect,
+            },
+        ) if current.id == conn => Some(if can_reconnect {
+            State::Recovering { reason }
+        } else {
+            State::Failed(ClientError::SessionLost { reason })
+        }),
+        (State::Connecting | State::Recovering { .. }, Transition::Resumed(conn))
+            if !conn.is_closed() =>
+        {
+            Some(State::Connected(conn))
+        }
+        (_, Transition::GaveUp(error)) => Some(State::Failed(error)),
+        _ => None,
+    }
+}
+
+/// The public view of a state.
+fn status_of(state: &State) -> ConnectionStatus {
+    match state {
+        State::Connecting => ConnectionStatus::Connecting,
+        State::Connected(_) => ConnectionStatus::Connected,
+        State::Recovering { reason } => ConnectionStatus::Recovering {
+            reason: reason.clone(),
+        },
+        State::Failed(error) => ConnectionStatus::Failed {
+            error: error.clone(),
+        },
+    }
+}
+
+/// How one resume attempt failed.
+enum Attempt {
+    /// Worth another try after the retry interval (-32010, connection errors).
+    Retry(String),
+    /// The session cannot be resumed.
+    Fatal(ClientError),
+}
+
+/// Closes a transport on drop unless defused: an abandoned attempt must not leave its reader and
+/// socket behind.
+struct CloseOnDrop(Option<Arc<Conn>>);
+
+impl CloseOnDrop {
+    /// Keeps the transport open.
+    fn defuse(mut self) -> Arc<Conn> {
+        self.0.take().expect("defused once")
+    }
+}
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            conn.close();
+        }
+    }
+}
+
+impl Inner {
+    /// Runs a transition; on entering Recovering starts the resume task, on entering Failed fails
+    /// every handle. Returns whether the state changed.
+    pub(super) fn apply(self: &Arc<Self>, transition: Transition) -> bool {
+        let mut entered = None;
+        self.state
+            .send_if_modified(|state| match next(state, transition) {
+                Some(new) => {
+                    entered = Some(status_of(&new));
+                    *state = new;
+                    true
+                }
+                None => false,
+            });
+        let Some(status) = entered else {
+            return false;
+        };
+        tracing::debug!(?status, "connection state");
+        self.status.send_replace(status.clone());
+        match status {
+            ConnectionStatus::Recovering { reason } => {
+                let inner = self.clone();
+                self.tracker
+                    .spawn(async move { inner.recover(reason).await });
+            }
+            ConnectionStatus::Failed { error } => {
+                let entries = self.processes.drain();
+                self.tracker.spawn(async move {
+                    for entry in entries {
+                        entry.fail(error.clone()).await;
+                    }
+                });
+            }
+            ConnectionStatus::Connecting | ConnectionStatus::Connected => {}
+        }
+        true
+    }
+
+    /// Called by a transport's reader when it ends.
+    pub(super) fn transport_ended(self: &Arc<Self>, conn: u64, reason: String) {
+        self.apply(Transition::Dropped {
+            conn,
+            reason,
+            can_reconnect: self.connector.is_some(),
+        });
+    }
+
+    /// The current transport; waits while connecting or recovering.
+    pub(super) async fn connection(&self) -> Result<Arc<Conn>, ClientError> {
+        let mut state = self.state.subscribe();
+        loop {
+            match &*state.borrow_and_update() {
+                State::Connected(conn) if !conn.is_closed() => return Ok(conn.clone()),
+                State::Failed(error) => return Err(error.clone()),
+                _ => {}
+            }
+            if state.changed().await.is_err() {
+                return Err(ClientError::Closed);
+            }
+        }
+    }
+
+    /// One call, following [`replay`] when the transport drops under it.
+    pub(super) async fn call_value(
+        self: &Arc<Self>,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, ClientError> {
+        loop {
+            let conn = self.connection().await?;
+            match conn.request(self.next_request_id(), method, &params).await {
+                Ok(value) => return Ok(value),
+                Err(CallError::Server { code, message }) => {
+                    return Err(ClientError::Server {
+                        method: method.to_string(),
+                        code,
+                        message,
+                    });
+                }
+                Err(CallError::NotSent) => {
+                    // The writer is gone: make sure the reader notices too, then wait for the
+                    // next transport.
+                    conn.close();
+                }
+                Err(CallError::Lost) => match replay::policy(method) {
+                    Replay::Resend => {}
+                    Replay::Fail => {
+                        return Err(ClientError::Disconnected {
+                            method: method.to_string(),
+                        });
+                    }
+                    Replay::TerminateAndReport => {
+                        let process_id = params
+                            .get("processId")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string();
+                        let terminate = Box::pin(self.call_value(
+                            method::PROCESS_TERMINATE,
+                            json!({ "processId": process_id }),
+                        ));
+                        if let Err(err) = terminate.await {
+                            tracing::warn!(%process_id, %err, "terminating an ambiguous start");
+                        }
+                        return Err(ClientError::StartAmbiguous { process_id });
+                    }
+                },
+            }
+        }
+    }
+
+    /// Settles an entry after publishing: a closed one leaves the table, a failed one leaves it
+    /// and is terminated on the server (in the background, once a transport is there).
+    pub(super) fn settle(self: &Arc<Self>, entry: &Arc<ProcessEntry>, outcome: Outcome) {
+        match outcome {
+            Outcome::Open => {}
+            Outcome::Closed => self.processes.remove_if_same(entry.id(), entry),
+            Outcome::Failed => {
+                self.processes.remove_if_same(entry.id(), entry);
+                let inner = self.clone();
+                let process_id = entry.id().to_string();
+                self.tracker.spawn(async move {
+                    let terminate = inner.call_value(
+                        method::PROCESS_TERMINATE,
+                        json!({ "processId": process_id }),
+                    );
+                    tokio::select! {
+                        _ = terminate => {}
+                        _ = inner.cancel.cancelled() => {}
+                    }
+                });
+            }
+        }
+    }
+
+    /// The resume task: attempts until one succeeds, the session is refused, or the deadline.
+    async fn recover(self: Arc<Self>, reason: String) {
+        let deadline = Instant::now() + self.options.recovery_deadline;
+        let mut last_error = reason.clone();
+        let error = loop {
+            let attempt = tokio::select! {
+                a = tokio::time::timeout_at(deadline, self.resume_once()) => a,
+                _ = self.cancel.cancelled() => return,
+            };
+            match attempt {
+                Ok(Ok(conn)) => {
+                    if self.apply(Transition::Resumed(conn)) {
+                        self.stats.lock().unwrap().recoveries += 1;
+                        return;
+                    }
+                    last_error = "the new connection closed right after the resume".into();
+                }
+                Ok(Err(Attempt::Retry(error))) => last_error = error,
+                Ok(Err(Attempt::Fatal(error))) => break error,
+                Err(_elapsed) => break self.deadline_error(&reason, &last_error),
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break self.deadline_error(&reason, &last_error);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline.min(now + self.options.retry_interval)) => {}
+                _ = self.cancel.cancelled() => return,
+            }
+        };
+        self.apply(Transition::GaveUp(error));
+    }
+
+    /// The error of a resume that ran out of time.
+    fn deadline_error(&self, reason: &str, last_error: &str) -> ClientError {
+        ClientError::SessionLost {
+            reason: format!(
+                "{reason}; could not resume the session within {:?} (last attempt: {last_error})",
+                self.options.recovery_deadline
+            ),
+        }
+    }
+
+    /// One attempt: connect, resume, catch every live process up.
+    async fn resume_once(self: &Arc<Self>) -> Result<Arc<Conn>, Attempt> {
+        let Some(connector) = self.connector.as_ref() else {
+            return Err(Attempt::Fatal(ClientError::SessionLost {
+                reason: "the transport cannot be reopened".into(),
+            }));
+        };
+        let transport = connector
+            .connect(&self.tracker)
+            .await
+            .map_err(|e| Attempt::Retry(e.to_string()))?;
+        let conn = connection::start(self, transport);
+        let guard = CloseOnDrop(Some(conn.clone()));
+        let session_id = self.session_id.get().cloned().unwrap_or_default();
+        let params = InitializeParams {
+            client_name: self.options.client_name.clone(),
+            resume_session_id: Some(session_id.clone()),
+        };
+        match conn
+            .request(self.next_request_id(), method::INITIALIZE, &params)
+            .await
+        {
+            Ok(value) => {
+                if let Ok(result) = serde_json::from_value::<InitializeResult>(value)
+                    && result.environment_info.is_some()
+                {
+                    *self.environment.lock().unwrap() = result.environment_info;
+                }
+            }
+            Err(CallError::Server { code, message })
+                if code == ErrorCode::SessionAttached.code() =>
+            {
+                return Err(Attempt::Retry(message));
+            }
+            Err(CallError::Server { code, message }) => {
+                return Err(Attempt::Fatal(ClientError::SessionLost {
+                    reason: format!(
+                        "the server refused to resume session {session_id}: {message} (code {code})"
+                    ),
+                }));
+            }
+            Err(CallError::NotSent | CallError::Lost) => {
+                return Err(Attempt::Retry(
+                    "the connection closed during initialize".into(),
+                ));
+            }
+        }
+        conn.notify(method::INITIALIZED, json!({}))
+            .await
+            .map_err(|_| Attempt::Retry("the connection closed after initialize".into()))?;
+        for entry in self.processes.running() {
+            self.catch_up(&conn, &entry).await?;
+        }
+        Ok(guard.defuse())
+    }
+
+    /// Reads what `entry` missed and publishes what is new; a process whose events cannot be
+    /// recovered fails alone.
+    async fn catch_up(
+        self: &Arc<Self>,
+        conn: &Arc<Conn>,
+        entry: &Arc<ProcessEntry>,
+    ) -> Result<(), Attempt> {
+        let process_id = entry.id().to_string();
+        let mut cursor = entry.last_published();
+        let mut chunks = Vec::new();
+        let mut bytes = 0u64;
+        let catch_up = loop {
+            let params = ReadParams {
+                process_id: process_id.clone(),
+                after_seq: Some(cursor),
+                max_bytes: Some(CATCH_UP_MAX_BYTES),
+                wait_ms: Some(0),
+            };
+            let answer = conn
+                .request(self.next_request_id(), method::PROCESS_READ, &params)
+                .await;
+            let read = match answer {
+                Ok(value) => {
+                    serde_json::from_value::<ReadResult>(value).map_err(|e| ClientError::Decode {
+                        method: method::PROCESS_READ.into(),
+                        message: e.to_string(),
+                    })
+                }
+                Err(CallError::Server { message, .. }) => Err(ClientError::CatchUp {
+                    process_id: process_id.clone(),
+                    message,
+                }),
+                Err(CallError::NotSent | CallError::Lost) => {
+                    return Err(Attempt::Retry(format!(
+                        "the connection closed while catching up process {process_id}"
+                    )));
+                }
+            };
+            let read = match read {
+                Ok(read) => read,
+                Err(error) => {
+                    entry.fail(error).await;
+                    self.settle(entry, Outcome::Failed);
+                    return Ok(());
+                }
+            };
+            let ReadResult {
+                chunks: read_chunks,
+                next_seq,
+                exited,
+                exit_code,
+                closed,
+                failure,
+                sandbox_denied,
+            } = read;
+            let last = read_chunks.last().map(|c| c.seq);
+            for chunk in read_chunks.into_iter().filter(|c| c.seq > cursor) {
+                let data = base64::engine::general_purpose::STANDARD
+                    .decode(chunk.chunk.as_bytes())
+                    .map_err(|e| ClientError::Decode {
+                        method: method::PROCESS_READ.into(),
+                        message: format!("invalid base64 in chunk {}: {e}", chunk.seq),
+                    });
+                let data = match data {
+                    Ok(data) => data,
+                    Err(error) => {
+                        entry.fail(error).await;
+                        self.settle(entry, Outcome::Failed);
+                        return Ok(());
+                    }
+                };
+                bytes += data.len() as u64;
+                chunks.push(ProcessEvent::Output {
+                    seq: chunk.seq,
+                    stream: chunk.stream,
+                    data,
+                });
+            }
+            let partial = CatchUp {
+                exited,
+                exit_code,
+                sandbox_denied,
+                failure,
+                ..CatchUp::default()
+            };
+            match last {
+                // Cut short by maxBytes: more is retained after `last`.
+                Some(last) if next_seq <= last + 1 => {
+                    cursor = last;
+                    // Live notifications on this transport already cover what follows.
+                    if entry
+                        .live_since(conn.id)
+                        .is_some_and(|low| low <= cursor + 1)
+                    {
+                        break CatchUp {
+                            chunks,
+                            end_seq: cursor,
+                            complete: false,
+                            ..partial
+                        };
+                    }
+                }
+                _ => {
+                    break CatchUp {
+                        chunks,
+                        end_seq: next_seq.saturating_sub(1),
+                        complete: true,
+                        closed,
+                        ..partial
+                    };
+                }
+            }
+        };
+        {
+            let mut stats = self.stats.lock().unwrap();
+            stats.catch_up_bytes += bytes;
+            stats.largest_catch_up_bytes = stats.largest_catch_up_bytes.max(bytes);
+        }
+        let outcome = entry.publish(|s| s.recover(catch_up)).await;
+        self.settle(entry, outcome);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "recovery_tests.rs"]
+mod tests;

@@ -1,0 +1,542 @@
+//! The filesystem operations behind `fs/*`, synchronous and transport-free, so that the server
+//! (in `spawn_blocking`) and the sandboxed `codex-fs` helper run exactly the same code.
+//!
+//! What it owns:
+//! - [`FsOp`]: one operation on native absolute paths and raw bytes, resolved from the wire's
+//!   [`FsRequest`] (`file:` URIs, base64) by [`FsOp::from_request`].
+//! - [`execute`] (and [`run`] = resolve + execute): performs an [`FsOp`] and encodes its result
+//!   as the wire's [`FsResponse`]; [`helper_answer`] wraps either outcome as the helper's line.
+//! - The single-purpose functions ([`read_file`], [`write_file`], [`copy`], …) and the streaming
+//!   pair [`open_for_read`] / [`read_block`] that the per-connection handle table uses.
+//! - [`FsError`] and its mapping to JSON-RPC codes ([`FsError::code`]), the one place where that
+//!   mapping is decided: NotFound → -32004; PermissionDenied or InvalidInput → -32600; anything
+//!   else → -32603. The message is the OS error text followed by `: <abs path>`.
+//!
+//! What it leaves to others: sandbox routing and handle bookkeeping (`server::fs`), the helper's
+//! process and its confinement (`sandbox/`).
+//!
+//! Semantics follow the reference: types follow symlinks except where a method says otherwise;
+//! `remove` never follows a symlink; `copy` copies symlinks as links, skips FIFOs, sockets and
+//! devices inside a tree and refuses them named alone, and never copies a directory into itself.
+//! Ours also refuses to read FIFOs and sockets (the reference blocks forever on them), opens for
+//! writing without blocking on a FIFO, and refuses to copy a file onto itself (which would
+//! truncate it).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read as _};
+use std::os::unix::fs::{FileExt as _, FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
+use crate::path_uri::{self, PathUriError};
+use crate::protocol::ErrorCode;
+use crate::protocol::fs::{
+    CanonicalizeResult, CopyResult, CreateDirectoryResult, DirectoryEntry, FsHelperAnswer,
+    FsHelperError, FsRequest, FsResponse, GetMetadataResult, ReadDirectoryResult, ReadFileResult,
+    RemoveResult, WriteFileResult,
+};
+use crate::rpc::{MAX_MESSAGE_BYTES, RpcError};
+
+/// Largest file `fs/readFile` returns: its base64 (4 bytes per 3), plus the envelope, must fit
+/// in one message of [`MAX_MESSAGE_BYTES`].
+pub const MAX_READ_FILE_BYTES: u64 = ((MAX_MESSAGE_BYTES as u64) - 4096) / 4 * 3;
+
+/// Why a filesystem operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    /// The kernel refused a call on `path` (the message is the OS error text and the path).
+    #[error("{source}: {}", path.display())]
+    Io {
+        source: io::Error,
+        /// The path the failing call was made on (inside a tree copy: the entry, not the root).
+        path: PathBuf,
+    },
+    /// The operation is not allowed on `path` as asked (a directory copy without `recursive`,
+    /// a copy into itself, a FIFO, a file too large). Reported like `InvalidInput`.
+    #[error("{reason}: {}", path.display())]
+    Refused { reason: String, path: PathBuf },
+    /// A path member is not a usable `file:` URI.
+    #[error("invalid {field}: {source}")]
+    BadUri {
+        /// The wire name of the member (`path`, `sourcePath`, `destinationPath`).
+        field: &'static str,
+        source: PathUriError,
+    },
+    /// `dataBase64` is not valid base64; nothing was written.
+    #[error("invalid dataBase64: {source}")]
+    BadBase64 { source: base64::DecodeError },
+}
+
+impl FsError {
+    /// An I/O error on `path`.
+    pub fn io(source: io::Error, path: &Path) -> Self {
+        Self::Io {
+            source,
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// A refusal of the operation on `path`, reported as invalid input.
+    fn refused(reason: impl Into<String>, path: &Path) -> Self {
+        Self::Refused {
+            reason: reason.into(),
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// The `io::ErrorKind` this error stands for (`InvalidInput` for refusals and bad input).
+    pub fn kind(&self) -> io::ErrorKind {
+        match self {
+            Self::Io { source, .. } => source.kind(),
+            Self::Refused { .. } | Self::BadUri { .. } | Self::BadBase64 { .. } => {
+                io::ErrorKind::InvalidInput
+            }
+        }
+    }
+
+    /// The path the error is about, when there is one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Self::Io { path, .. } | Self::Refused { path, .. } => Some(path),
+            Self::BadUri { .. } | Self::BadBase64 { .. } => None,
+        }
+    }
+
+    /// The JSON-RPC code of this error (protocol.md, "Filesystem").
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::BadUri { .. } => ErrorCode::InvalidParams,
+            Self::BadBase64 { .. } | Self::Refused { .. } => ErrorCode::InvalidRequest,
+            Self::Io { source, .. } => match source.kind() {
+                io::ErrorKind::NotFound => ErrorCode::NotFound,
+                io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidInput => {
+                    ErrorCode::InvalidRequest
+                }
+                _ => ErrorCode::Internal,
+            },
+        }
+    }
+}
+
+impl From<FsError> for RpcError {
+    fn from(err: FsError) -> Self {
+        RpcError::new(err.code(), err.to_string())
+    }
+}
+
+/// One operation, resolved: native absolute paths, decoded bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FsOp {
+    ReadFile {
+        path: PathBuf,
+    },
+    WriteFile {
+        path: PathBuf,
+        data: Vec<u8>,
+    },
+    CreateDirectory {
+        path: PathBuf,
+        recursive: bool,
+    },
+    GetMetadata {
+        path: PathBuf,
+    },
+    ReadDirectory {
+        path: PathBuf,
+    },
+    Remove {
+        path: PathBuf,
+        recursive: bool,
+        force: bool,
+    },
+    Copy {
+        source: PathBuf,
+        destination: PathBuf,
+        recursive: bool,
+    },
+    Canonicalize {
+        path: PathBuf,
+    },
+}
+
+/// A `file:` URI member as a native path, or the error naming the member.
+pub fn resolve_uri(field: &'static str, uri: &str) -> Result<PathBuf, FsError> {
+    path_uri::to_path(uri).map_err(|source| FsError::BadUri { field, source })
+}
+
+impl FsOp {
+    /// Resolves a wire request: URIs become paths (-32602 naming the member), base64 becomes
+    /// bytes (-32600). Touches the file system only to resolve a `..` in a URI.
+    pub fn from_request(request: FsRequest) -> Result<FsOp, FsError> {
+        Ok(match request {
+            FsRequest::ReadFile(p) => FsOp::ReadFile {
+                path: resolve_uri("path", &p.path)?,
+            },
+            FsRequest::WriteFile(p) => {
+                let path = resolve_uri("path", &p.path)?;
+                let data = STANDARD
+                    .decode(p.data_base64.as_bytes())
+                    .map_err(|source| FsError::BadBase64 { source })?;
+                FsOp::WriteFile { path, data }
+            }
+            FsRequest::CreateDirectory(p) => FsOp::CreateDirectory {
+                path: resolve_uri("path", &p.path)?,
+                recursive: p.recursive,
+            },
+            FsRequest::GetMetadata(p) => FsOp::GetMetadata {
+                path: resolve_uri("path", &p.path)?,
+            },
+            FsRequest::ReadDirectory(p) => FsOp::ReadDirectory {
+                path: resolve_uri("path", &p.path)?,
+            },
+            FsRequest::Remove(p) => FsOp::Remove {
+                path: resolve_uri("path", &p.path)?,
+                recursive: p.recursive,
+                force: p.force,
+            },
+            FsRequest::Copy(p) => FsOp::Copy {
+                source: resolve_uri("sourcePath", &p.source_path)?,
+                destination: resolve_uri("destinationPath", &p.destination_path)?,
+                recursive: p.recursive,
+            },
+            FsRequest::Canonicalize(p) => FsOp::Canonicalize {
+                path: resolve_uri("path", &p.path)?,
+            },
+        })
+    }
+}
+
+/// Performs one operation and encodes its result for the wire.
+pub fn execute(op: FsOp) -> Result<FsResponse, FsError> {
+    Ok(match op {
+        FsOp::ReadFile { path } => FsResponse::ReadFile(ReadFileResult {
+            data_base64: STANDARD.encode(read_file(&path)?),
+        }),
+        FsOp::WriteFile { path, data } => {
+            write_file(&path, &data)?;
+            FsResponse::WriteFile(WriteFileResult {})
+        }
+        FsOp::CreateDirectory { path, recursive } => {
+            create_directory(&path, recursive)?;
+            FsResponse::CreateDirectory(CreateDirectoryResult {})
+        }
+        FsOp::GetMetadata { path } => FsResponse::GetMetadata(get_metadata(&path)?),
+        FsOp::ReadDirectory { path } => FsResponse::ReadDirectory(ReadDirectoryResult {
+            entries: read_directory(&path)?,
+        }),
+        FsOp::Remove {
+            path,
+            recursive,
+            force,
+        } => {
+            remove(&path, recursive, force)?;
+            FsResponse::Remove(RemoveResult {})
+        }
+        FsOp::Copy {
+            source,
+            destination,
+            recursive,
+        } => {
+            copy(&source, &destination, recursive)?;
+            FsResponse::Copy(CopyResult {})
+        }
+        FsOp::Canonicalize { path } => FsResponse::Canonicalize(CanonicalizeResult {
+            path: path_uri::from_path(&canonicalize(&path)?),
+        }),
+    })
+}
+
+/// Resolves and performs a wire request: what the helper does with the line it reads.
+pub fn run(request: FsRequest) -> Result<FsResponse, FsError> {
+    execute(FsOp::from_request(request)?)
+}
+
+/// The helper's answer line for an outcome.
+pub fn helper_answer(outcome: Result<FsResponse, FsError>) -> FsHelperAnswer {
+    match outcome {
+        Ok(response) => FsHelperAnswer::Ok(response),
+        Err(err) => FsHelperAnswer::Error(FsHelperError {
+            code: err.code().code(),
+            message: err.to_string(),
+        }),
+    }
+}
+
+/// Opens `path` for reading without blocking (a FIFO with no writer would block `open`), and
+/// refuses what cannot be read as a file: a directory (EISDIR), a FIFO or a socket.
+pub fn open_for_read(path: &Path) -> Result<File, FsError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| FsError::io(e, path))?;
+    let file_type = file
+        .metadata()
+        .map_err(|e| FsError::io(e, path))?
+        .file_type();
+    if file_type.is_dir() {
+        return Err(FsError::io(
+            io::Error::from_raw_os_error(libc::EISDIR),
+            path,
+        ));
+    }
+    if file_type.is_fifo() || file_type.is_socket() {
+        return Err(FsError::refused("not a regular file", path));
+    }
+    Ok(file)
+}
+
+/// Reads up to `len` bytes at `offset`; `eof` is true only when fewer than `len` were read.
+/// `path` only names the file in errors.
+pub fn read_block(
+    file: &File,
+    path: &Path,
+    offset: u64,
+    len: usize,
+) -> Result<(Vec<u8>, bool), FsError> {
+    let mut data = vec![0u8; len];
+    let mut filled = 0;
+    while filled < len {
+        let at = offset
+            .checked_add(filled as u64)
+            .ok_or_else(|| FsError::refused("file read offset overflowed", path))?;
+        match file.read_at(&mut data[filled..], at) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(FsError::io(e, path)),
+        }
+    }
+    data.truncate(filled);
+    Ok((data, filled < len))
+}
+
+/// The whole contents of `path` (symlinks followed), at most [`MAX_READ_FILE_BYTES`].
+pub fn read_file(path: &Path) -> Result<Vec<u8>, FsError> {
+    let file = open_for_read(path)?;
+    let hint = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut data = Vec::with_capacity(hint.min(MAX_READ_FILE_BYTES) as usize);
+    file.take(MAX_READ_FILE_BYTES + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| FsError::io(e, path))?;
+    if data.len() as u64 > MAX_READ_FILE_BYTES {
+        return Err(FsError::refused(
+            format!("file is too large to read: the limit is {MAX_READ_FILE_BYTES} bytes"),
+            path,
+        ));
+    }
+    Ok(data)
+}
+
+/// Creates or truncates `path` and writes `data`. The parent must exist (else NotFound). A FIFO
+/// without a reader fails (ENXIO) instead of blocking.
+pub fn write_file(path: &Path, data: &[u8]) -> Result<(), FsError> {
+    use std::io::Write as _;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| FsError::io(e, path))?;
+    file.write_all(data).map_err(|e| FsError::io(e, path))
+}
+
+/// Creates a directory; with `recursive`, its missing parents too, and an existing directory is
+/// fine.
+pub fn create_directory(path: &Path, recursive: bool) -> Result<(), FsError> {
+    let result = if recursive {
+        fs::create_dir_all(path)
+    } else {
+        fs::create_dir(path)
+    };
+    result.map_err(|e| FsError::io(e, path))
+}
+
+/// Type and size following symlinks; `is_symlink` of the path itself.
+pub fn get_metadata(path: &Path) -> Result<GetMetadataResult, FsError> {
+    let target = fs::metadata(path).map_err(|e| FsError::io(e, path))?;
+    let itself = fs::symlink_metadata(path).map_err(|e| FsError::io(e, path))?;
+    Ok(GetMetadataResult {
+        is_directory: target.is_dir(),
+        is_file: target.is_file(),
+        is_symlink: itself.file_type().is_symlink(),
+        size: target.len(),
+        created_at_ms: target.created().map_or(0, unix_ms),
+        modified_at_ms: target.modified().map_or(0, unix_ms),
+    })
+}
+
+/// Milliseconds since the Unix epoch; 0 for a time before it or beyond `i64`.
+fn unix_ms(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .unwrap_or(0)
+}
+
+/// The entries of a directory, sorted by name; types follow symlinks, and an entry whose type
+/// cannot be read (a dangling symlink, an entry removed meanwhile) is left out.
+pub fn read_directory(path: &Path) -> Result<Vec<DirectoryEntry>, FsError> {
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(path).map_err(|e| FsError::io(e, path))? {
+        let entry = entry.map_err(|e| FsError::io(e, path))?;
+        let Ok(meta) = fs::metadata(entry.path()) else {
+            continue;
+        };
+        entries.push(DirectoryEntry {
+            file_name: entry.file_name().to_string_lossy().into_owned(),
+            is_directory: meta.is_dir(),
+            is_file: meta.is_file(),
+        });
+    }
+    entries.sort_by(|a, b| a.file_name.cmp(&b.file_name));
+    Ok(entries)
+}
+
+/// Removes `path`: a directory with its contents if `recursive`, anything else (a symlink
+/// included, never its target) with `unlink`. With `force`, a missing path is success.
+pub fn remove(path: &Path, recursive: bool, force: bool) -> Result<(), FsError> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && force => return Ok(()),
+        Err(e) => return Err(FsError::io(e, path)),
+    };
+    let result = if meta.is_dir() {
+        if recursive {
+            fs::remove_dir_all(path)
+        } else {
+            fs::remove_dir(path)
+        }
+    } else {
+        fs::remove_file(path)
+    };
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::NotFound && force => Ok(()),
+        other => other.map_err(|e| FsError::io(e, path)),
+    }
+}
+
+/// Copies `source` to `destination`. A directory needs `recursive` and is merged into
+/// `destination` (created if missing); it may not be copied into itself or a descendant.
+/// Symlinks are copied as links, never followed; FIFOs, sockets and devices are skipped inside a
+/// tree and refused as `source`.
+pub fn copy(source: &Path, destination: &Path, recursive: bool) -> Result<(), FsError> {
+    let meta = fs::symlink_metadata(source).map_err(|e| FsError::io(e, source))?;
+    let file_type = meta.file_type();
+    if file_type.is_dir() {
+        if !recursive {
+            return Err(FsError::refused(
+                "fs/copy requires recursive: true when sourcePath is a directory",
+                source,
+            ));
+        }
+        if is_same_or_descendant(source, destination)? {
+            return Err(FsError::refused(
+                "fs/copy cannot copy a directory to itself or one of its descendants",
+                destination,
+            ));
+        }
+        return copy_tree(source, destination);
+    }
+    if file_type.is_symlink() {
+        return copy_symlink(source, destination);
+    }
+    if file_type.is_file() {
+        if let Ok(dest) = fs::metadata(destination)
+            && dest.dev() == meta.dev()
+            && dest.ino() == meta.ino()
+        {
+            return Err(FsError::refused(
+                "fs/copy cannot copy a file onto itself",
+                destination,
+            ));
+        }
+        return copy_file(source, destination);
+    }
+    Err(FsError::refused(
+        "fs/copy only supports regular files, directories, and symlinks",
+        source,
+    ))
+}
+
+/// Copies a regular file's bytes and permission bits (`copy_file_range` where the kernel can).
+fn copy_file(source: &Path, destination: &Path) -> Result<(), FsError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut from = File::open(source).map_err(|e| FsError::io(e, source))?;
+    let permissions = from
+        .metadata()
+        .map_err(|e| FsError::io(e, source))?
+        .permissions();
+    let mut to = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(permissions.mode())
+        .open(destination)
+        .map_err(|e| FsError::io(e, destination))?;
+    io::copy(&mut from, &mut to).map_err(|e| FsError::io(e, destination))?;
+    to.set_permissions(permissions)
+        .map_err(|e| FsError::io(e, destination))
+}
+
+/// Creates at `destination` a symlink with the same target text as `source`.
+fn copy_symlink(source: &Path, destination: &Path) -> Result<(), FsError> {
+    let target = fs::read_link(source).map_err(|e| FsError::io(e, source))?;
+    std::os::unix::fs::symlink(&target, destination).map_err(|e| FsError::io(e, destination))
+}
+
+/// Copies a directory's contents into `destination` (created if missing), depth first.
+fn copy_tree(source: &Path, destination: &Path) -> Result<(), FsError> {
+    fs::create_dir_all(destination).map_err(|e| FsError::io(e, destination))?;
+    for entry in fs::read_dir(source).map_err(|e| FsError::io(e, source))? {
+        let entry = entry.map_err(|e| FsError::io(e, source))?;
+        let from = entry.path();
+        let to = destination.join(entry.file_name());
+        let file_type = entry.file_type().map_err(|e| FsError::io(e, &from))?;
+        if file_type.is_dir() {
+            copy_tree(&from, &to)?;
+        } else if file_type.is_file() {
+            copy_file(&from, &to)?;
+        } else if file_type.is_symlink() {
+            copy_symlink(&from, &to)?;
+        }
+        // FIFOs, sockets and devices are skipped.
+    }
+    Ok(())
+}
+
+/// Whether `destination` (which may not exist yet) is `source` or lies inside it, after
+/// resolving symlinks in both.
+fn is_same_or_descendant(source: &Path, destination: &Path) -> Result<bool, FsError> {
+    let source = fs::canonicalize(source).map_err(|e| FsError::io(e, source))?;
+    Ok(resolve_existing_prefix(destination)?.starts_with(&source))
+}
+
+/// Canonicalizes the longest existing prefix of `path` and appends the rest unchanged.
+fn resolve_existing_prefix(path: &Path) -> Result<PathBuf, FsError> {
+    let mut missing = Vec::new();
+    let mut existing = path;
+    while fs::metadata(existing).is_err() {
+        let (Some(name), Some(parent)) = (existing.file_name(), existing.parent()) else {
+            break;
+        };
+        missing.push(name.to_os_string());
+        existing = parent;
+    }
+    let mut resolved = fs::canonicalize(existing).map_err(|e| FsError::io(e, existing))?;
+    resolved.extend(missing.iter().rev());
+    Ok(resolved)
+}
+
+/// The absolute path with every symlink and `..` resolved; the path must exist.
+pub fn canonicalize(path: &Path) -> Result<PathBuf, FsError> {
+    fs::canonicalize(path).map_err(|e| FsError::io(e, path))
+}
+
+#[cfg(test)]
+#[path = "fs_ops_tests.rs"]
+mod tests;

@@ -1,0 +1,459 @@
+//! `fs/*` params and results, and the messages of the `codex-fs` helper (sandbox.md §5).
+//!
+//! Paths are `file:` URIs and file contents are base64, as on the wire; turning them into native
+//! paths and bytes is `crate::fs_ops`'s job. Every params struct takes an optional `sandbox`
+//! (what it means is decided in `server::fs`); unknown members are ignored.
+//!
+//! The helper protocol reuses these shapes: its request is an [`FsRequest`]
+//! (`{"operation":"fs/writeFile","params":{…}}`) and its one-line answer an [`FsHelperAnswer`]
+//! (`{"status":"ok","payload":{"operation":"fs/writeFile","response":{}}}` or
+//! `{"status":"error","payload":{"code":-32004,"message":"…"}}`).
+
+use serde::{Deserialize, Serialize};
+
+use super::method;
+use super::sandbox::SandboxIntent;
+
+/// Serde default of the flags that are on unless a client turns them off.
+fn default_true() -> bool {
+    true
+}
+
+/// `fs/readFile` params.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadFileParams {
+    pub path: String,
+    #[serde(default)]
+    pub sandbox: Option<SandboxIntent>,
+}
+
+/// `fs/readFile` result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadFileResult {
+    /// Base64 of the whole file.
+    pub data_base64: String,
+}
+
+/// `fs/writeFile` params: creates or truncates `path` (its parent must exist).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WriteFileParams {
+    pub path: String,
+    /// Base64 of the new contents.
+    pub data_base64: String,
+    #[serde(default)]
+    pub sandbox: Option<SandboxIntent>,
+}
+
+/// `fs/writeFile` result: `{}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WriteFileResult {}
+
+/// `fs/createDirectory` params.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateDirectoryParams {
+    pub path: String,
+    /// Create missing parents too, and accept an existing directory (default true).
+    #[serde(default = "default_true")]
+    pub recursive: bool,
+    #[serde(default)]
+    pub sandbox: Option<SandboxIntent>,
+}
+
+/// `fs/createDirectory` result: `{}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CreateDirectoryResult {}
+
+/// `fs/getMetadata` params.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GetMetadataParams {
+    pub path: String,
+    #[serde(default)]
+    pub sandbox: Option<SandboxIntent>,
+}
+
+/// `fs/getMetadata` result. The type and size follow symlinks; `isSymlink` is about the path
+/// itself. Times are milliseconds since the Unix epoch, 0 when the file system does not know.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GetMetadataResult {
+    pub is_directory: bool,
+    pub is_file: bool,
+    pub is_symlink: bool,
+    pub size: u64,
+    pub created_at_ms: i64,
+    pub modified_at_ms: i64,
+}
+
+/// `fs/readDirectory` params.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadDirectoryParams {
+    pub path: String,
+    #[serde(default)]
+    pub sandbox: Option<SandboxIntent>,
+}
+
+/// One entry of a directory; the type follows symlinks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectoryEntry {
+    pub file_name: String,
+    pub is_directory: bool,
+    pub is_file: bool,
+}
+
+/// `fs/readDirectory` result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadDirectoryResult {
+    pub entries: Vec<DirectoryEntry>,
+}
+
+/// `fs/remove` params. A symlink is removed, never its target.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoveParams {
+    pub path: String,
+    /// Remove a directory with its contents (default true).
+    #[serde(default = "default_true")]
+    pub recursive: bool,
+    /// A missing path is not an error (default true).
+    #[serde(default = "default_true")]
+    pub force: bool,
+    #[serde(default)]
+    pub sandbox: Option<SandboxIntent>,
+}
+
+/// `fs/remove` result: `{}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RemoveResult {}
+
+/// `fs/copy` params.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyParams {
+    pub source_path: String,
+    pub destination_path: String,
+    /// Required to copy a directory (default false).
+    #[serde(default)]
+    pub recursive: bool,
+    #[serde(default)]
+    pub sandbox: Option<SandboxIntent>,
+}
+
+/// `fs/copy` result: `{}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CopyResult {}
+
+/// `fs/canonicalize` params.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CanonicalizeParams {
+    pub path: String,
+    #[serde(default)]
+    pub sandbox: Option<SandboxIntent>,
+}
+
+/// `fs/canonicalize` result: the absolute path with every symlink and `..` resolved.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CanonicalizeResult {
+    pub path: String,
+}
+
+/// `fs/open` params: opens `path` for reading under the client-chosen `handleId`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenParams {
+    /// At most [`MAX_FILE_HANDLE_ID_BYTES`] bytes, unique among the connection's open handles.
+    pub handle_id: String,
+    pub path: String,
+    #[serde(default)]
+    pub sandbox: Option<SandboxIntent>,
+}
+
+/// `fs/open` result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenResult {
+    pub handle_id: String,
+}
+
+/// `fs/readBlock` params: up to `len` bytes at `offset` of an open handle.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadBlockParams {
+    pub handle_id: String,
+    pub offset: u64,
+    /// Between 1 and [`MAX_READ_BLOCK_BYTES`].
+    pub len: u64,
+    #[serde(default)]
+    pub sandbox: Option<SandboxIntent>,
+}
+
+/// `fs/readBlock` result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadBlockResult {
+    /// Base64 of the bytes read.
+    pub chunk: String,
+    /// True only when fewer than `len` bytes were read (the end of the file was reached).
+    pub eof: bool,
+}
+
+/// `fs/close` params. Closing an unknown handle succeeds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CloseParams {
+    pub handle_id: String,
+    #[serde(default)]
+    pub sandbox: Option<SandboxIntent>,
+}
+
+/// `fs/close` result: `{}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CloseResult {}
+
+/// Longest `handleId` of `fs/open`, in bytes.
+pub const MAX_FILE_HANDLE_ID_BYTES: usize = 32;
+/// Most `fs/open` handles one connection may hold at once.
+pub const MAX_FILE_HANDLES_PER_CONNECTION: usize = 128;
+/// Largest `len` of one `fs/readBlock`.
+pub const MAX_READ_BLOCK_BYTES: u64 = 1 << 20;
+
+/// One self-contained filesystem operation, tagged by method name: the request the `codex-fs`
+/// helper reads from stdin. The streaming methods (`fs/open`, `fs/readBlock`, `fs/close`) hold
+/// per-connection state and are not part of it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "operation", content = "params")]
+pub enum FsRequest {
+    #[serde(rename = "fs/readFile")]
+    ReadFile(ReadFileParams),
+    #[serde(rename = "fs/writeFile")]
+    WriteFile(WriteFileParams),
+    #[serde(rename = "fs/createDirectory")]
+    CreateDirectory(CreateDirectoryParams),
+    #[serde(rename = "fs/getMetadata")]
+    GetMetadata(GetMetadataParams),
+    #[serde(rename = "fs/readDirectory")]
+    ReadDirectory(ReadDirectoryParams),
+    #[serde(rename = "fs/remove")]
+    Remove(RemoveParams),
+    #[serde(rename = "fs/copy")]
+    Copy(CopyParams),
+    #[serde(rename = "fs/canonicalize")]
+    Canonicalize(CanonicalizeParams),
+}
+
+impl FsRequest {
+    /// The method name, as in the `operation` member.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Self::ReadFile(_) => method::FS_READ_FILE,
+            Self::WriteFile(_) => method::FS_WRITE_FILE,
+            Self::CreateDirectory(_) => method::FS_CREATE_DIRECTORY,
+            Self::GetMetadata(_) => method::FS_GET_METADATA,
+            Self::ReadDirectory(_) => method::FS_READ_DIRECTORY,
+            Self::Remove(_) => method::FS_REMOVE,
+            Self::Copy(_) => method::FS_COPY,
+            Self::Canonicalize(_) => method::FS_CANONICALIZE,
+        }
+    }
+
+    /// The request's `sandbox`.
+    pub fn sandbox(&self) -> Option<&SandboxIntent> {
+        match self {
+            Self::ReadFile(p) => p.sandbox.as_ref(),
+            Self::WriteFile(p) => p.sandbox.as_ref(),
+            Self::CreateDirectory(p) => p.sandbox.as_ref(),
+            Self::GetMetadata(p) => p.sandbox.as_ref(),
+            Self::ReadDirectory(p) => p.sandbox.as_ref(),
+            Self::Remove(p) => p.sandbox.as_ref(),
+            Self::Copy(p) => p.sandbox.as_ref(),
+            Self::Canonicalize(p) => p.sandbox.as_ref(),
+        }
+    }
+
+    /// True when the operation changes the file system (sandbox.md §5 routes these separately).
+    pub fn is_mutation(&self) -> bool {
+        match self {
+            Self::WriteFile(_) | Self::CreateDirectory(_) | Self::Remove(_) | Self::Copy(_) => true,
+            Self::ReadFile(_)
+            | Self::GetMetadata(_)
+            | Self::ReadDirectory(_)
+            | Self::Canonicalize(_) => false,
+        }
+    }
+}
+
+/// The result of an [`FsRequest`], tagged by the same method name: the helper's `payload` on
+/// success (`{"operation":"fs/readFile","response":{"dataBase64":"…"}}`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "operation", content = "response")]
+pub enum FsResponse {
+    #[serde(rename = "fs/readFile")]
+    ReadFile(ReadFileResult),
+    #[serde(rename = "fs/writeFile")]
+    WriteFile(WriteFileResult),
+    #[serde(rename = "fs/createDirectory")]
+    CreateDirectory(CreateDirectoryResult),
+    #[serde(rename = "fs/getMetadata")]
+    GetMetadata(GetMetadataResult),
+    #[serde(rename = "fs/readDirectory")]
+    ReadDirectory(ReadDirectoryResult),
+    #[serde(rename = "fs/remove")]
+    Remove(RemoveResult),
+    #[serde(rename = "fs/copy")]
+    Copy(CopyResult),
+    #[serde(rename = "fs/canonicalize")]
+    Canonicalize(CanonicalizeResult),
+}
+
+impl FsResponse {
+    /// The method name, as in the `operation` member.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Self::ReadFile(_) => method::FS_READ_FILE,
+            Self::WriteFile(_) => method::FS_WRITE_FILE,
+            Self::CreateDirectory(_) => method::FS_CREATE_DIRECTORY,
+            Self::GetMetadata(_) => method::FS_GET_METADATA,
+            Self::ReadDirectory(_) => method::FS_READ_DIRECTORY,
+            Self::Remove(_) => method::FS_REMOVE,
+            Self::Copy(_) => method::FS_COPY,
+            Self::Canonicalize(_) => method::FS_CANONICALIZE,
+        }
+    }
+
+    /// The bare result object, as the JSON-RPC answer carries it.
+    pub fn into_result(self) -> Result<serde_json::Value, serde_json::Error> {
+        match self {
+            Self::ReadFile(r) => serde_json::to_value(r),
+            Self::WriteFile(r) => serde_json::to_value(r),
+            Self::CreateDirectory(r) => serde_json::to_value(r),
+            Self::GetMetadata(r) => serde_json::to_value(r),
+            Self::ReadDirectory(r) => serde_json::to_value(r),
+            Self::Remove(r) => serde_json::to_value(r),
+            Self::Copy(r) => serde_json::to_value(r),
+            Self::Canonicalize(r) => serde_json::to_value(r),
+        }
+    }
+}
+
+/// The error payload of a helper answer: a JSON-RPC code and message.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FsHelperError {
+    pub code: i64,
+    pub message: String,
+}
+
+/// The one line the `codex-fs` helper writes to stdout.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "status", content = "payload", rename_all = "snake_case")]
+pub enum FsHelperAnswer {
+    Ok(FsResponse),
+    Error(FsHelperError),
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn helper_request_is_tagged_by_operation_with_params() {
+        let request: FsRequest = serde_json::from_value(json!({
+            "operation": "fs/writeFile",
+            "params": {"path": "file:///tmp/x", "dataBase64": "aGk=", "sandbox": null}
+        }))
+        .unwrap();
+        assert_eq!(request.method(), method::FS_WRITE_FILE);
+        assert!(request.is_mutation());
+        assert_eq!(
+            request,
+            FsRequest::WriteFile(WriteFileParams {
+                path: "file:///tmp/x".into(),
+                data_base64: "aGk=".into(),
+                sandbox: None,
+            })
+        );
+    }
+
+    #[test]
+    fn request_tags_match_the_method_consts() {
+        let requests = [
+            json!({"operation": method::FS_READ_FILE, "params": {"path": "file:///"}}),
+            json!({"operation": method::FS_WRITE_FILE, "params": {"path": "file:///", "dataBase64": ""}}),
+            json!({"operation": method::FS_CREATE_DIRECTORY, "params": {"path": "file:///"}}),
+            json!({"operation": method::FS_GET_METADATA, "params": {"path": "file:///"}}),
+            json!({"operation": method::FS_READ_DIRECTORY, "params": {"path": "file:///"}}),
+            json!({"operation": method::FS_REMOVE, "params": {"path": "file:///"}}),
+            json!({"operation": method::FS_COPY, "params": {"sourcePath": "file:///", "destinationPath": "file:///"}}),
+            json!({"operation": method::FS_CANONICALIZE, "params": {"path": "file:///"}}),
+        ];
+        for value in requests {
+            let request: FsRequest = serde_json::from_value(value.clone()).unwrap();
+            assert_eq!(json!(request.method()), value["operation"]);
+            assert_eq!(
+                serde_json::to_value(&request).unwrap()["operation"],
+                value["operation"]
+            );
+        }
+    }
+
+    #[test]
+    fn helper_ok_answer_nests_operation_and_response() {
+        let answer = FsHelperAnswer::Ok(FsResponse::WriteFile(WriteFileResult {}));
+        assert_eq!(
+            serde_json::to_value(&answer).unwrap(),
+            json!({"status": "ok", "payload": {"operation": "fs/writeFile", "response": {}}})
+        );
+    }
+
+    #[test]
+    fn helper_error_answer_carries_code_and_message() {
+        let text = r#"{"status":"error","payload":{"code":-32004,"message":"No such file or directory (os error 2)"}}"#;
+        let answer: FsHelperAnswer = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            answer,
+            FsHelperAnswer::Error(FsHelperError {
+                code: -32004,
+                message: "No such file or directory (os error 2)".into()
+            })
+        );
+    }
+
+    #[test]
+    fn omitted_flags_take_the_protocol_defaults() {
+        let remove: RemoveParams = serde_json::from_value(json!({"path": "file:///x"})).unwrap();
+        assert!(remove.recursive && remove.force);
+        let mkdir: CreateDirectoryParams =
+            serde_json::from_value(json!({"path": "file:///x"})).unwrap();
+        assert!(mkdir.recursive);
+        let copy: CopyParams = serde_json::from_value(
+            json!({"sourcePath": "file:///a", "destinationPath": "file:///b"}),
+        )
+        .unwrap();
+        assert!(!copy.recursive);
+    }
+
+    #[test]
+    fn unknown_members_are_ignored() {
+        let p: ReadFileParams =
+            serde_json::from_value(json!({"path": "file:///x", "futureField": 1})).unwrap();
+        assert_eq!(p.path, "file:///x");
+    }
+
+    #[test]
+    fn empty_results_encode_as_empty_objects() {
+        assert_eq!(
+            FsResponse::Remove(RemoveResult {}).into_result().unwrap(),
+            json!({})
+        );
+    }
+}

@@ -1,0 +1,113 @@
+//! `codex sandbox linux`: the server's sandbox for a local command, for users and for debugging
+//! policies. Binds the policy here, confines this process, then execs the command.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::policy::{self, BindContext};
+use super::wrapper::{self, ApplyOptions};
+use crate::path_uri;
+use crate::protocol::sandbox::SandboxIntent;
+
+/// `codex sandbox linux` arguments.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("policy_source").required(true).args(["policy", "workspace_write", "read_only"])))]
+pub struct LinuxArgs {
+    /// A `sandbox` object as sent on `process/start` (see sandbox.md), JSON.
+    #[arg(long, value_name = "JSON")]
+    policy: Option<String>,
+    /// The Codex CLI's workspace-write policy with DIR as the workspace: read everywhere, write in
+    /// DIR, /tmp and $TMPDIR, .git/.codex/.agents/.aws read-only, no network.
+    #[arg(long, value_name = "DIR")]
+    workspace_write: Option<PathBuf>,
+    /// Read everywhere, write nowhere, no network.
+    #[arg(long)]
+    read_only: bool,
+    /// Never use a mount namespace; read-only carve-outs use split grants.
+    #[arg(long)]
+    no_mount_namespace: bool,
+    /// The command to run.
+    #[arg(last = true, required = true)]
+    command: Vec<OsString>,
+}
+
+/// The Codex CLI 0.169.0 workspace-write intent for `roots`.
+pub fn workspace_write_intent(roots: &[PathBuf]) -> SandboxIntent {
+    let roots: Vec<String> = roots.iter().map(|r| path_uri::from_path(r)).collect();
+    let special = |kind: &str| serde_json::json!({"type": "special", "value": {"kind": kind}});
+    let protected = |name: &str| {
+        serde_json::json!({
+        "path": {"type": "special", "value": {"kind": "project_roots", "subpath": name}},
+        "access": "read", "missing_path_behavior": "skip"})
+    };
+    serde_json::from_value(serde_json::json!({
+        "permissions": {"type": "managed", "network": "restricted", "file_system": {"type": "restricted", "entries": [
+            {"path": special("root"), "access": "read"},
+            {"path": special("project_roots"), "access": "write"},
+            {"path": special("slash_tmp"), "access": "write"},
+            {"path": special("tmpdir"), "access": "write"},
+            protected(".git"), protected(".agents"), protected(".codex"), protected(".aws"),
+        ]}},
+        "windowsSandboxLevel": "disabled",
+        "workspaceRoots": roots,
+    }))
+    .expect("the workspace-write intent is well-formed")
+}
+
+/// The Codex CLI 0.169.0 read-only intent.
+pub fn read_only_intent() -> SandboxIntent {
+    serde_json::from_value(serde_json::json!({
+        "permissions": {"type": "managed", "network": "restricted", "file_system": {"type": "restricted", "entries": [
+            {"path": {"type": "special", "value": {"kind": "root"}}, "access": "read"},
+        ]}},
+        "windowsSandboxLevel": "disabled",
+    }))
+    .expect("the read-only intent is well-formed")
+}
+
+/// Runs `codex sandbox linux`.
+pub fn run(args: LinuxArgs) -> ExitCode {
+    match run_inner(args) {
+        Ok(never) => match never {},
+        Err(e) => {
+            eprintln!("codex sandbox linux: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_inner(args: LinuxArgs) -> Result<std::convert::Infallible, String> {
+    let cwd =
+        std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
+    let intent = if let Some(json) = &args.policy {
+        serde_json::from_str::<SandboxIntent>(json).map_err(|e| format!("invalid --policy: {e}"))?
+    } else if let Some(dir) = &args.workspace_write {
+        let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        workspace_write_intent(&[dir])
+    } else {
+        read_only_intent()
+    };
+    let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    let ctx = BindContext {
+        cwd: &cwd,
+        env: &env,
+        workspace_roots_override: None,
+        enforce_managed_network: false,
+        managed_network: None,
+    };
+    let resolved = policy::resolve(&intent, &ctx).map_err(|e| e.to_string())?;
+    let options = ApplyOptions {
+        allow_mount_namespace: !args.no_mount_namespace,
+        simulate_no_landlock: false,
+    };
+    wrapper::apply(&resolved, options).map_err(|e| e.to_string())?;
+    let mut parts = args.command.into_iter();
+    let program = parts.next().ok_or("missing command")?;
+    use std::os::unix::process::CommandExt;
+    let err = std::process::Command::new(&program).args(parts).exec();
+    Err(format!(
+        "failed to execute {}: {err}",
+        program.to_string_lossy()
+    ))
+}

@@ -1,0 +1,25 @@
+//! The Linux sandbox the executor builds itself: Landlock + seccomp + no_new_privs, plus a private
+//! mount namespace for read-only carve-outs where one can be had (sandbox.md).
+//!
+//! Setup is a pipeline of types: a client's `SandboxIntent` → [`policy::resolve`] (server side,
+//! binds symbolic paths) → [`policy::ResolvedPolicy`] (JSON to the wrapper) → [`plan::build`]
+//! (pure: Landlock rules and read-only mounts for the chosen carve-out layer) →
+//! [`wrapper::apply`] (irreversible, in the `codex-linux-sandbox` process) → exec.
+//! Nothing here is ever applied to the server or the test process.
+
+pub mod alias;
+pub mod cli;
+pub mod plan;
+pub mod policy;
+pub mod seccomp;
+mod sys;
+pub mod wrapper;
+
+/// The Landlock ABI this program is written against; handled rights are this ABI's, best effort
+/// down to the kernel's.
+pub const LANDLOCK_ABI: landlock::ABI = landlock::ABI::V7;
+
+/// The running kernel's Landlock ABI (0: none).
+pub fn kernel_landlock_abi() -> i32 {
+    sys::landlock_abi()
+}

@@ -1,0 +1,304 @@
+//! The `fs/*` family: one handler fn per method, the sandbox routing decision, and the
+//! per-connection table of `fs/open` handles.
+//!
+//! The operations themselves are `crate::fs_ops` (shared with the `codex-fs` helper); they block,
+//! so every one runs in `spawn_blocking`. Errors become JSON-RPC errors through
+//! `From<FsError> for RpcError`, the one place that mapping is decided.
+//!
+//! Handles live as long as the connection that opened them: `connection::serve` creates one
+//! [`FileHandles`] and closes every handle in it when the connection ends.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::Value;
+
+use super::handlers::Call;
+use crate::fs_ops;
+use crate::protocol::ErrorCode;
+use crate::protocol::fs::{
+    CanonicalizeParams, CloseParams, CopyParams, CreateDirectoryParams, FsRequest,
+    GetMetadataParams, MAX_FILE_HANDLE_ID_BYTES, MAX_FILE_HANDLES_PER_CONNECTION,
+    MAX_READ_BLOCK_BYTES, OpenParams, OpenResult, ReadBlockParams, ReadBlockResult,
+    ReadDirectoryParams, ReadFileParams, RemoveParams, WriteFileParams,
+};
+use crate::protocol::method;
+use crate::protocol::sandbox::SandboxIntent;
+use crate::rpc::{RpcError, decode_params};
+
+/// Every method this module serves; `handlers::family` and `handlers::dispatch` route them here.
+pub(super) const METHODS: &[&str] = &[
+    method::FS_READ_FILE,
+    method::FS_WRITE_FILE,
+    method::FS_CREATE_DIRECTORY,
+    method::FS_GET_METADATA,
+    method::FS_READ_DIRECTORY,
+    method::FS_REMOVE,
+    method::FS_COPY,
+    method::FS_CANONICALIZE,
+    method::FS_OPEN,
+    method::FS_READ_BLOCK,
+    method::FS_CLOSE,
+];
+
+/// Runs one `fs/*` request (`name` is one of [`METHODS`]).
+pub(super) async fn dispatch(call: &Call, name: &str, params: Value) -> Result<Value, RpcError> {
+    match name {
+        method::FS_READ_FILE => read_file(decode_params(params)?).await,
+        method::FS_WRITE_FILE => write_file(decode_params(params)?).await,
+        method::FS_CREATE_DIRECTORY => create_directory(decode_params(params)?).await,
+        method::FS_GET_METADATA => get_metadata(decode_params(params)?).await,
+        method::FS_READ_DIRECTORY => read_directory(decode_params(params)?).await,
+        method::FS_REMOVE => remove(decode_params(params)?).await,
+        method::FS_COPY => copy(decode_params(params)?).await,
+        method::FS_CANONICALIZE => canonicalize(decode_params(params)?).await,
+        method::FS_OPEN => to_value(&open(call, decode_params(params)?).await?),
+        method::FS_READ_BLOCK => to_value(&read_block(call, decode_params(params)?).await?),
+        method::FS_CLOSE => {
+            close(call, decode_params(params)?);
+            Ok(Value::Object(Default::default()))
+        }
+        other => Err(RpcError::new(
+            ErrorCode::MethodNotFound,
+            format!("method not found: {other}"),
+        )),
+    }
+}
+
+/// A typed result as the answer's JSON.
+fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, RpcError> {
+    serde_json::to_value(v).map_err(|e| RpcError::internal(format!("failed to encode result: {e}")))
+}
+
+/// Runs blocking filesystem work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, RpcError> + Send + 'static,
+) -> Result<T, RpcError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| RpcError::internal(format!("filesystem task failed: {e}")))?
+}
+
+/// Routes a self-contained request, then resolves, runs and encodes it off the async threads
+/// (decoding and encoding a 64 MiB file's base64 is work too).
+async fn run(request: FsRequest) -> Result<Value, RpcError> {
+    sandbox_route(request.sandbox(), request.is_mutation())?;
+    blocking(move || {
+        let response = fs_ops::run(request)?;
+        response
+            .into_result()
+            .map_err(|e| RpcError::internal(format!("failed to encode result: {e}")))
+    })
+    .await
+}
+
+/// Decides where a call whose `sandbox` is given may run. Today there is no sandboxed helper,
+/// so a sandbox that restricts the call's kind is refused (fail closed); anything else runs in
+/// the server, like the reference does for unrestricted policies.
+///
+/// The Linux sandbox will replace this body with the routing of sandbox.md §5 (mutations go to
+/// the `codex-fs` helper when writes are restricted, reads when reads are).
+fn sandbox_route(sandbox: Option<&SandboxIntent>, mutation: bool) -> Result<(), RpcError> {
+    let restricted = if mutation {
+        sandbox.is_some_and(|s| s.permissions.restricts_file_system())
+    } else {
+        reads_restricted(sandbox)
+    };
+    if restricted {
+        return Err(RpcError::invalid_request(
+            "filesystem sandbox cannot be enforced on this executor: \
+             the sandbox helper is not available yet",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `sandbox` restricts reads. Until the policy model can tell read restrictions apart
+/// (no full read, a deny or glob entry), any profile that restricts the file system counts.
+fn reads_restricted(sandbox: Option<&SandboxIntent>) -> bool {
+    sandbox.is_some_and(|s| s.permissions.restricts_file_system())
+}
+
+/// `fs/readFile`.
+async fn read_file(p: ReadFileParams) -> Result<Value, RpcError> {
+    run(FsRequest::ReadFile(p)).await
+}
+
+/// `fs/writeFile`.
+async fn write_file(p: WriteFileParams) -> Result<Value, RpcError> {
+    run(FsRequest::WriteFile(p)).await
+}
+
+/// `fs/createDirectory`.
+async fn create_directory(p: CreateDirectoryParams) -> Result<Value, RpcError> {
+    run(FsRequest::CreateDirectory(p)).await
+}
+
+/// `fs/getMetadata`.
+async fn get_metadata(p: GetMetadataParams) -> Result<Value, RpcError> {
+    run(FsRequest::GetMetadata(p)).await
+}
+
+/// `fs/readDirectory`.
+async fn read_directory(p: ReadDirectoryParams) -> Result<Value, RpcError> {
+    run(FsRequest::ReadDirectory(p)).await
+}
+
+/// `fs/remove`.
+async fn remove(p: RemoveParams) -> Result<Value, RpcError> {
+    run(FsRequest::Remove(p)).await
+}
+
+/// `fs/copy`.
+async fn copy(p: CopyParams) -> Result<Value, RpcError> {
+    run(FsRequest::Copy(p)).await
+}
+
+/// `fs/canonicalize`.
+async fn canonicalize(p: CanonicalizeParams) -> Result<Value, RpcError> {
+    run(FsRequest::Canonicalize(p)).await
+}
+
+/// `fs/open`: opens a file for `fs/readBlock` under a client-chosen id.
+async fn open(call: &Call, p: OpenParams) -> Result<OpenResult, RpcError> {
+    if p.handle_id.len() > MAX_FILE_HANDLE_ID_BYTES {
+        return Err(RpcError::invalid_request(format!(
+            "file handle ID must not exceed {MAX_FILE_HANDLE_ID_BYTES} bytes"
+        )));
+    }
+    if reads_restricted(p.sandbox.as_ref()) {
+        // The helper would have to pass the descriptor back (sandbox.md §5); not built yet.
+        return Err(RpcError::invalid_request(
+            "streaming file reads do not support platform sandboxing",
+        ));
+    }
+    let path = fs_ops::resolve_uri("path", &p.path)?;
+    call.fs_handles.check_available(&p.handle_id)?;
+    let opened = path.clone();
+    let file = blocking(move || Ok(fs_ops::open_for_read(&opened)?)).await?;
+    call.fs_handles
+        .insert(&p.handle_id, OpenFile { file, path })?;
+    Ok(OpenResult {
+        handle_id: p.handle_id,
+    })
+}
+
+/// `fs/readBlock`: up to `len` bytes at `offset`; `eof` only on a short read.
+async fn read_block(call: &Call, p: ReadBlockParams) -> Result<ReadBlockResult, RpcError> {
+    if !(1..=MAX_READ_BLOCK_BYTES).contains(&p.len) {
+        return Err(RpcError::invalid_request(format!(
+            "file read block length must be between 1 and {MAX_READ_BLOCK_BYTES}"
+        )));
+    }
+    let Some(handle) = call.fs_handles.get(&p.handle_id) else {
+        return Err(RpcError::new(
+            ErrorCode::NotFound,
+            format!("unknown file handle `{}`", p.handle_id),
+        ));
+    };
+    let reading = handle.clone();
+    let len = p.len as usize;
+    let outcome = blocking(move || {
+        Ok(fs_ops::read_block(
+            &reading.file,
+            &reading.path,
+            p.offset,
+            len,
+        ))
+    })
+    .await?;
+    match outcome {
+        Ok((data, eof)) => Ok(ReadBlockResult {
+            chunk: STANDARD.encode(data),
+            eof,
+        }),
+        Err(err) => {
+            // Like the reference: a handle that failed to read is closed.
+            call.fs_handles.remove_if_same(&p.handle_id, &handle);
+            Err(err.into())
+        }
+    }
+}
+
+/// `fs/close`: an unknown handle is fine.
+fn close(call: &Call, p: CloseParams) {
+    call.fs_handles.remove(&p.handle_id);
+}
+
+/// A file opened by `fs/open`.
+struct OpenFile {
+    /// Read with `pread`, so concurrent `fs/readBlock`s need no shared cursor.
+    file: File,
+    /// The path it was opened at, to name it in errors.
+    path: PathBuf,
+}
+
+/// The open `fs/open` handles of one connection. A `std` mutex: it is never held across an
+/// `.await`, and blocking reads hold their own `Arc` of the file, not the lock.
+#[derive(Default)]
+pub(crate) struct FileHandles {
+    /// Handle id → open file. At most [`MAX_FILE_HANDLES_PER_CONNECTION`] entries.
+    open: Mutex<HashMap<String, Arc<OpenFile>>>,
+}
+
+impl FileHandles {
+    /// The table; a panic elsewhere while it was held leaves it usable.
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<OpenFile>>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Refuses an id in use or a full table, before the file is opened.
+    fn check_available(&self, id: &str) -> Result<(), RpcError> {
+        check_available(&self.lock(), id)
+    }
+
+    /// Adds an opened file; checks again, since another request may have raced in.
+    fn insert(&self, id: &str, file: OpenFile) -> Result<(), RpcError> {
+        let mut open = self.lock();
+        check_available(&open, id)?;
+        open.insert(id.to_string(), Arc::new(file));
+        Ok(())
+    }
+
+    /// The open file named `id`.
+    fn get(&self, id: &str) -> Option<Arc<OpenFile>> {
+        self.lock().get(id).cloned()
+    }
+
+    /// Closes `id` (nothing if unknown).
+    fn remove(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    /// Removes `id` only if it still names `expected` (it may have been closed and reopened).
+    fn remove_if_same(&self, id: &str, expected: &Arc<OpenFile>) {
+        let mut open = self.lock();
+        if open.get(id).is_some_and(|f| Arc::ptr_eq(f, expected)) {
+            open.remove(id);
+        }
+    }
+
+    /// Closes every handle (a read in progress keeps its file until it finishes).
+    pub(crate) fn close_all(&self) {
+        self.lock().clear();
+    }
+}
+
+/// Refuses an id in use or a full table.
+fn check_available(open: &HashMap<String, Arc<OpenFile>>, id: &str) -> Result<(), RpcError> {
+    if open.contains_key(id) {
+        return Err(RpcError::invalid_request(format!(
+            "file handle `{id}` already exists"
+        )));
+    }
+    if open.len() >= MAX_FILE_HANDLES_PER_CONNECTION {
+        return Err(RpcError::invalid_request(format!(
+            "at most {MAX_FILE_HANDLES_PER_CONNECTION} file handles may be open per connection"
+        )));
+    }
+    Ok(())
+}
