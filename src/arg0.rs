@@ -39,10 +39,7 @@ pub fn dispatch() -> ExitCode {
     match personality(argv0.as_deref()) {
         Personality::Cli => crate::cli::main(),
         Personality::LinuxSandbox => crate::sandbox::wrapper::main(),
-        Personality::FsHelper => {
-            eprintln!("{FS_HELPER_ARG0}: the file-system helper is not available in this build");
-            ExitCode::from(1)
-        }
+        Personality::FsHelper => crate::sandbox::fs_helper::main(),
     }
 }
 

@@ -930,10 +930,16 @@ async fn open_under_a_restricting_sandbox_is_refused() {
     let dir = TestDir::new();
     let path = dir.join("f");
     std::fs::write(&path, b"x").unwrap();
+    // Reads are restricted when the policy does not grant `root` read.
+    let mut sandbox = workspace_write_sandbox(dir.path());
+    sandbox["permissions"]["file_system"]["entries"]
+        .as_array_mut()
+        .unwrap()
+        .remove(0);
     let err = client
         .request_err(
             "fs/open",
-            json!({"handleId": "h", "path": uri(&path), "sandbox": workspace_write_sandbox(dir.path())}),
+            json!({"handleId": "h", "path": uri(&path), "sandbox": sandbox}),
         )
         .await;
     assert_eq!(
@@ -982,27 +988,43 @@ async fn fs_methods_before_initialize_are_refused() {
 }
 
 #[tokio::test]
-async fn write_file_under_a_restricting_sandbox_is_refused_and_writes_nothing() {
+async fn write_file_under_workspace_write_sandbox_runs_in_the_helper() {
     let (_server, mut client) = ready().await;
     let dir = TestDir::new();
-    let path = dir.join("sandboxed.txt");
-    let err = client
-        .request_err(
+    std::fs::create_dir(dir.join(".git")).unwrap();
+    std::fs::write(dir.join(".git/config"), b"orig").unwrap();
+    let outside = TestDir::new();
+    let sandbox = workspace_write_sandbox(dir.path());
+    // Inside the workspace: written, by the helper (apply_patch needs new top-level files).
+    let inside = dir.join("sandboxed.txt");
+    client
+        .request_ok(
             "fs/writeFile",
-            json!({"path": uri(&path), "dataBase64": b64(b"x"),
-                   "sandbox": workspace_write_sandbox(dir.path())}),
+            json!({"path": uri(&inside), "dataBase64": b64(b"x"), "sandbox": sandbox}),
         )
         .await;
-    assert_eq!(
-        err,
-        (
-            INVALID_REQUEST,
-            "filesystem sandbox cannot be enforced on this executor: \
-             the sandbox helper is not available yet"
-                .to_string()
-        )
-    );
-    assert!(!path.exists());
+    assert_eq!(std::fs::read(&inside).unwrap(), b"x");
+    // A protected name and a path outside every writable root: refused, nothing written.
+    for (path, what) in [
+        (dir.join(".git/config"), "protected .git"),
+        (dir.join(".codex/config.toml"), "protected .codex (missing)"),
+        (outside.join("x"), "outside the workspace"),
+    ] {
+        let err = client
+            .request_err(
+                "fs/writeFile",
+                json!({"path": uri(&path), "dataBase64": b64(b"evil"), "sandbox": sandbox}),
+            )
+            .await;
+        assert_eq!(err.0, INVALID_REQUEST, "{what}: {err:?}");
+        assert!(
+            err.1.starts_with("Permission denied (os error 13)"),
+            "{what}: {err:?}"
+        );
+    }
+    assert_eq!(std::fs::read(dir.join(".git/config")).unwrap(), b"orig");
+    assert!(!dir.join(".codex").exists());
+    assert!(!outside.join("x").exists());
 }
 
 #[tokio::test]

@@ -152,7 +152,7 @@ async fn dispatch(args: RemoteArgs) -> anyhow::Result<u8> {
         RemoteCommand::Exec(exec_args) => exec(client, exec_args).await,
         RemoteCommand::Info => {
             let info = client.environment().await?;
-            println!("{}", serde_json::to_string_pretty(&info)?);
+            print_out(&format!("{}\n", serde_json::to_string_pretty(&info)?))?;
             Ok(0)
         }
         RemoteCommand::Cp(cp_args) => cp(&client, cp_args).await.map(|()| 0),
@@ -181,12 +181,17 @@ async fn exec(client: ExecServerClient, args: ExecArgs) -> anyhow::Result<u8> {
     let newline = if raw.is_some() { "\r\n" } else { "\n" };
     let status = tokio::spawn(report_status(client.watch_status(), newline));
 
+    // Catch SIGINT before the command starts, so an early Ctrl-C is forwarded, not fatal.
+    let sigint = match raw {
+        Some(_) => None,
+        None => Some(tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::interrupt(),
+        )?),
+    };
     let mut handle = client.start(params).await?;
     let control = handle.control();
     let stdin = (args.tty || !args.no_stdin).then(|| tokio::spawn(forward_stdin(control.clone())));
-    let interrupts = raw
-        .is_none()
-        .then(|| tokio::spawn(forward_interrupts(control)));
+    let interrupts = sigint.map(|sigint| tokio::spawn(forward_interrupts(sigint, control)));
 
     let mut stdout = tokio::io::stdout();
     let mut stderr = tokio::io::stderr();
@@ -263,11 +268,10 @@ async fn forward_stdin(control: super::ProcessControl) {
 }
 
 /// Sends every Ctrl-C (SIGINT) we get on to the process group.
-async fn forward_interrupts(control: super::ProcessControl) {
-    let Ok(mut sigint) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-    else {
-        return;
-    };
+async fn forward_interrupts(
+    mut sigint: tokio::signal::unix::Signal,
+    control: super::ProcessControl,
+) {
     while sigint.recv().await.is_some() {
         if let Err(err) = control.interrupt().await {
             eprintln!("codex remote: could not forward Ctrl-C: {err}");
@@ -291,11 +295,25 @@ fn remote_path(client: &ExecServerClient, path: &Path) -> PathBuf {
 async fn ls(client: &ExecServerClient, path: &Path) -> anyhow::Result<()> {
     let mut entries = client.read_directory(&remote_path(client, path)).await?;
     entries.sort_by(|a, b| a.file_name.cmp(&b.file_name));
+    let mut text = String::new();
     for entry in entries {
         let suffix = if entry.is_directory { "/" } else { "" };
-        println!("{}{suffix}", entry.file_name);
+        text.push_str(&format!("{}{suffix}\n", entry.file_name));
     }
-    Ok(())
+    print_out(&text)
+}
+
+/// Writes to stdout; a closed stdout (`| head`) is not an error.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(err.into()),
+        _ => Ok(()),
+    }
 }
 
 /// `stat`.
@@ -307,15 +325,14 @@ async fn stat(client: &ExecServerClient, path: &Path) -> anyhow::Result<()> {
         (_, true) => "file",
         _ => "other",
     };
-    println!("path: {}", path.display());
-    println!(
-        "type: {kind}{}",
-        if m.is_symlink { " (symlink)" } else { "" }
-    );
-    println!("size: {}", m.size);
-    println!("modified_ms: {}", m.modified_at_ms);
-    println!("created_ms: {}", m.created_at_ms);
-    Ok(())
+    let symlink = if m.is_symlink { " (symlink)" } else { "" };
+    print_out(&format!(
+        "path: {}\ntype: {kind}{symlink}\nsize: {}\nmodified_ms: {}\ncreated_ms: {}\n",
+        path.display(),
+        m.size,
+        m.modified_at_ms,
+        m.created_at_ms
+    ))
 }
 
 /// `cp`: one side remote.

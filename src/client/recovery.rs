@@ -28,6 +28,7 @@
 //! The transitions are one pure fn, [`next`]; [`Inner::apply`] runs it under the state's lock and
 //! starts what a new state needs (the resume task, failing every handle).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -44,8 +45,10 @@ use crate::protocol::process::{ReadParams, ReadResult};
 use crate::protocol::session::{InitializeParams, InitializeResult};
 use crate::protocol::{ErrorCode, method};
 
-/// Largest `maxBytes` of one catch-up read; the reads loop while the answer was cut short.
-const CATCH_UP_MAX_BYTES: u64 = 4 << 20;
+/// Largest `maxBytes` of one catch-up read; the reads loop while the answer was cut short. Small
+/// enough that on a connection that keeps dropping each read still gets through, and what it
+/// brought is published at once (progress survives the next cut).
+const CATCH_UP_MAX_BYTES: u64 = 256 << 10;
 
 /// Where the connection is; see the module diagram. Each variant holds only its own data.
 pub(super) enum State {
@@ -325,6 +328,13 @@ impl Inner {
         }
     }
 
+    /// Counts the bytes one catch-up brought back.
+    fn note_catch_up(&self, bytes: u64) {
+        let mut stats = self.stats.lock().unwrap();
+        stats.catch_up_bytes += bytes;
+        stats.largest_catch_up_bytes = stats.largest_catch_up_bytes.max(bytes);
+    }
+
     /// One attempt: connect, resume, catch every live process up.
     async fn resume_once(self: &Arc<Self>) -> Result<Arc<Conn>, Attempt> {
         let Some(connector) = self.connector.as_ref() else {
@@ -390,7 +400,7 @@ impl Inner {
     ) -> Result<(), Attempt> {
         let process_id = entry.id().to_string();
         let mut cursor = entry.last_published();
-        let mut chunks = Vec::new();
+        let mut chunks = VecDeque::new();
         let mut bytes = 0u64;
         let catch_up = loop {
             let params = ReadParams {
@@ -453,11 +463,21 @@ impl Inner {
                     }
                 };
                 bytes += data.len() as u64;
-                chunks.push(ProcessEvent::Output {
+                chunks.push_back(ProcessEvent::Output {
                     seq: chunk.seq,
                     stream: chunk.stream,
                     data,
                 });
+            }
+            if !chunks.is_empty() {
+                match entry.publish(|s| s.take_contiguous(&mut chunks)).await {
+                    Outcome::Open => {}
+                    outcome => {
+                        self.note_catch_up(bytes);
+                        self.settle(entry, outcome);
+                        return Ok(());
+                    }
+                }
             }
             let partial = CatchUp {
                 exited,
@@ -476,7 +496,7 @@ impl Inner {
                         .is_some_and(|low| low <= cursor + 1)
                     {
                         break CatchUp {
-                            chunks,
+                            chunks: chunks.into(),
                             end_seq: cursor,
                             complete: false,
                             ..partial
@@ -485,7 +505,7 @@ impl Inner {
                 }
                 _ => {
                     break CatchUp {
-                        chunks,
+                        chunks: chunks.into(),
                         end_seq: next_seq.saturating_sub(1),
                         complete: true,
                         closed,
@@ -494,11 +514,7 @@ impl Inner {
                 }
             }
         };
-        {
-            let mut stats = self.stats.lock().unwrap();
-            stats.catch_up_bytes += bytes;
-            stats.largest_catch_up_bytes = stats.largest_catch_up_bytes.max(bytes);
-        }
+        self.note_catch_up(bytes);
         let outcome = entry.publish(|s| s.recover(catch_up)).await;
         self.settle(entry, outcome);
         Ok(())

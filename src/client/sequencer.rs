@@ -11,8 +11,11 @@
 //!   every seq from the last published one up to the read's end. Anything else is a gap: output
 //!   the server no longer retains. Then the process fails with [`SequenceError::Gap`] and nothing
 //!   of that catch-up is published (an error leaves the sequencer as it was).
+//! - [`Sequencer::take_contiguous`]: while the catch-up reads go on, the chunks that simply
+//!   continue the sequence are published at once, so a catch-up cut short by another drop keeps
+//!   its progress; only what follows a hole waits for `recover`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::protocol::process::Stream;
 
@@ -196,6 +199,24 @@ impl Sequencer {
         }
         self.pending.insert(seq, event);
         Ok(self.drain_ready())
+    }
+
+    /// Publishes the leading chunks of a catch-up in progress that continue the sequence (or
+    /// repeat what was published), and leaves the rest, from the first hole on, in `chunks` for
+    /// [`Sequencer::recover`]. So a long catch-up makes progress that survives another cut.
+    pub fn take_contiguous(
+        &mut self,
+        chunks: &mut VecDeque<ProcessEvent>,
+    ) -> Result<Vec<ProcessEvent>, SequenceError> {
+        let mut released = Vec::new();
+        while !self.finished
+            && let Some(chunk) = chunks.front()
+            && chunk.seq() <= self.last_published + 1
+        {
+            let chunk = chunks.pop_front().expect("front exists");
+            released.extend(self.push(chunk)?);
+        }
+        Ok(released)
     }
 
     /// Takes what the catch-up reads returned; returns the events now publishable, in seq order.

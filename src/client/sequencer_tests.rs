@@ -280,3 +280,14 @@ fn incomplete_catch_up_leaves_a_later_exit_to_notifications() {
         .unwrap();
     assert_eq!(seqs(&published), vec![2, 3, 4]);
 }
+
+#[test]
+fn take_contiguous_publishes_up_to_the_first_hole_and_keeps_the_rest() {
+    let mut s = published_through(2);
+    let mut chunks: VecDeque<ProcessEvent> =
+        [out(2, "b"), out(3, "c"), out(4, "d"), out(6, "f")].into();
+    let published = s.take_contiguous(&mut chunks).unwrap();
+    assert_eq!(seqs(&published), vec![3, 4]);
+    assert_eq!(seqs(&Vec::from(chunks)), vec![6]);
+    assert_eq!(s.last_published(), 4);
+}

@@ -16,6 +16,19 @@ pub struct SandboxIntent {
     pub cwd: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace_roots: Option<Vec<String>>,
+    /// fs calls only: the policy's cwd and roots; its roots win over `workspaceRoots`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_context: Option<PolicyContext>,
+}
+
+/// `policyContext` of an fs call's sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyContext {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_roots: Option<Vec<String>>,
 }
 
 /// `windowsSandboxLevel` values.

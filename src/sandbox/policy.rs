@@ -29,6 +29,15 @@ const MINIMAL_PATHS: &[&str] = &[
     "/nix/store",
     "/run/current-system/sw",
 ];
+/// The existing paths of the `minimal` special path.
+pub fn minimal_paths() -> Vec<PathBuf> {
+    MINIMAL_PATHS
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .collect()
+}
+
 /// Most glob matches one policy may expand to.
 const MAX_GLOB_MATCHES: usize = 8192;
 /// Default directory depth of a glob scan.

@@ -161,6 +161,7 @@ fn disabled_and_external_profiles_leave_the_file_system_alone() {
         windows_sandbox_level: WindowsSandboxLevel::Disabled,
         cwd: None,
         workspace_roots: None,
+        policy_context: None,
     };
     let p = resolve(&external, &ctx(&w)).unwrap();
     assert_eq!((p.file_system, p.network), (None, NetworkMode::Restricted));

@@ -45,6 +45,10 @@ pub struct WrapperArgs {
     /// Behave as if the kernel had no Landlock (tests of the fail-closed path).
     #[arg(long, hide = true)]
     simulate_no_landlock: bool,
+    /// Read-only carve-outs inside writable roots are left to the command (the `codex-fs`
+    /// helper enforces them itself); deny carve-outs are still split.
+    #[arg(long)]
+    unsplit_read_carve_outs: bool,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     command: Vec<OsString>,
@@ -101,6 +105,8 @@ pub struct ApplyOptions {
     pub allow_mount_namespace: bool,
     /// Behave as if the kernel had no Landlock.
     pub simulate_no_landlock: bool,
+    /// Leave read-only carve-outs inside writable roots to the command (the fs helper).
+    pub unsplit_read_carve_outs: bool,
 }
 
 /// The wrapper's entry point (argv[0] = `codex-linux-sandbox`).
@@ -130,6 +136,7 @@ fn run(args: WrapperArgs) -> Result<Infallible, WrapperError> {
     let options = ApplyOptions {
         allow_mount_namespace: !args.no_mount_namespace,
         simulate_no_landlock: args.simulate_no_landlock,
+        unsplit_read_carve_outs: args.unsplit_read_carve_outs,
     };
     apply(&policy, options)?;
     exec(args.command, args.arg0)
@@ -150,7 +157,11 @@ pub fn apply(policy: &ResolvedPolicy, options: ApplyOptions) -> Result<(), Wrapp
                 return Err(WrapperError::NoLandlock);
             }
             let mut layer = Layer::Split;
-            if options.allow_mount_namespace {
+            if options.unsplit_read_carve_outs {
+                let mut plan = plan::build(entries, Layer::Mount);
+                plan.read_only_mounts.clear();
+                Some(plan)
+            } else if options.allow_mount_namespace {
                 let mount_plan = plan::build(entries, Layer::Mount);
                 if mount_plan.read_only_mounts.is_empty() {
                     layer = Layer::Mount;

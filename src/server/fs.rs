@@ -18,6 +18,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 
 use super::handlers::Call;
+use super::sandboxing;
 use crate::fs_ops;
 use crate::protocol::ErrorCode;
 use crate::protocol::fs::{
@@ -48,14 +49,14 @@ pub(super) const METHODS: &[&str] = &[
 /// Runs one `fs/*` request (`name` is one of [`METHODS`]).
 pub(super) async fn dispatch(call: &Call, name: &str, params: Value) -> Result<Value, RpcError> {
     match name {
-        method::FS_READ_FILE => read_file(decode_params(params)?).await,
-        method::FS_WRITE_FILE => write_file(decode_params(params)?).await,
-        method::FS_CREATE_DIRECTORY => create_directory(decode_params(params)?).await,
-        method::FS_GET_METADATA => get_metadata(decode_params(params)?).await,
-        method::FS_READ_DIRECTORY => read_directory(decode_params(params)?).await,
-        method::FS_REMOVE => remove(decode_params(params)?).await,
-        method::FS_COPY => copy(decode_params(params)?).await,
-        method::FS_CANONICALIZE => canonicalize(decode_params(params)?).await,
+        method::FS_READ_FILE => read_file(call, decode_params(params)?).await,
+        method::FS_WRITE_FILE => write_file(call, decode_params(params)?).await,
+        method::FS_CREATE_DIRECTORY => create_directory(call, decode_params(params)?).await,
+        method::FS_GET_METADATA => get_metadata(call, decode_params(params)?).await,
+        method::FS_READ_DIRECTORY => read_directory(call, decode_params(params)?).await,
+        method::FS_REMOVE => remove(call, decode_params(params)?).await,
+        method::FS_COPY => copy(call, decode_params(params)?).await,
+        method::FS_CANONICALIZE => canonicalize(call, decode_params(params)?).await,
         method::FS_OPEN => to_value(&open(call, decode_params(params)?).await?),
         method::FS_READ_BLOCK => to_value(&read_block(call, decode_params(params)?).await?),
         method::FS_CLOSE => {
@@ -83,84 +84,74 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| RpcError::internal(format!("filesystem task failed: {e}")))?
 }
 
-/// Routes a self-contained request, then resolves, runs and encodes it off the async threads
-/// (decoding and encoding a 64 MiB file's base64 is work too).
-async fn run(request: FsRequest) -> Result<Value, RpcError> {
-    sandbox_route(request.sandbox(), request.is_mutation())?;
-    blocking(move || {
-        let response = fs_ops::run(request)?;
-        response
-            .into_result()
-            .map_err(|e| RpcError::internal(format!("failed to encode result: {e}")))
-    })
-    .await
-}
-
-/// Decides where a call whose `sandbox` is given may run. Today there is no sandboxed helper,
-/// so a sandbox that restricts the call's kind is refused (fail closed); anything else runs in
-/// the server, like the reference does for unrestricted policies.
-///
-/// The Linux sandbox will replace this body with the routing of sandbox.md §5 (mutations go to
-/// the `codex-fs` helper when writes are restricted, reads when reads are).
-fn sandbox_route(sandbox: Option<&SandboxIntent>, mutation: bool) -> Result<(), RpcError> {
-    let restricted = if mutation {
-        sandbox.is_some_and(|s| s.permissions.restricts_file_system())
-    } else {
-        reads_restricted(sandbox)
-    };
-    if restricted {
-        return Err(RpcError::invalid_request(
-            "filesystem sandbox cannot be enforced on this executor: \
-             the sandbox helper is not available yet",
-        ));
+/// Routes a self-contained request: in-process (resolved, run and encoded off the async
+/// threads: decoding and encoding a 64 MiB file's base64 is work too), or in the sandboxed
+/// `codex-fs` helper when the call's sandbox restricts its kind (sandbox.md §5).
+async fn run(call: &Call, request: FsRequest) -> Result<Value, RpcError> {
+    let support = &call.state.sandbox;
+    match sandboxing::fs_route(support, request.sandbox(), request.is_mutation())? {
+        sandboxing::FsRoute::InProcess => {
+            blocking(move || {
+                let response = fs_ops::run(request)?;
+                response
+                    .into_result()
+                    .map_err(|e| RpcError::internal(format!("failed to encode result: {e}")))
+            })
+            .await
+        }
+        sandboxing::FsRoute::Helper(helper) => {
+            sandboxing::run_fs_helper(support, &helper, request).await
+        }
     }
-    Ok(())
 }
 
-/// Whether `sandbox` restricts reads. Until the policy model can tell read restrictions apart
-/// (no full read, a deny or glob entry), any profile that restricts the file system counts.
-fn reads_restricted(sandbox: Option<&SandboxIntent>) -> bool {
-    sandbox.is_some_and(|s| s.permissions.restricts_file_system())
+/// Whether `sandbox` restricts reads (then `fs/open` cannot serve it: the descriptor would have
+/// to come back from the helper over SCM_RIGHTS, which is not built).
+fn reads_restricted(call: &Call, sandbox: Option<&SandboxIntent>) -> Result<bool, RpcError> {
+    Ok(matches!(
+        sandboxing::fs_route(&call.state.sandbox, sandbox, false)?,
+        sandboxing::FsRoute::Helper(_)
+    ))
 }
 
 /// `fs/readFile`.
-async fn read_file(p: ReadFileParams) -> Result<Value, RpcError> {
-    run(FsRequest::ReadFile(p)).await
+async fn read_file(call: &Call, p: ReadFileParams) -> Result<Value, RpcError> {
+    run(call, FsRequest::ReadFile(p)).await
 }
 
 /// `fs/writeFile`.
-async fn write_file(p: WriteFileParams) -> Result<Value, RpcError> {
-    run(FsRequest::WriteFile(p)).await
+async fn write_file(call: &Call, p: WriteFileParams) -> Result<Value, RpcError> {
+    run(call, FsRequest::WriteFile(p)).await
 }
 
 /// `fs/createDirectory`.
-async fn create_directory(p: CreateDirectoryParams) -> Result<Value, RpcError> {
-    run(FsRequest::CreateDirectory(p)).await
+async fn create_directory(call: &Call, p: CreateDirectoryParams) -> Result<Value, RpcError> {
+    run(call, FsRequest::CreateDirectory(p)).await
 }
 
 /// `fs/getMetadata`.
-async fn get_metadata(p: GetMetadataParams) -> Result<Value, RpcError> {
-    run(FsRequest::GetMetadata(p)).await
+async fn get_metadata(call: &Call, p: GetMetadataParams) -> Result<Value, RpcError> {
+    run(call, FsRequest::GetMetadata(p)).await
 }
 
 /// `fs/readDirectory`.
-async fn read_directory(p: ReadDirectoryParams) -> Result<Value, RpcError> {
-    run(FsRequest::ReadDirectory(p)).await
+async fn read_directory(call: &Call, p: ReadDirectoryParams) -> Result<Value, RpcError> {
+    run(call, FsRequest::ReadDirectory(p)).await
 }
 
 /// `fs/remove`.
-async fn remove(p: RemoveParams) -> Result<Value, RpcError> {
-    run(FsRequest::Remove(p)).await
+async fn remove(call: &Call, p: RemoveParams) -> Result<Value, RpcError> {
+    run(call, FsRequest::Remove(p)).await
 }
 
 /// `fs/copy`.
-async fn copy(p: CopyParams) -> Result<Value, RpcError> {
-    run(FsRequest::Copy(p)).await
+async fn copy(call: &Call, p: CopyParams) -> Result<Value, RpcError> {
+    run(call, FsRequest::Copy(p)).await
 }
 
 /// `fs/canonicalize`.
-async fn canonicalize(p: CanonicalizeParams) -> Result<Value, RpcError> {
-    run(FsRequest::Canonicalize(p)).await
+async fn canonicalize(call: &Call, p: CanonicalizeParams) -> Result<Value, RpcError> {
+    run(call, FsRequest::Canonicalize(p)).await
 }
 
 /// `fs/open`: opens a file for `fs/readBlock` under a client-chosen id.
@@ -170,7 +161,7 @@ async fn open(call: &Call, p: OpenParams) -> Result<OpenResult, RpcError> {
             "file handle ID must not exceed {MAX_FILE_HANDLE_ID_BYTES} bytes"
         )));
     }
-    if reads_restricted(p.sandbox.as_ref()) {
+    if reads_restricted(call, p.sandbox.as_ref())? {
         // The helper would have to pass the descriptor back (sandbox.md §5); not built yet.
         return Err(RpcError::invalid_request(
             "streaming file reads do not support platform sandboxing",

@@ -1,16 +1,23 @@
-//! What the server can enforce, probed once at start, and how a sandboxed `process/start` is
-//! wrapped: `<aliasdir>/codex-linux-sandbox --sandbox-policy-cwd … --command-cwd …
+//! What the server can enforce, probed once at start; how a sandboxed `process/start` is wrapped;
+//! and where a sandboxed `fs/*` call runs (in-process or in the `codex-fs` helper). Wrapping: `<aliasdir>/codex-linux-sandbox --sandbox-policy-cwd … --command-cwd …
 //! --permission-profile <resolved JSON> [--arg0 …] -- <argv…>` (sandbox.md §4.1).
 
 use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::io::AsyncWriteExt;
 
 use super::ServerConfig;
 use super::process::SpawnSpec;
+use crate::protocol::ErrorCode;
+use crate::protocol::fs::{FsHelperAnswer, FsRequest};
 use crate::protocol::process::SandboxType;
-use crate::protocol::sandbox::SandboxIntent;
+use crate::protocol::sandbox::{Access, SandboxIntent};
 use crate::rpc::RpcError;
 use crate::sandbox::alias::AliasDir;
-use crate::sandbox::policy::{self, BindContext, NetworkMode, ResolvedPolicy};
+use crate::sandbox::fs_helper::GuardSpec;
+use crate::sandbox::policy::{self, BindContext, NetworkMode, ResolvedEntry, ResolvedPolicy};
 
 /// The executor's sandbox capabilities.
 #[derive(Debug)]
@@ -152,4 +159,200 @@ fn resolve(
     };
     policy::resolve(intent, &ctx)
         .map_err(|e| RpcError::invalid_params(format!("failed to prepare process sandbox: {e}")))
+}
+
+/// Where an `fs/*` call runs.
+pub(crate) enum FsRoute {
+    /// In the server: no sandbox, or one that does not restrict this kind of call.
+    InProcess,
+    /// In the `codex-fs` helper under `codex-linux-sandbox`.
+    Helper(FsHelperPlan),
+}
+
+/// How to run one sandboxed fs call.
+pub(crate) struct FsHelperPlan {
+    /// The helper's own policy: the call's grants (unsplit), network off, and if reads are
+    /// restricted what the helper needs to start.
+    policy: ResolvedPolicy,
+    /// The carve-outs the helper enforces itself.
+    guard: GuardSpec,
+    /// The policy cwd, for the wrapper's `--sandbox-policy-cwd`.
+    cwd: PathBuf,
+}
+
+/// The server variables the helper may see (sandbox.md §5).
+const FS_HELPER_ENV: &[&str] = &["PATH", "TMPDIR", "TMP", "TEMP"];
+
+/// Decides where an fs call with `sandbox` runs (sandbox.md §5): mutations go to the helper if the
+/// file system is restricted without full write; reads if reads are restricted (no full read, or a
+/// deny or glob entry). Everything else runs in-process.
+pub(crate) fn fs_route(
+    support: &SandboxSupport,
+    sandbox: Option<&SandboxIntent>,
+    mutation: bool,
+) -> Result<FsRoute, RpcError> {
+    let Some(intent) = sandbox else {
+        return Ok(FsRoute::InProcess);
+    };
+    if !intent.permissions.restricts_file_system() {
+        return Ok(FsRoute::InProcess);
+    }
+    let context = intent.policy_context.clone().unwrap_or_default();
+    let cwd_uri = context
+        .cwd
+        .as_ref()
+        .or(intent.cwd.as_ref())
+        .ok_or_else(|| {
+            RpcError::invalid_params(
+                "file system sandbox context with dynamic permissions requires cwd",
+            )
+        })?;
+    let cwd = crate::path_uri::to_path(cwd_uri)
+        .map_err(|e| RpcError::invalid_params(format!("invalid sandbox cwd: {e}")))?;
+    let env: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| FS_HELPER_ENV.iter().any(|n| k == n))
+        .collect();
+    let ctx = BindContext {
+        cwd: &cwd,
+        env: &env,
+        workspace_roots_override: context.workspace_roots.as_deref(),
+        enforce_managed_network: false,
+        managed_network: None,
+    };
+    let policy = policy::resolve(intent, &ctx).map_err(|e| {
+        RpcError::invalid_params(format!("failed to prepare file system sandbox: {e}"))
+    })?;
+    let Some(entries) = policy.file_system else {
+        return Ok(FsRoute::InProcess);
+    };
+    let full_read = entries
+        .iter()
+        .any(|e| e.path == Path::new("/") && e.access != Access::Deny);
+    let reads_restricted = !full_read || entries.iter().any(|e| e.access == Access::Deny);
+    if !mutation && !reads_restricted {
+        return Ok(FsRoute::InProcess);
+    }
+    let writable: Vec<PathBuf> = entries
+        .iter()
+        .filter(|e| e.access == Access::Write)
+        .map(|e| e.path.clone())
+        .collect();
+    let carve_outs = entries
+        .iter()
+        .filter(|e| e.access != Access::Write && writable.iter().any(|w| e.path.starts_with(w)))
+        .map(|e| e.path.clone())
+        .collect();
+    let mut helper_entries = entries.clone();
+    if reads_restricted {
+        let alias = support.alias.as_ref().map_err(|e| fs_unenforceable(e))?;
+        let extra = policy::minimal_paths()
+            .into_iter()
+            .chain([alias.dir().to_path_buf()])
+            .chain(alias.exe().parent().map(Path::to_path_buf));
+        for path in extra {
+            helper_entries.push(ResolvedEntry {
+                path,
+                access: Access::Read,
+            });
+        }
+    }
+    let helper_policy = ResolvedPolicy {
+        file_system: Some(helper_entries),
+        network: NetworkMode::Restricted,
+        managed_network: None,
+    };
+    if let Some(reason) = support.unenforceable(&helper_policy) {
+        return Err(fs_unenforceable(&reason));
+    }
+    Ok(FsRoute::Helper(FsHelperPlan {
+        policy: helper_policy,
+        guard: GuardSpec {
+            writable_roots: writable,
+            carve_outs,
+        },
+        cwd,
+    }))
+}
+
+fn fs_unenforceable(reason: &str) -> RpcError {
+    RpcError::invalid_request(format!(
+        "filesystem sandbox cannot be enforced on this executor: {reason}"
+    ))
+}
+
+/// Runs `request` in the helper and turns its answer into the call's result.
+pub(crate) async fn run_fs_helper(
+    support: &SandboxSupport,
+    plan: &FsHelperPlan,
+    request: FsRequest,
+) -> Result<serde_json::Value, RpcError> {
+    let alias = support.alias.as_ref().map_err(|e| fs_unenforceable(e))?;
+    let codec = |e: serde_json::Error| {
+        RpcError::internal(format!(
+            "failed to encode or decode fs sandbox helper message: {e}"
+        ))
+    };
+    let expected = request.method();
+    let mut message = serde_json::to_value(&request).map_err(codec)?;
+    message["params"]["sandbox"] = serde_json::Value::Null;
+    let input = serde_json::to_vec(&message).map_err(codec)?;
+    let profile = serde_json::to_string(&plan.policy).map_err(codec)?;
+    let guard = serde_json::to_string(&plan.guard).map_err(codec)?;
+
+    let mut cmd = tokio::process::Command::new(alias.linux_sandbox());
+    cmd.arg("--sandbox-policy-cwd").arg(&plan.cwd).args([
+        "--command-cwd",
+        "/",
+        "--permission-profile",
+        &profile,
+        "--unsplit-read-carve-outs",
+    ]);
+    if support.simulate_no_landlock {
+        cmd.arg("--simulate-no-landlock");
+    }
+    cmd.arg("--")
+        .arg(alias.fs_helper())
+        .args(["--guard", &guard])
+        .env_clear()
+        .envs(std::env::vars_os().filter(|(k, _)| FS_HELPER_ENV.iter().any(|n| k == n)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| RpcError::internal(format!("failed to start the fs sandbox helper: {e}")))?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    // The helper reads all of stdin before it writes; a helper that died early shows in its
+    // status below, so a failed write is not an error of its own.
+    let writer = async move {
+        let _ = stdin.write_all(&input).await;
+        drop(stdin);
+    };
+    let (_, output) = tokio::join!(writer, child.wait_with_output());
+    let output = output
+        .map_err(|e| RpcError::internal(format!("failed to run the fs sandbox helper: {e}")))?;
+    if !output.status.success() {
+        return Err(RpcError::internal(format!(
+            "fs sandbox helper failed with status {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    let answer: FsHelperAnswer = serde_json::from_slice(&output.stdout).map_err(codec)?;
+    match answer {
+        FsHelperAnswer::Ok(response) => {
+            if response.method() != expected {
+                return Err(RpcError::internal(format!(
+                    "unexpected fs sandbox helper response: expected {expected}, got {}",
+                    response.method()
+                )));
+            }
+            response.into_result().map_err(codec)
+        }
+        FsHelperAnswer::Error(e) => Err(RpcError::new(
+            ErrorCode::from_code(e.code).unwrap_or(ErrorCode::Internal),
+            e.message,
+        )),
+    }
 }

@@ -72,6 +72,10 @@ pub struct ServerOptions {
     pub env: Vec<(String, String)>,
     /// Start the server with only `env` (no variable inherited from the test process).
     pub env_clear: bool,
+    /// Descriptors of the test process (opened close-on-exec, as Rust does) that the server
+    /// inherits at the same numbers: close-on-exec is cleared in the server's child only, so no
+    /// other server started by a parallel test gets them.
+    pub inherited_fds: Vec<i32>,
 }
 
 /// Collects a child's stderr in a task so the pipe never fills up.
@@ -112,6 +116,21 @@ fn base_command(opts: &ServerOptions, listen: &str) -> Command {
     }
     for (k, v) in &opts.env {
         cmd.env(k, v);
+    }
+    if !opts.inherited_fds.is_empty() {
+        let fds = opts.inherited_fds.clone();
+        // SAFETY: the closure runs between fork and exec and calls only fcntl, which is
+        // async-signal-safe, on descriptors that the forked child holds; it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                for &fd in &fds {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
     }
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -980,10 +999,15 @@ pub struct TestDir {
 
 impl TestDir {
     pub fn new() -> TestDir {
+        TestDir::new_in(&std::env::temp_dir())
+    }
+
+    /// A fresh directory under `base` (an existing directory), removed on drop: for tests that
+    /// need a directory outside the system temp dir (e.g. outside a sandbox's writable `/tmp`).
+    pub fn new_in(base: &Path) -> TestDir {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("codex-exec-server-test-{}-{n}", std::process::id()));
+        let path = base.join(format!("codex-exec-server-test-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("create test dir");
         TestDir { path }

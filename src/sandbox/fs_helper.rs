@@ -1,0 +1,244 @@
+//! `codex-fs`: the file-system helper. The server runs it under `codex-linux-sandbox` for a
+//! sandboxed `fs/*` call: one request as JSON on stdin, one answer line on stdout, exit 0
+//! (sandbox.md §5). Its Landlock grants are not split, so it enforces the read-only carve-outs
+//! (protected names, read entries inside writable roots) itself: a mutation whose target is, or
+//! lies under, a carve-out is refused with EACCES. Carve-outs are recorded by (device, inode) at
+//! start, and targets are resolved through the canonical form of their nearest existing ancestor,
+//! so a symlink cannot smuggle a write into a carve-out under another name.
+
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use serde::{Deserialize, Serialize};
+
+use super::policy::PROTECTED_NAMES;
+use crate::fs_ops::{self, FsError, FsOp};
+use crate::protocol::fs::FsRequest;
+
+/// What the helper must protect, sent by the server as `--guard JSON`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GuardSpec {
+    /// Writable roots: protected names directly inside them stay read-only.
+    pub writable_roots: Vec<PathBuf>,
+    /// Read or deny entries inside writable roots.
+    pub carve_outs: Vec<PathBuf>,
+}
+
+/// A [`GuardSpec`] bound to inodes.
+struct Guard {
+    /// (dev, ino) of each writable root.
+    roots: Vec<(u64, u64)>,
+    /// Canonical path and (dev, ino) of each existing carve-out.
+    carve_outs: Vec<(PathBuf, (u64, u64))>,
+}
+
+fn id_of(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+fn lid_of(path: &Path) -> Option<(u64, u64)> {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+fn denied(path: &Path) -> FsError {
+    FsError::io(std::io::Error::from_raw_os_error(libc::EACCES), path)
+}
+
+impl Guard {
+    fn bind(spec: &GuardSpec) -> Self {
+        Self {
+            roots: spec
+                .writable_roots
+                .iter()
+                .filter_map(|r| id_of(r))
+                .collect(),
+            carve_outs: spec
+                .carve_outs
+                .iter()
+                .filter_map(|c| Some((std::fs::canonicalize(c).ok()?, lid_of(c)?)))
+                .collect(),
+        }
+    }
+
+    fn is_carve_out(&self, id: Option<(u64, u64)>) -> bool {
+        id.is_some_and(|id| self.carve_outs.iter().any(|(_, c)| *c == id))
+    }
+
+    /// The target to operate on, resolved, or EACCES if it touches a carve-out.
+    fn check_target(&self, path: &Path) -> Result<PathBuf, FsError> {
+        // Nearest existing ancestor of the parent, canonicalised; the rest is re-appended.
+        let mut existing = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let mut rest: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(name) = path.file_name() {
+            rest.push(name.to_os_string());
+        }
+        let canonical = loop {
+            match std::fs::canonicalize(&existing) {
+                Ok(c) => break c,
+                Err(_) => {
+                    let Some(name) = existing.file_name() else {
+                        break PathBuf::from("/");
+                    };
+                    rest.insert(0, name.to_os_string());
+                    existing = existing.parent().unwrap_or(Path::new("/")).to_path_buf();
+                }
+            }
+        };
+        // No ancestor may be a carve-out.
+        for ancestor in canonical.ancestors() {
+            if self.is_carve_out(id_of(ancestor)) {
+                return Err(denied(path));
+            }
+        }
+        // Walk down the missing part: carve-outs.
+        let mut cur = canonical;
+        for name in &rest {
+            cur.push(name);
+            if self.is_carve_out(lid_of(&cur)) {
+                return Err(denied(path));
+            }
+        }
+        // Protected names directly under a writable root, existing or not, anywhere on the way.
+        for ancestor in cur.ancestors() {
+            let (Some(name), Some(parent)) = (ancestor.file_name(), ancestor.parent()) else {
+                continue;
+            };
+            let parent_is_root = id_of(parent).is_some_and(|id| self.roots.contains(&id));
+            // An entry that grants write on exactly this path lifts the protection.
+            let granted = id_of(ancestor).is_some_and(|id| self.roots.contains(&id));
+            if parent_is_root
+                && !granted
+                && PROTECTED_NAMES
+                    .iter()
+                    .any(|p| name == std::ffi::OsStr::new(p))
+            {
+                return Err(denied(path));
+            }
+        }
+        // Nor may the target contain one (a recursive remove, a write over a directory).
+        if self.carve_outs.iter().any(|(c, _)| c.starts_with(&cur)) {
+            return Err(denied(path));
+        }
+        Ok(cur)
+    }
+
+    /// Rewrites a mutation's target to its checked, resolved form.
+    fn check(&self, op: FsOp) -> Result<FsOp, FsError> {
+        Ok(match op {
+            FsOp::WriteFile { path, data } => FsOp::WriteFile {
+                path: self.check_target(&path)?,
+                data,
+            },
+            FsOp::CreateDirectory { path, recursive } => FsOp::CreateDirectory {
+                path: self.check_target(&path)?,
+                recursive,
+            },
+            FsOp::Remove {
+                path,
+                recursive,
+                force,
+            } => FsOp::Remove {
+                path: self.check_target(&path)?,
+                recursive,
+                force,
+            },
+            FsOp::Copy {
+                source,
+                destination,
+                recursive,
+            } => FsOp::Copy {
+                source,
+                destination: self.check_target(&destination)?,
+                recursive,
+            },
+            other => other,
+        })
+    }
+}
+
+/// The helper's entry point (argv[0] = `codex-fs`).
+pub fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("fs sandbox helper failed: {err}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let mut args = std::env::args().skip(1);
+    let mut spec = GuardSpec::default();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--guard" => {
+                let json = args.next().ok_or("--guard needs a value")?;
+                spec = serde_json::from_str(&json).map_err(|e| format!("invalid --guard: {e}"))?;
+            }
+            other => return Err(format!("unexpected argument `{other}`")),
+        }
+    }
+    let guard = Guard::bind(&spec);
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .map_err(|e| format!("cannot read the request: {e}"))?;
+    let request: FsRequest =
+        serde_json::from_str(&input).map_err(|e| format!("invalid request: {e}"))?;
+    let outcome = FsOp::from_request(request)
+        .and_then(|op| guard.check(op))
+        .and_then(fs_ops::execute);
+    let answer = fs_ops::helper_answer(outcome);
+    let line =
+        serde_json::to_string(&answer).map_err(|e| format!("cannot encode the answer: {e}"))?;
+    println!("{line}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("codex-guard-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::canonicalize(&d).unwrap()
+    }
+
+    #[test]
+    fn guard_refuses_writes_into_protected_names_and_carve_outs() {
+        let w = tmp();
+        std::fs::create_dir(w.join(".git")).unwrap();
+        std::fs::create_dir(w.join("ro")).unwrap();
+        let guard = Guard::bind(&GuardSpec {
+            writable_roots: vec![w.clone()],
+            carve_outs: vec![w.join("ro")],
+        });
+        assert!(guard.check_target(&w.join("a.txt")).is_ok());
+        assert!(guard.check_target(&w.join("new/dir/b.txt")).is_ok());
+        for bad in [".git/config", ".codex/config.toml", "ro/x", "ro"] {
+            let err = guard.check_target(&w.join(bad)).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{bad}");
+        }
+        // Removing the root would remove the carve-out inside it.
+        assert!(guard.check_target(&w).is_err());
+    }
+
+    #[test]
+    fn guard_sees_through_symlinks_to_carve_outs() {
+        let w = tmp();
+        std::fs::create_dir(w.join("ro")).unwrap();
+        std::os::unix::fs::symlink(w.join("ro"), w.join("alias")).unwrap();
+        let guard = Guard::bind(&GuardSpec {
+            writable_roots: vec![w.clone()],
+            carve_outs: vec![w.join("ro")],
+        });
+        assert!(guard.check_target(&w.join("alias/x")).is_err());
+    }
+}
