@@ -12,7 +12,8 @@
 //!   `codex remote`, the command-line client on it.
 //! - [`server`] — listener, connections, sessions, processes, output log, env policy.
 //! - [`pty`] — pseudo-terminals.
-//! - [`sandbox`] — the Linux sandbox: policy binding, Landlock/seccomp plan, the wrapper.
+//! - [`sandbox`] — the Linux sandbox: policy binding, Landlock/seccomp plan, the
+//!   `codex-linux-sandbox` wrapper, the `codex-fs` helper, `codex sandbox linux`, alias links.
 //!
 //! See `../shared/docs/design.md` for the picture these modules implement.
 #![deny(unsafe_code)]
