@@ -34,6 +34,9 @@ enum SandboxCommand {
     /// Landlock + seccomp + no_new_privs (and a private mount namespace for read-only
     /// carve-outs when one can be had), then exec the command.
     Linux(crate::sandbox::cli::LinuxArgs),
+    /// Exit 0 if a private mount namespace can be had here (the server's start-up probe).
+    #[command(hide = true)]
+    ProbeMountNamespace,
 }
 
 #[derive(Debug, clap::Args)]
@@ -102,14 +105,23 @@ pub fn main() -> ExitCode {
         Command::ExecServer(args) => exec_server(args),
         Command::Remote(args) => crate::client::cli::run(args),
         Command::Sandbox(SandboxCommand::Linux(args)) => crate::sandbox::cli::run(args),
+        Command::Sandbox(SandboxCommand::ProbeMountNamespace) => {
+            if crate::sandbox::wrapper::probe_mount_namespace() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
     }
 }
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }

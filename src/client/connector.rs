@@ -60,49 +60,78 @@ impl Connect for WebSocketConnector {
     }
 }
 
+/// Grace between SIGTERM and SIGKILL to a stdio child's process group.
+const CHILD_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A server child spoken to over its stdin/stdout, in a process group of its own. Dropping this
-/// kills the whole group, so nothing the server started outlives the client.
+/// ends the whole group: SIGTERM first (our server then kills every process it manages and
+/// exits), SIGKILL to the group after [`CHILD_GRACE`] (or at once when the leader is gone, to
+/// catch stragglers), then the child is reaped. The waiting happens on a short-lived thread,
+/// which waits on a pidfd, so drop never blocks.
 #[derive(Debug)]
 pub(super) struct ChildGroup {
-    /// The child's pid, which is also its process group id.
-    pid: Option<rustix::process::Pid>,
-    /// Reaps the child (kill_on_drop as a second line of defense).
-    _child: tokio::process::Child,
+    /// The child, which leads its own process group; `None` once handed to the reaper thread.
+    child: Option<std::process::Child>,
 }
 
 impl Drop for ChildGroup {
     fn drop(&mut self) {
-        if let Some(pid) = self.pid {
-            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = rustix::process::Pid::from_child(&child);
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::TERM);
+        let reaper = std::thread::Builder::new()
+            .name("codex-stdio-reaper".into())
+            .spawn(move || {
+                if let Ok(pidfd) =
+                    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+                {
+                    let grace = rustix::event::Timespec {
+                        tv_sec: CHILD_GRACE.as_secs() as _,
+                        tv_nsec: 0,
+                    };
+                    let mut fds = [rustix::event::PollFd::new(
+                        &pidfd,
+                        rustix::event::PollFlags::IN,
+                    )];
+                    let _ = rustix::event::poll(&mut fds, Some(&grace));
+                }
+                // The leader is not reaped yet, so its group id cannot have been reused.
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+                let _ = child.wait();
+            });
+        if reaper.is_err() {
+            tracing::warn!("could not start the thread that reaps the stdio server");
         }
     }
 }
 
 /// Spawns `command` in a new process group with piped stdin/stdout and wraps its stdio as a
-/// transport (newline-delimited JSON).
+/// transport (newline-delimited JSON). Must run inside a tokio runtime.
 pub(super) fn spawn_stdio(
-    mut command: tokio::process::Command,
+    mut command: std::process::Command,
     tracker: &TaskTracker,
 ) -> Result<(Transport, ChildGroup), ClientError> {
-    let target = format!("{:?}", command.as_std());
+    use std::os::unix::process::CommandExt;
+    let target = format!("{command:?}");
+    let failed = |message: String| ClientError::Connect {
+        target: target.clone(),
+        message,
+    };
     command
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = command.spawn().map_err(|e| ClientError::Connect {
-        target: target.clone(),
-        message: e.to_string(),
-    })?;
-    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-        return Err(ClientError::Connect {
-            target,
-            message: "the child has no stdin or stdout pipe".into(),
-        });
+        .process_group(0);
+    let mut child = command.spawn().map_err(|e| failed(e.to_string()))?;
+    let pipes = (child.stdin.take(), child.stdout.take());
+    let group = ChildGroup { child: Some(child) };
+    let (Some(stdin), Some(stdout)) = pipes else {
+        return Err(failed("the child has no stdin or stdout pipe".into()));
     };
-    let pid = child
-        .id()
-        .and_then(|p| rustix::process::Pid::from_raw(p as i32));
+    let stdin = tokio::process::ChildStdin::from_std(stdin).map_err(|e| failed(e.to_string()))?;
+    let stdout =
+        tokio::process::ChildStdout::from_std(stdout).map_err(|e| failed(e.to_string()))?;
     let transport = rpc::stdio::spawn(stdout, stdin, tracker);
-    Ok((transport, ChildGroup { pid, _child: child }))
+    Ok((transport, group))
 }

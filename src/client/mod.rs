@@ -219,11 +219,11 @@ impl ExecServerClient {
     /// the client goes away. Such a transport cannot be reopened: when it ends, the session is
     /// lost.
     pub async fn spawn_stdio(
-        command: tokio::process::Command,
+        command: std::process::Command,
         options: ClientOptions,
     ) -> Result<Self, ClientError> {
         let tracker = TaskTracker::new();
-        let target = format!("{:?}", command.as_std());
+        let target = format!("{command:?}");
         let (transport, child) = connector::spawn_stdio(command, &tracker)?;
         Self::handshake(transport, None, Some(child), tracker, options, target).await
     }

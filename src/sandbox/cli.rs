@@ -99,6 +99,7 @@ fn run_inner(args: LinuxArgs) -> Result<std::convert::Infallible, String> {
     let resolved = policy::resolve(&intent, &ctx).map_err(|e| e.to_string())?;
     let options = ApplyOptions {
         allow_mount_namespace: !args.no_mount_namespace,
+        report_fallback: true,
         ..ApplyOptions::default()
     };
     wrapper::apply(&resolved, options).map_err(|e| e.to_string())?;

@@ -165,6 +165,10 @@ pub fn resolve(
             network,
         } => match file_system {
             FileSystemPolicy::Unrestricted => (None, *network),
+            // `root` write without a carve-out confines nothing (sandbox.md §3, row 1).
+            FileSystemPolicy::Restricted { .. } if !intent.permissions.restricts_file_system() => {
+                (None, *network)
+            }
             FileSystemPolicy::Restricted {
                 entries,
                 glob_scan_max_depth,

@@ -107,6 +107,14 @@ pub struct ApplyOptions {
     pub simulate_no_landlock: bool,
     /// Leave read-only carve-outs inside writable roots to the command (the fs helper).
     pub unsplit_read_carve_outs: bool,
+    /// Say on stderr when the split-grant fallback is used (the local CLI only).
+    pub report_fallback: bool,
+}
+
+/// Whether this process can enter a private mount namespace (run in a throwaway child: it does
+/// enter one). The server asks once at start, to log the split-grant fallback's cost.
+pub fn probe_mount_namespace() -> bool {
+    sys::enter_mount_namespace().is_ok()
 }
 
 /// The wrapper's entry point (argv[0] = `codex-linux-sandbox`).
@@ -137,6 +145,7 @@ fn run(args: WrapperArgs) -> Result<Infallible, WrapperError> {
         allow_mount_namespace: !args.no_mount_namespace,
         simulate_no_landlock: args.simulate_no_landlock,
         unsplit_read_carve_outs: args.unsplit_read_carve_outs,
+        report_fallback: false,
     };
     apply(&policy, options)?;
     exec(args.command, args.arg0)
@@ -174,9 +183,12 @@ pub fn apply(policy: &ResolvedPolicy, options: ApplyOptions) -> Result<(), Wrapp
                     });
                     match mounted {
                         Ok(()) => layer = Layer::Mount,
-                        Err(err) => eprintln!(
-                            "codex-linux-sandbox: no mount namespace ({err}); read-only carve-outs use split grants: entries cannot be created or removed directly in pass-through directories"
+                        // The command's stderr is not ours to write to; the server logs the
+                        // fallback once per session, `codex sandbox linux` says it itself.
+                        Err(err) if options.report_fallback => eprintln!(
+                            "codex sandbox linux: no mount namespace ({err}); read-only carve-outs use split grants: entries cannot be created or removed directly in pass-through directories"
                         ),
+                        Err(_) => {}
                     }
                 }
                 if layer == Layer::Mount {

@@ -108,6 +108,7 @@ fn start(call: &Call, p: StartParams) -> Result<StartResult, RpcError> {
     };
     let (spec, sandbox_type) = sandboxing::prepare(
         &call.state.sandbox,
+        &call.session.split_cost_logged,
         p.sandbox.as_ref(),
         p.enforce_managed_network,
         p.managed_network.as_ref(),

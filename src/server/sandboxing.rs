@@ -30,6 +30,9 @@ pub(crate) struct SandboxSupport {
     no_mount_namespace: bool,
     /// Pass `--simulate-no-landlock` to the wrapper.
     simulate_no_landlock: bool,
+    /// Read-only carve-outs use split grants (no mount namespace here, or configured so): the
+    /// cost is logged once per session.
+    split_grants: bool,
 }
 
 impl SandboxSupport {
@@ -44,11 +47,13 @@ impl SandboxSupport {
         if let Err(e) = &alias {
             tracing::warn!("{e}; sandboxed requests will be refused");
         }
+        let split_grants = config.sandbox_no_mount_namespace || !mount_namespace_available(&alias);
         Self {
             alias,
             landlock_abi,
             no_mount_namespace: config.sandbox_no_mount_namespace,
             simulate_no_landlock: config.sandbox_simulate_no_landlock,
+            split_grants,
         }
     }
 
@@ -108,10 +113,23 @@ impl SandboxSupport {
     }
 }
 
+/// Asks a throwaway child whether a private mount namespace can be had here.
+fn mount_namespace_available(alias: &Result<AliasDir, String>) -> bool {
+    let Ok(alias) = alias else { return false };
+    std::process::Command::new(alias.exe())
+        .args(["sandbox", "probe-mount-namespace"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Applies a request's sandbox fields to `spec`: returns the spec to spawn and the
 /// `sandboxType` to answer.
 pub(crate) fn prepare(
     support: &SandboxSupport,
+    split_cost_logged: &std::sync::atomic::AtomicBool,
     sandbox: Option<&SandboxIntent>,
     enforce_managed_network: bool,
     managed_network: Option<&serde_json::Value>,
@@ -135,6 +153,16 @@ pub(crate) fn prepare(
         return Err(RpcError::invalid_params(format!(
             "sandbox intent cannot be enforced on this executor: {reason}"
         )));
+    }
+    if support.split_grants
+        && policy.file_system.is_some()
+        && !split_cost_logged.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        tracing::warn!(
+            "sandbox: no mount namespace for read-only carve-outs, using split grants: sandboxed \
+             processes of this session cannot create, delete or rename entries directly in \
+             directories that contain a protected path (e.g. the workspace root)"
+        );
     }
     let spec = support.wrap(&policy, spec).map_err(|reason| {
         RpcError::invalid_params(format!(

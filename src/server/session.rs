@@ -53,6 +53,8 @@ pub(crate) struct Session {
     attachment: Mutex<Attachment>,
     /// Bumped on every attach and detach, so work bound to an old attachment can notice.
     generation: watch::Sender<u64>,
+    /// The split-grant fallback's cost has been logged for this session.
+    pub(crate) split_cost_logged: std::sync::atomic::AtomicBool,
 }
 
 impl Session {
@@ -121,6 +123,7 @@ impl SessionRegistry {
                 outgoing,
             }),
             generation: watch::Sender::new(0),
+            split_cost_logged: std::sync::atomic::AtomicBool::new(false),
         });
         self.sessions.lock().unwrap().insert(id, session.clone());
         tracing::debug!(session = %session.id, "session created");
