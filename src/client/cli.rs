@@ -548,7 +548,14 @@ async fn download(
     })
     .await;
     bar.finish_and_clear();
-    let read = read?;
+    let read = match read {
+        Ok(read) => read,
+        Err(err) => {
+            drop(file);
+            let _ = std::fs::remove_file(&target);
+            return Err(err);
+        }
+    };
     file.sync_all()?;
     drop(file);
     let received = hex(&hasher.finalize());

@@ -32,7 +32,7 @@ use crate::protocol::process::{
 /// Where a process entry is in its life, as the client sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// `process/start` is in flight: not caught up after a reconnect (it may not exist).
+    /// `process/start` is in flight: caught up after a reconnect only if the server knows it.
     Starting,
     /// Started: caught up after every reconnect.
     Running,
@@ -206,14 +206,20 @@ impl ProcessTable {
         }
     }
 
-    /// The started processes, to catch up after a reconnect.
-    pub(super) fn running(&self) -> Vec<Arc<ProcessEntry>> {
+    /// The processes to catch up after a reconnect, each with whether its start is confirmed.
+    /// Unconfirmed ones are included too: their start may have been answered just before the
+    /// drop, while the caller had not yet seen it; if the server does not know them, they were
+    /// not started and the start call settles them.
+    pub(super) fn followed(&self) -> Vec<(Arc<ProcessEntry>, bool)> {
         self.entries
             .lock()
             .unwrap()
             .values()
-            .filter(|e| e.state.lock().unwrap().phase == Phase::Running)
-            .cloned()
+            .filter_map(|e| match e.state.lock().unwrap().phase {
+                Phase::Running => Some((e.clone(), true)),
+                Phase::Starting => Some((e.clone(), false)),
+                Phase::Finished => None,
+            })
             .collect()
     }
 

@@ -23,6 +23,8 @@
 //!   notifications that precede the `initialize` answer are kept. Each live process is caught up
 //!   with `process/read {afterSeq: last published}` (more reads while the answer was cut by
 //!   `maxBytes`), and its sequencer publishes only what is new; a gap fails only that process.
+//!   What each read brings that simply continues the sequence is published at once, so a catch-up
+//!   cut short by the next drop keeps its progress.
 //! - Failed: terminal. Every waiting call and every handle gets the error; nothing waits forever.
 //!
 //! The transitions are one pure fn, [`next`]; [`Inner::apply`] runs it under the state's lock and
@@ -385,18 +387,20 @@ impl Inner {
         conn.notify(method::INITIALIZED, json!({}))
             .await
             .map_err(|_| Attempt::Retry("the connection closed after initialize".into()))?;
-        for entry in self.processes.running() {
-            self.catch_up(&conn, &entry).await?;
+        for (entry, started) in self.processes.followed() {
+            self.catch_up(&conn, &entry, started).await?;
         }
         Ok(guard.defuse())
     }
 
     /// Reads what `entry` missed and publishes what is new; a process whose events cannot be
-    /// recovered fails alone.
+    /// recovered fails alone. For a process whose start is not confirmed (`started` false), a
+    /// refused read means it never started: its start call reports that, not the catch-up.
     async fn catch_up(
         self: &Arc<Self>,
         conn: &Arc<Conn>,
         entry: &Arc<ProcessEntry>,
+        started: bool,
     ) -> Result<(), Attempt> {
         let process_id = entry.id().to_string();
         let mut cursor = entry.last_published();
@@ -419,6 +423,7 @@ impl Inner {
                         message: e.to_string(),
                     })
                 }
+                Err(CallError::Server { .. }) if !started => return Ok(()),
                 Err(CallError::Server { message, .. }) => Err(ClientError::CatchUp {
                     process_id: process_id.clone(),
                     message,

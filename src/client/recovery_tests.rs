@@ -693,3 +693,26 @@ async fn events_of_a_process_still_arrive_on_the_handle_while_it_is_read() {
     drop(sender.await.unwrap());
     let _ = Stream::Stdout;
 }
+
+#[tokio::test]
+async fn unconfirmed_starts_are_caught_up_if_the_server_knows_them() {
+    let (client, mut server, peer) = connected(fast_options()).await;
+    // Two starts whose answers the caller has not seen yet when the transport drops.
+    let mut known = crate::client::process::new_handle(&client, "known").unwrap();
+    let mut unknown = crate::client::process::new_handle(&client, "unknown").unwrap();
+    drop(peer);
+    let mut peer = server.accept().await;
+    peer.handshake(Some("s1")).await;
+    for _ in 0..3 {
+        let (id, params) = peer.request(method::PROCESS_READ).await;
+        match (params["processId"].as_str(), params["afterSeq"].as_u64()) {
+            (Some("known"), Some(0)) => peer.answer(id, read_answer(vec![chunk(1, "k")], 2)).await,
+            (Some("known"), _) => peer.answer(id, read_answer(vec![], 2)).await,
+            _ => peer.error(id, -32600, "unknown process id unknown").await,
+        }
+    }
+    assert_eq!(recv_output(&mut known).await, (1, "k".into()));
+    // Not failed: its start call (here: none) decides what became of it.
+    peer.output("unknown", 1, "late start").await;
+    assert_eq!(recv_output(&mut unknown).await, (1, "late start".into()));
+}

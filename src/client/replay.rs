@@ -112,4 +112,3 @@ pub fn policy(name: &str) -> Replay {
         .map(|(_, replay, _)| *replay)
         .unwrap_or(Replay::Fail)
 }
-fn undocumented_probe() {}

@@ -184,10 +184,11 @@ impl Sequencer {
                 Err(conflict(existing, &event))
             };
         }
-        let closed_at = self.pending.values().find_map(|e| match e {
-            ProcessEvent::Closed { seq } => Some(*seq),
+        // A pending close is the highest pending seq: nothing above one is ever accepted.
+        let closed_at = match self.pending.last_key_value() {
+            Some((seq, ProcessEvent::Closed { .. })) => Some(*seq),
             _ => None,
-        });
+        };
         match (&event, closed_at) {
             (ProcessEvent::Closed { .. }, _) if self.pending.range(seq + 1..).next().is_some() => {
                 return Err(SequenceError::CloseConflictsWithOutput { seq });
@@ -251,7 +252,8 @@ impl Sequencer {
                 self.pending.get(&end),
                 Some(e) if !matches!(e, ProcessEvent::Closed { .. })
             );
-            if found.contains_key(&end) || pending_other {
+            let pending_after = self.pending.range(end + 1..).next().is_some();
+            if found.contains_key(&end) || pending_other || pending_after {
                 return Err(SequenceError::CloseConflictsWithOutput { seq: end });
             }
             found.insert(end, ProcessEvent::Closed { seq: end });

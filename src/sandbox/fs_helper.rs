@@ -25,6 +25,12 @@ pub struct GuardSpec {
     pub writable_roots: Vec<PathBuf>,
     /// Read or deny entries inside writable roots.
     pub carve_outs: Vec<PathBuf>,
+    /// When reads are restricted: the caller's entries, which decide what a read may reach
+    /// (the helper's own start-up grants — `minimal`, its executable — are not the caller's).
+    /// Landlock does not restrict `stat` or `realpath`, so `fs/getMetadata` and
+    /// `fs/canonicalize` are checked against these.
+    #[serde(default)]
+    pub read_entries: Option<Vec<super::policy::ResolvedEntry>>,
 }
 
 /// A [`GuardSpec`] bound to inodes.
@@ -33,6 +39,8 @@ struct Guard {
     roots: Vec<(u64, u64)>,
     /// Canonical path and (dev, ino) of each existing carve-out.
     carve_outs: Vec<(PathBuf, (u64, u64))>,
+    /// The caller's entries when reads are restricted.
+    read_entries: Option<Vec<super::policy::ResolvedEntry>>,
 }
 
 fn id_of(path: &Path) -> Option<(u64, u64)> {
@@ -62,6 +70,30 @@ impl Guard {
                 .iter()
                 .filter_map(|c| Some((std::fs::canonicalize(c).ok()?, lid_of(c)?)))
                 .collect(),
+            read_entries: spec.read_entries.clone(),
+        }
+    }
+
+    /// EACCES unless the caller's policy lets a read reach `path` (links followed).
+    fn check_read(&self, path: &Path) -> Result<(), FsError> {
+        let Some(entries) = &self.read_entries else {
+            return Ok(());
+        };
+        let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| {
+            let parent = path.parent().unwrap_or(Path::new("/"));
+            let parent = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf());
+            match path.file_name() {
+                Some(name) => parent.join(name),
+                None => parent,
+            }
+        });
+        let most_specific = entries
+            .iter()
+            .filter(|e| resolved.starts_with(&e.path))
+            .max_by_key(|e| e.path.as_os_str().len());
+        match most_specific {
+            Some(e) if e.access != crate::protocol::sandbox::Access::Deny => Ok(()),
+            _ => Err(denied(path)),
         }
     }
 
@@ -151,12 +183,30 @@ impl Guard {
                 source,
                 destination,
                 recursive,
-            } => FsOp::Copy {
-                source,
-                destination: self.check_target(&destination)?,
-                recursive,
-            },
-            other => other,
+            } => {
+                self.check_read(&source)?;
+                FsOp::Copy {
+                    source,
+                    destination: self.check_target(&destination)?,
+                    recursive,
+                }
+            }
+            FsOp::ReadFile { path } => {
+                self.check_read(&path)?;
+                FsOp::ReadFile { path }
+            }
+            FsOp::GetMetadata { path } => {
+                self.check_read(&path)?;
+                FsOp::GetMetadata { path }
+            }
+            FsOp::ReadDirectory { path } => {
+                self.check_read(&path)?;
+                FsOp::ReadDirectory { path }
+            }
+            FsOp::Canonicalize { path } => {
+                self.check_read(&path)?;
+                FsOp::Canonicalize { path }
+            }
         })
     }
 }
@@ -219,6 +269,7 @@ mod tests {
         let guard = Guard::bind(&GuardSpec {
             writable_roots: vec![w.clone()],
             carve_outs: vec![w.join("ro")],
+            read_entries: None,
         });
         assert!(guard.check_target(&w.join("a.txt")).is_ok());
         assert!(guard.check_target(&w.join("new/dir/b.txt")).is_ok());
@@ -238,6 +289,7 @@ mod tests {
         let guard = Guard::bind(&GuardSpec {
             writable_roots: vec![w.clone()],
             carve_outs: vec![w.join("ro")],
+            read_entries: None,
         });
         assert!(guard.check_target(&w.join("alias/x")).is_err());
     }

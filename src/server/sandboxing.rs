@@ -297,6 +297,7 @@ pub(crate) fn fs_route(
         guard: GuardSpec {
             writable_roots: writable,
             carve_outs,
+            read_entries: reads_restricted.then_some(entries),
         },
         cwd,
     }))
