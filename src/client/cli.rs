@@ -179,7 +179,12 @@ async fn exec(client: ExecServerClient, args: ExecArgs) -> anyhow::Result<u8> {
     // Raw mode only once the command is about to run, so that earlier errors print normally.
     let raw = if args.tty { RawMode::enable()? } else { None };
     let newline = if raw.is_some() { "\r\n" } else { "\n" };
-    let status = tokio::spawn(report_status(client.watch_status(), newline));
+    let (stop_status, status_stopped) = tokio::sync::oneshot::channel();
+    let status = tokio::spawn(report_status(
+        client.watch_status(),
+        newline,
+        status_stopped,
+    ));
 
     // Catch SIGINT before the command starts, so an early Ctrl-C is forwarded, not fatal.
     let sigint = match raw {
@@ -219,7 +224,9 @@ async fn exec(client: ExecServerClient, args: ExecArgs) -> anyhow::Result<u8> {
     for task in [stdin, interrupts].into_iter().flatten() {
         task.abort();
     }
-    status.abort();
+    // Let the reporter say "reconnected" for a resume that finished just before the close.
+    let _ = stop_status.send(());
+    let _ = status.await;
     drop(raw);
     if let Some(err) = failure {
         return Err(err.into());
@@ -228,25 +235,56 @@ async fn exec(client: ExecServerClient, args: ExecArgs) -> anyhow::Result<u8> {
     Ok(exit_code.map(|c| (c & 0xff) as u8).unwrap_or(255))
 }
 
-/// Says on stderr when the connection drops and when it is back.
-async fn report_status(mut status: watch::Receiver<ConnectionStatus>, newline: &'static str) {
+/// Says on stderr when the connection drops and when it is back; on `stop`, reports a change
+/// still pending and returns.
+async fn report_status(
+    mut status: watch::Receiver<ConnectionStatus>,
+    newline: &'static str,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
     let mut recovering = false;
-    while status.changed().await.is_ok() {
-        let now = status.borrow_and_update().clone();
-        match now {
-            ConnectionStatus::Recovering { reason } => {
-                eprint!("codex remote: {reason}; reconnecting…{newline}");
-                recovering = true;
+    let report = |now: ConnectionStatus, recovering: &mut bool| match now {
+        ConnectionStatus::Recovering { reason } => {
+            eprint!("codex remote: {reason}; reconnecting…{newline}");
+            *recovering = true;
+        }
+        ConnectionStatus::Connected => {
+            if !*recovering {
+                // The drop and the resume both happened before we looked.
+                eprint!("codex remote: the connection dropped; reconnecting…{newline}");
             }
-            ConnectionStatus::Connected => {
-                if !recovering {
-                    // The drop and the resume both happened before we looked.
-                    eprint!("codex remote: the connection dropped; reconnecting…{newline}");
+            eprint!("codex remote: reconnected{newline}");
+            *recovering = false;
+        }
+        ConnectionStatus::Connecting | ConnectionStatus::Failed { .. } => {}
+    };
+    loop {
+        tokio::select! {
+            biased;
+            changed = status.changed() => {
+                if changed.is_err() {
+                    return;
                 }
-                eprint!("codex remote: reconnected{newline}");
-                recovering = false;
+                report(status.borrow_and_update().clone(), &mut recovering);
             }
-            ConnectionStatus::Connecting | ConnectionStatus::Failed { .. } => {}
+            _ = &mut stop => {
+                // The command's events may all have arrived through the catch-up, before the
+                // recovery itself finished: give it a moment to say how it ended.
+                let settled = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    status.wait_for(|s| !matches!(s, ConnectionStatus::Recovering { .. })),
+                )
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|now| now.clone());
+                if let Some(now) = settled
+                    && recovering
+                {
+                    report(now, &mut recovering);
+                }
+                return;
+            }
         }
     }
 }
@@ -260,9 +298,11 @@ async fn forward_stdin(control: super::ProcessControl) {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        // `starting` cannot come back: the start was answered, so the process was spawned.
         match control.write(&buf[..n]).await {
-            Ok(WriteStatus::Accepted | WriteStatus::Starting) => {}
-            Ok(WriteStatus::StdinClosed | WriteStatus::UnknownProcess) | Err(_) => return,
+            Ok(WriteStatus::Accepted) => {}
+            Ok(WriteStatus::StdinClosed | WriteStatus::UnknownProcess | WriteStatus::Starting)
+            | Err(_) => return,
         }
     }
 }

@@ -103,12 +103,6 @@ fn run_inner(args: LinuxArgs) -> Result<std::convert::Infallible, String> {
         ..ApplyOptions::default()
     };
     wrapper::apply(&resolved, options).map_err(|e| e.to_string())?;
-    let mut parts = args.command.into_iter();
-    let program = parts.next().ok_or("missing command")?;
-    use std::os::unix::process::CommandExt;
-    let err = std::process::Command::new(&program).args(parts).exec();
-    Err(format!(
-        "failed to execute {}: {err}",
-        program.to_string_lossy()
-    ))
+    // Same as the wrapper: inherited descriptors do not cross into the sandbox.
+    wrapper::exec(args.command, None).map_err(|e| e.to_string())
 }

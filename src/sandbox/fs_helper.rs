@@ -159,11 +159,35 @@ impl Guard {
         Ok(cur)
     }
 
+    /// Like [`Self::check_target`], then follows a final symlink (a write goes through it) and
+    /// checks where it leads, up to 40 links.
+    fn check_target_following(&self, path: &Path) -> Result<PathBuf, FsError> {
+        let mut target = self.check_target(path)?;
+        for _ in 0..40 {
+            let is_link = std::fs::symlink_metadata(&target)
+                .map(|m| m.file_type().is_symlink())
+                .unwrap_or(false);
+            if !is_link {
+                return Ok(target);
+            }
+            let link = std::fs::read_link(&target).map_err(|e| FsError::io(e, path))?;
+            let next = match target.parent() {
+                Some(parent) if link.is_relative() => parent.join(link),
+                _ => link,
+            };
+            target = self.check_target(&next).map_err(|_| denied(path))?;
+        }
+        Err(FsError::io(
+            std::io::Error::from_raw_os_error(libc::ELOOP),
+            path,
+        ))
+    }
+
     /// Rewrites a mutation's target to its checked, resolved form.
     fn check(&self, op: FsOp) -> Result<FsOp, FsError> {
         Ok(match op {
             FsOp::WriteFile { path, data } => FsOp::WriteFile {
-                path: self.check_target(&path)?,
+                path: self.check_target_following(&path)?,
                 data,
             },
             FsOp::CreateDirectory { path, recursive } => FsOp::CreateDirectory {
@@ -187,7 +211,7 @@ impl Guard {
                 self.check_read(&source)?;
                 FsOp::Copy {
                     source,
-                    destination: self.check_target(&destination)?,
+                    destination: self.check_target_following(&destination)?,
                     recursive,
                 }
             }
@@ -279,6 +303,25 @@ mod tests {
         }
         // Removing the root would remove the carve-out inside it.
         assert!(guard.check_target(&w).is_err());
+    }
+
+    #[test]
+    fn guard_follows_a_final_symlink_into_a_carve_out() {
+        let w = tmp();
+        std::fs::create_dir(w.join(".git")).unwrap();
+        std::fs::write(w.join(".git/config"), "orig").unwrap();
+        std::os::unix::fs::symlink(".git/config", w.join("configlink")).unwrap();
+        std::os::unix::fs::symlink("plain.txt", w.join("plainlink")).unwrap();
+        let guard = Guard::bind(&GuardSpec {
+            writable_roots: vec![w.clone()],
+            carve_outs: vec![w.join(".git")],
+            read_entries: None,
+        });
+        assert!(guard.check_target_following(&w.join("configlink")).is_err());
+        assert_eq!(
+            guard.check_target_following(&w.join("plainlink")).unwrap(),
+            w.join("plain.txt")
+        );
     }
 
     #[test]

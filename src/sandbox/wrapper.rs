@@ -282,7 +282,8 @@ fn restrict_landlock(
     Ok(())
 }
 
-fn exec(command: Vec<OsString>, arg0: Option<OsString>) -> Result<Infallible, WrapperError> {
+/// Closes every fd above 2, then execs `command` (PATH lookup in the current environment).
+pub fn exec(command: Vec<OsString>, arg0: Option<OsString>) -> Result<Infallible, WrapperError> {
     sys::close_fds_above_stderr().map_err(WrapperError::CloseFds)?;
     let mut parts = command.into_iter();
     let program = parts

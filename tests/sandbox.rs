@@ -1,0 +1,1986 @@
+//! Escape and fail-closed regressions of the Linux sandbox (sandbox.md §9) through the real
+//! server: `process/start` with a `sandbox` runs the command under `codex-linux-sandbox`; every
+//! test then asserts the state of the file system or the network, next to a positive control
+//! (something the same run was allowed to do did happen), so that no test can pass because the
+//! command never ran. A few tests run `codex sandbox linux` directly, a few send `fs/*` calls
+//! that only this file's layout reaches (split-grant server, symlinks, glob deny); the helper's
+//! per-method escapes are in `fs_sandbox.rs`.
+//!
+//! Layout: each test has a base directory under `CARGO_TARGET_TMPDIR` (not under `/tmp`, which
+//! the Codex CLI's workspace-write profile makes writable) holding `ws/`, the workspace root, and
+//! `outside/`, a sibling no grant covers. Both carve-out layers of sandbox.md §4.3 are covered:
+//! the default (a private mount namespace) and the split-grant fallback, forced with
+//! `--sandbox-no-mount-namespace`.
+//!
+//! Kernel features: a test prints `skipped: <reason>` and returns when Landlock (or the ABI it
+//! needs), seccomp or a mount namespace is missing; with `CODEX_TEST_REQUIRE_SANDBOX=1` (CI) it
+//! fails instead. Nothing sleeps or polls: a process's end is its `process/closed`, a refused
+//! connection is a listener with nothing to accept once the process has exited.
+
+mod common;
+
+use std::io::Read as _;
+use std::net::{TcpListener, UdpSocket};
+use std::os::fd::AsRawFd as _;
+use std::os::unix::fs::{PermissionsExt as _, symlink};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use serde_json::{Value, json};
+
+// ---------------------------------------------------------------------------------------------
+// Kernel features: skip, or fail in CI
+
+/// The running kernel's Landlock ABI (0: none).
+fn landlock_abi() -> i64 {
+    // SAFETY: with a null attr, size 0 and LANDLOCK_CREATE_RULESET_VERSION (1) the call only
+    // returns the ABI version; no memory is read or written.
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            1u32,
+        )
+    };
+    v.max(0)
+}
+
+fn seccomp_available() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.contains("\nSeccomp:"))
+}
+
+/// Why this kernel cannot run a test that needs Landlock ABI `min_abi`, if it cannot.
+fn missing_feature(min_abi: i64) -> Option<String> {
+    let abi = landlock_abi();
+    if abi < min_abi {
+        return Some(format!(
+            "the kernel has Landlock ABI {abi}, this test needs {min_abi}"
+        ));
+    }
+    if !seccomp_available() {
+        return Some("the kernel has no seccomp".into());
+    }
+    None
+}
+
+/// Prints `skipped: <reason>`, or fails when `CODEX_TEST_REQUIRE_SANDBOX=1`.
+fn skip(reason: &str) {
+    if std::env::var("CODEX_TEST_REQUIRE_SANDBOX").as_deref() == Ok("1") {
+        panic!("CODEX_TEST_REQUIRE_SANDBOX=1, but {reason}");
+    }
+    println!("skipped: {reason}");
+}
+
+/// Prints `skipped: <reason>` even in CI: for an escape that cannot exist on this machine (no
+/// IPv6 loopback, no IA32 emulation), which is no missing sandbox feature.
+fn not_applicable(reason: &str) {
+    println!("skipped: {reason}");
+}
+
+/// Returns from the test (after [`skip`]) unless Landlock (at least ABI `$abi`, default 1) and
+/// seccomp are there.
+macro_rules! require_sandbox {
+    () => {
+        require_sandbox!(1)
+    };
+    ($abi:expr) => {
+        if let Some(reason) = missing_feature($abi) {
+            skip(&reason);
+            return;
+        }
+    };
+}
+
+/// Why the wrapper cannot have a private mount namespace here (the default carve-out layer), if
+/// it cannot: judged by behaviour, not by a message. Under `codex sandbox linux` a workspace with
+/// a `.git` gets a new top-level file only with the mount layer (the split layer's cost).
+async fn mount_layer_missing() -> Option<String> {
+    let dir = TestDir::new_in(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    std::fs::create_dir(dir.join(".git")).unwrap();
+    let out = cli(
+        &["--workspace-write", dir.path().to_str().unwrap()],
+        &["/bin/sh", "-c", "echo probe > probe.txt"],
+        dir.path(),
+    )
+    .await;
+    if exists(&dir.join("probe.txt")) {
+        return None;
+    }
+    Some(format!(
+        "no mount namespace for the wrapper (a top-level file could not be created): {}",
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
+macro_rules! require_mount_layer {
+    () => {
+        if let Some(reason) = mount_layer_missing().await {
+            skip(&reason);
+            return;
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixture: base/{ws,outside} outside every writable root
+
+struct Fixture {
+    /// Removes everything on drop.
+    _dir: TestDir,
+    /// Canonical base directory.
+    base: PathBuf,
+    /// The workspace root (canonical).
+    ws: PathBuf,
+    /// A sibling of the workspace that no grant covers (canonical).
+    outside: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = TestDir::new_in(Path::new(env!("CARGO_TARGET_TMPDIR")));
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        for writable in [std::env::temp_dir(), PathBuf::from("/tmp")] {
+            if let Ok(t) = std::fs::canonicalize(&writable) {
+                assert!(
+                    !base.starts_with(&t),
+                    "CARGO_TARGET_TMPDIR ({}) is under {}, which the workspace-write profile \
+                     makes writable: these tests need a directory outside it",
+                    base.display(),
+                    t.display()
+                );
+            }
+        }
+        let ws = base.join("ws");
+        let outside = base.join("outside");
+        std::fs::create_dir(&ws).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        Fixture {
+            _dir: dir,
+            base,
+            ws,
+            outside,
+        }
+    }
+
+    fn ws(&self, rel: &str) -> PathBuf {
+        self.ws.join(rel)
+    }
+
+    fn out(&self, rel: &str) -> PathBuf {
+        self.outside.join(rel)
+    }
+
+    /// Writes `content` to `ws/rel`, creating parent directories.
+    fn put_ws(&self, rel: &str, content: &str) -> PathBuf {
+        put(&self.ws(rel), content)
+    }
+
+    fn put_out(&self, rel: &str, content: &str) -> PathBuf {
+        put(&self.out(rel), content)
+    }
+
+    fn mkdir_ws(&self, rel: &str) -> PathBuf {
+        let p = self.ws(rel);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+}
+
+fn put(path: &Path, content: &str) -> PathBuf {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+    path.to_path_buf()
+}
+
+/// The file's content, or `<missing>`.
+fn content(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|_| "<missing>".into())
+}
+
+fn exists(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sandbox intents
+
+fn special(kind: &str) -> Value {
+    json!({"type": "special", "value": {"kind": kind}})
+}
+
+fn special_sub(kind: &str, subpath: &str) -> Value {
+    json!({"type": "special", "value": {"kind": kind, "subpath": subpath}})
+}
+
+fn uris(roots: &[&Path]) -> Vec<String> {
+    roots.iter().map(|r| file_uri(r)).collect()
+}
+
+/// The Codex CLI 0.169.0 workspace-write intent (src/sandbox/cli.rs `workspace_write_intent`).
+fn workspace_write(roots: &[&Path]) -> Value {
+    let protected = |name: &str| {
+        json!({"path": special_sub("project_roots", name), "access": "read",
+               "missing_path_behavior": "skip"})
+    };
+    json!({
+        "permissions": {"type": "managed", "network": "restricted", "file_system": {
+            "type": "restricted", "entries": [
+                {"path": special("root"), "access": "read"},
+                {"path": special("project_roots"), "access": "write"},
+                {"path": special("slash_tmp"), "access": "write"},
+                {"path": special("tmpdir"), "access": "write"},
+                protected(".git"), protected(".agents"), protected(".codex"), protected(".aws"),
+            ]}},
+        "windowsSandboxLevel": "disabled",
+        "workspaceRoots": uris(roots),
+    })
+}
+
+/// The Codex CLI 0.169.0 read-only intent.
+fn read_only() -> Value {
+    json!({
+        "permissions": {"type": "managed", "network": "restricted", "file_system": {
+            "type": "restricted", "entries": [{"path": special("root"), "access": "read"}]}},
+        "windowsSandboxLevel": "disabled",
+    })
+}
+
+/// A managed, restricted-file-system intent with `entries`.
+fn restricted(entries: Value, network: &str, roots: &[&Path]) -> Value {
+    json!({
+        "permissions": {"type": "managed", "network": network,
+                        "file_system": {"type": "restricted", "entries": entries}},
+        "windowsSandboxLevel": "disabled",
+        "workspaceRoots": uris(roots),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running
+
+/// The two carve-out layers of sandbox.md §4.3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layer {
+    /// Default: read-only bind mounts in a private mount namespace.
+    Mount,
+    /// `--sandbox-no-mount-namespace`: split Landlock grants.
+    Split,
+}
+
+impl Layer {
+    fn flags(self) -> &'static [&'static str] {
+        match self {
+            Layer::Mount => &[],
+            Layer::Split => &["--sandbox-no-mount-namespace"],
+        }
+    }
+
+    /// What a write under a carve-out fails with.
+    fn carve_out_error(self) -> &'static str {
+        match self {
+            Layer::Mount => "Read-only file system",
+            Layer::Split => "Permission denied",
+        }
+    }
+}
+
+async fn start(flags: &[&str]) -> (Server, Client) {
+    let server = Server::start(flags).await;
+    let mut client = server.connect().await;
+    client.initialize().await;
+    (server, client)
+}
+
+/// The end of one process.
+#[derive(Debug)]
+struct Run {
+    code: i64,
+    /// stdout and stderr, in seq order.
+    out: String,
+    denied: bool,
+}
+
+impl Run {
+    fn has(&self, needle: &str) -> bool {
+        self.out.contains(needle)
+    }
+
+    #[track_caller]
+    fn assert_has(&self, needle: &str) {
+        assert!(
+            self.has(needle),
+            "expected {needle:?} in the output: {self:?}"
+        );
+    }
+
+    #[track_caller]
+    fn assert_lacks(&self, needle: &str) {
+        assert!(
+            !self.has(needle),
+            "unexpected {needle:?} in the output: {self:?}"
+        );
+    }
+}
+
+/// `process/start` params: `argv` in `cwd` under `sandbox` (may be null).
+fn params_in(id: &str, cwd: &Path, argv: &[&str], sandbox: Value) -> Value {
+    let mut p = process_params(id, argv);
+    p["cwd"] = json!(file_uri(cwd));
+    p["sandbox"] = sandbox;
+    p
+}
+
+/// Starts `params`, waits for `process/closed`, returns the exit.
+async fn run_params(c: &mut Client, params: Value) -> Run {
+    let id = params["processId"].as_str().unwrap().to_string();
+    let sandboxed = !params["sandbox"].is_null();
+    let started = c.start_process(params).await;
+    if sandboxed {
+        assert_eq!(
+            started["sandboxType"], "linuxSeccomp",
+            "a non-null sandbox: {started}"
+        );
+    }
+    let events = c.collect_process_events(&id).await;
+    let exited = events
+        .iter()
+        .find(|e| e["method"] == "process/exited")
+        .unwrap();
+    Run {
+        code: exit_code(&events),
+        out: output_text(&events, None),
+        denied: exited["params"]["sandboxDenied"]
+            .as_bool()
+            .unwrap_or_else(|| panic!("sandboxDenied is a bool: {exited}")),
+    }
+}
+
+async fn sh_in(c: &mut Client, id: &str, cwd: &Path, script: &str, sandbox: Value) -> Run {
+    run_params(c, params_in(id, cwd, &["/bin/sh", "-c", script], sandbox)).await
+}
+
+/// A Python 3 interpreter (not a pyenv shim: it starts faster and needs no environment).
+fn python() -> &'static str {
+    ["/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("python3")
+}
+
+/// Prepended to every Python script: `attempt(name, f)` prints `name ok` or `name err ERRNO`.
+const PY_PRELUDE: &str = r#"
+import ctypes, errno, os, socket, sys
+libc = ctypes.CDLL(None, use_errno=True)
+def attempt(name, f):
+    try:
+        f()
+        print(name, "ok", flush=True)
+    except OSError as e:
+        print(name, "err", errno.errorcode.get(e.errno, e.errno), flush=True)
+def raw(name, rc):
+    if rc < 0:
+        print(name, "err", errno.errorcode.get(ctypes.get_errno(), ctypes.get_errno()), flush=True)
+    else:
+        print(name, "ok", flush=True)
+def tcp(family, host, port):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect((host, port))
+    s.sendall(b"hello")
+    s.close()
+"#;
+
+async fn py_in(c: &mut Client, id: &str, cwd: &Path, code: &str, sandbox: Value) -> Run {
+    let script = format!("{PY_PRELUDE}\n{code}\n");
+    run_params(c, params_in(id, cwd, &[python(), "-c", &script], sandbox)).await
+}
+
+/// Fails unless the server is still up and serving this connection.
+async fn assert_server_alive(server: &mut Server, c: &mut Client, id: &str) {
+    server.assert_running();
+    let run = run_params(c, sh(id, "echo alive")).await;
+    assert_eq!(run.out, "alive\n", "{run:?}");
+}
+
+/// Nothing connected to `listener` (the connecting process has already exited, so a connect
+/// that got through would be waiting in the backlog).
+#[track_caller]
+fn assert_no_connection(listener: &TcpListener) {
+    listener.set_nonblocking(true).unwrap();
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the sandboxed process connected: {other:?}"),
+    }
+}
+
+/// `codex sandbox linux ARGS -- CMD` in `cwd`, under the deadline.
+async fn cli(args: &[&str], cmd: &[&str], cwd: &Path) -> std::process::Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_codex"));
+    command
+        .args(["sandbox", "linux"])
+        .args(args)
+        .arg("--")
+        .args(cmd)
+        .current_dir(cwd)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    tokio::time::timeout(DEADLINE, command.output())
+        .await
+        .expect("codex sandbox linux did not finish within the deadline")
+        .expect("run codex sandbox linux")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writes outside the writable roots
+
+#[tokio::test]
+async fn write_outside_every_writable_root_is_denied_and_creates_nothing() {
+    require_sandbox!();
+    let f = Fixture::new();
+    let tmp = TestDir::new(); // under /tmp: writable in the workspace-write profile
+    let (_server, mut c) = start(&[]).await;
+    let script = format!(
+        "echo x > {out}; echo x > {base}/beside; mkdir {out}.d; echo in > inside.txt; echo t > {tmp}/t.txt",
+        out = s(&f.out("marker")),
+        base = s(&f.base),
+        tmp = s(tmp.path()),
+    );
+    let run = sh_in(&mut c, "p", &f.ws, &script, workspace_write(&[&f.ws])).await;
+    assert!(!exists(&f.out("marker")), "{run:?}");
+    assert!(!exists(&f.base.join("beside")), "{run:?}");
+    assert!(!exists(&f.out("marker.d")), "{run:?}");
+    run.assert_has("Permission denied");
+    // Positive controls: the workspace and /tmp are writable.
+    assert_eq!(content(&f.ws("inside.txt")), "in\n", "{run:?}");
+    assert_eq!(content(&tmp.join("t.txt")), "t\n", "{run:?}");
+}
+
+#[tokio::test]
+async fn dot_dot_path_out_of_a_subdirectory_creates_nothing_outside() {
+    require_sandbox!();
+    let f = Fixture::new();
+    f.mkdir_ws("sub");
+    let (_server, mut c) = start(&[]).await;
+    let script = "echo x > sub/../../outside/x; echo y > sub/../inside.txt; echo z > sub/z.txt";
+    let run = sh_in(&mut c, "p", &f.ws, script, workspace_write(&[&f.ws])).await;
+    assert!(!exists(&f.out("x")), "{run:?}");
+    run.assert_has("Permission denied");
+    assert_eq!(content(&f.ws("inside.txt")), "y\n", "{run:?}");
+    assert_eq!(content(&f.ws("sub/z.txt")), "z\n", "{run:?}");
+}
+
+#[tokio::test]
+async fn symlink_in_workspace_to_outside_grants_no_write() {
+    require_sandbox!();
+    let f = Fixture::new();
+    f.put_out("existing.txt", "original\n");
+    symlink(&f.outside, f.ws("link")).unwrap();
+    symlink(f.out("existing.txt"), f.ws("filelink")).unwrap();
+    let (_server, mut c) = start(&[]).await;
+    let script = "echo x > link/new.txt; echo x > link/existing.txt; echo x > filelink; \
+                  echo ok > inside.txt";
+    let run = sh_in(&mut c, "p", &f.ws, script, workspace_write(&[&f.ws])).await;
+    assert!(!exists(&f.out("new.txt")), "{run:?}");
+    assert_eq!(content(&f.out("existing.txt")), "original\n", "{run:?}");
+    run.assert_has("Permission denied");
+    assert_eq!(content(&f.ws("inside.txt")), "ok\n", "{run:?}");
+}
+
+#[tokio::test]
+async fn symlink_then_dot_dot_in_workspace_cannot_reach_outside() {
+    require_sandbox!();
+    let f = Fixture::new();
+    std::fs::create_dir(f.out("deep")).unwrap();
+    f.put_out("secret", "original\n");
+    symlink(f.out("deep"), f.ws("link")).unwrap();
+    let (_server, mut c) = start(&[]).await;
+    // `link/..` is the parent of the link's target (outside/), not the workspace.
+    let script = "echo x > link/../secret; echo x > link/../new; echo ok > inside.txt";
+    let run = sh_in(&mut c, "p", &f.ws, script, workspace_write(&[&f.ws])).await;
+    assert_eq!(content(&f.out("secret")), "original\n", "{run:?}");
+    assert!(!exists(&f.out("new")), "{run:?}");
+    assert!(!exists(&f.ws("new")), "{run:?}");
+    assert_eq!(content(&f.ws("inside.txt")), "ok\n", "{run:?}");
+}
+
+#[tokio::test]
+async fn truncate_of_a_file_outside_fails() {
+    require_sandbox!();
+    let f = Fixture::new();
+    f.put_out("secret", "original\n");
+    f.put_ws("own.txt", "mine\n");
+    let (_server, mut c) = start(&[]).await;
+    let script = format!(
+        "truncate -s0 {} && echo truncated-outside; truncate -s0 own.txt && echo truncated-own",
+        s(&f.out("secret"))
+    );
+    let run = sh_in(&mut c, "p", &f.ws, &script, workspace_write(&[&f.ws])).await;
+    assert_eq!(content(&f.out("secret")), "original\n", "{run:?}");
+    run.assert_lacks("truncated-outside");
+    run.assert_has("truncated-own");
+    assert_eq!(content(&f.ws("own.txt")), "", "{run:?}");
+}
+
+#[tokio::test]
+async fn hard_link_of_a_file_outside_into_the_workspace_fails() {
+    require_sandbox!();
+    let f = Fixture::new();
+    f.put_out("secret", "original\n");
+    f.put_ws("own.txt", "mine\n");
+    let (_server, mut c) = start(&[]).await;
+    let script = format!(
+        "ln /etc/hostname hl && echo linked-etc; ln {} hl2 && echo linked-outside; \
+         ln own.txt own2.txt && echo linked-own",
+        s(&f.out("secret"))
+    );
+    let run = sh_in(&mut c, "p", &f.ws, &script, workspace_write(&[&f.ws])).await;
+    assert!(!exists(&f.ws("hl")), "{run:?}");
+    assert!(!exists(&f.ws("hl2")), "{run:?}");
+    run.assert_lacks("linked-etc");
+    run.assert_lacks("linked-outside");
+    assert!(
+        run.has("Invalid cross-device link") || run.has("Permission denied"),
+        "EXDEV or EACCES: {run:?}"
+    );
+    // Positive control: a hard link inside the workspace.
+    run.assert_has("linked-own");
+    use std::os::unix::fs::MetadataExt as _;
+    assert_eq!(
+        std::fs::metadata(f.ws("own.txt")).unwrap().ino(),
+        std::fs::metadata(f.ws("own2.txt")).unwrap().ino()
+    );
+}
+
+#[tokio::test]
+async fn write_through_proc_self_fd_of_a_read_only_descriptor_is_denied() {
+    require_sandbox!();
+    let f = Fixture::new();
+    f.put_out("secret", "original\n");
+    f.put_ws("own.txt", "mine\n");
+    let (_server, mut c) = start(&[]).await;
+    let script = format!(
+        "exec 3< {}; echo pwned > /proc/self/fd/3 && echo wrote-outside; \
+         exec 4< own.txt; echo new > /proc/self/fd/4 && echo wrote-own",
+        s(&f.out("secret"))
+    );
+    let run = sh_in(&mut c, "p", &f.ws, &script, workspace_write(&[&f.ws])).await;
+    assert_eq!(content(&f.out("secret")), "original\n", "{run:?}");
+    run.assert_lacks("wrote-outside");
+    run.assert_has("wrote-own");
+    assert_eq!(content(&f.ws("own.txt")), "new\n", "{run:?}");
+}
+
+#[tokio::test]
+async fn proc_root_of_the_server_gives_no_write_outside() {
+    require_sandbox!();
+    let f = Fixture::new();
+    let (mut server, mut c) = start(&[]).await;
+    let target = format!("/proc/{}/root{}", server.pid(), s(&f.out("via-proc-root")));
+    let code = format!(
+        "attempt('proc-root', lambda: open({target:?}, 'w').write('x'))\n\
+         open('ran.txt', 'w').write('ran')"
+    );
+    let run = py_in(&mut c, "p", &f.ws, &code, workspace_write(&[&f.ws])).await;
+    assert!(!exists(&f.out("via-proc-root")), "{run:?}");
+    run.assert_has("proc-root err");
+    assert_eq!(content(&f.ws("ran.txt")), "ran", "{run:?}");
+    assert_server_alive(&mut server, &mut c, "alive").await;
+}
+
+#[tokio::test]
+async fn proc_mem_of_the_server_cannot_be_opened() {
+    require_sandbox!();
+    let f = Fixture::new();
+    let (mut server, mut c) = start(&[]).await;
+    let code = format!(
+        "attempt('mem-write', lambda: open('/proc/{pid}/mem', 'r+b', buffering=0))\n\
+         attempt('mem-read', lambda: open('/proc/{pid}/mem', 'rb', buffering=0))\n\
+         attempt('own-mem-read', lambda: open('/proc/self/mem', 'rb', buffering=0))\n\
+         open('ran.txt', 'w').write('ran')",
+        pid = server.pid()
+    );
+    let run = py_in(&mut c, "p", &f.ws, &code, workspace_write(&[&f.ws])).await;
+    run.assert_has("mem-write err");
+    // Not even reading the server's memory (Landlock's ptrace restriction).
+    run.assert_has("mem-read err");
+    // Positive control: its own memory is readable (/proc is granted READ).
+    run.assert_has("own-mem-read ok");
+    assert_eq!(content(&f.ws("ran.txt")), "ran", "{run:?}");
+    assert_server_alive(&mut server, &mut c, "alive").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Protected names (.git, .codex, .agents, .aws), both carve-out layers
+
+async fn protected_file_scenario(layer: Layer, rel: &str) {
+    require_sandbox!();
+    if layer == Layer::Mount {
+        require_mount_layer!();
+    }
+    let f = Fixture::new();
+    f.put_ws(rel, "original\n");
+    f.put_ws("notes.txt", "old\n");
+    f.mkdir_ws("src");
+    let dir = Path::new(rel).parent().unwrap().to_str().unwrap();
+    let (_server, mut c) = start(layer.flags()).await;
+    let script = format!(
+        "echo pwned > {rel} && echo wrote-protected; echo pwned >> {rel} && echo appended; \
+         echo x > {dir}/added && echo wrote-added; echo new > notes.txt; echo fresh > src/fresh.txt"
+    );
+    let run = sh_in(&mut c, "p", &f.ws, &script, workspace_write(&[&f.ws])).await;
+    assert_eq!(content(&f.ws(rel)), "original\n", "{layer:?}: {run:?}");
+    assert!(
+        !exists(&f.ws(&format!("{dir}/added"))),
+        "{layer:?}: {run:?}"
+    );
+    run.assert_lacks("wrote-");
+    run.assert_lacks("appended");
+    run.assert_has(layer.carve_out_error());
+    // Positive controls: an existing sibling file and a new file in a subdirectory.
+    assert_eq!(content(&f.ws("notes.txt")), "new\n", "{layer:?}: {run:?}");
+    assert_eq!(
+        content(&f.ws("src/fresh.txt")),
+        "fresh\n",
+        "{layer:?}: {run:?}"
+    );
+}
+
+#[tokio::test]
+async fn git_config_stays_unchanged_with_mount_layer() {
+    protected_file_scenario(Layer::Mount, ".git/config").await;
+}
+
+#[tokio::test]
+async fn git_config_stays_unchanged_with_split_grant_layer() {
+    protected_file_scenario(Layer::Split, ".git/config").await;
+}
+
+#[tokio::test]
+async fn codex_config_toml_stays_unchanged_with_mount_layer() {
+    protected_file_scenario(Layer::Mount, ".codex/config.toml").await;
+}
+
+#[tokio::test]
+async fn codex_config_toml_stays_unchanged_with_split_grant_layer() {
+    protected_file_scenario(Layer::Split, ".codex/config.toml").await;
+}
+
+#[tokio::test]
+async fn agents_file_stays_unchanged_with_mount_layer() {
+    protected_file_scenario(Layer::Mount, ".agents/x").await;
+}
+
+#[tokio::test]
+async fn agents_file_stays_unchanged_with_split_grant_layer() {
+    protected_file_scenario(Layer::Split, ".agents/x").await;
+}
+
+#[tokio::test]
+async fn aws_config_stays_unchanged_with_mount_layer() {
+    protected_file_scenario(Layer::Mount, ".aws/config").await;
+}
+
+#[tokio::test]
+async fn aws_config_stays_unchanged_with_split_grant_layer() {
+    protected_file_scenario(Layer::Split, ".aws/config").await;
+}
+
+/// An attack on `.git` (a shell snippet), then: `.git` is still the same directory with the same
+/// config and hooks dir, and a rename the layer allows did happen.
+async fn git_dir_scenario(layer: Layer, attack: &str, check: impl Fn(&Fixture, &Run)) {
+    require_sandbox!();
+    if layer == Layer::Mount {
+        require_mount_layer!();
+    }
+    let f = Fixture::new();
+    f.put_ws(".git/config", "original\n");
+    f.mkdir_ws(".git/hooks");
+    f.put_ws("evil/config", "evil\n");
+    f.put_ws("top.txt", "top\n");
+    f.put_ws("src/a.txt", "a\n");
+    let (_server, mut c) = start(layer.flags()).await;
+    // The split layer cannot rename entries directly in the (pass-through) root.
+    let control = match layer {
+        Layer::Mount => "mv top.txt top2.txt && echo renamed",
+        Layer::Split => "mv src/a.txt src/b.txt && echo renamed",
+    };
+    let script = format!("{attack}; {control}");
+    let run = sh_in(&mut c, "p", &f.ws, &script, workspace_write(&[&f.ws])).await;
+    let meta = std::fs::symlink_metadata(f.ws(".git")).expect(".git still exists");
+    assert!(meta.is_dir(), ".git is still a directory: {run:?}");
+    assert_eq!(
+        content(&f.ws(".git/config")),
+        "original\n",
+        "{layer:?}: {run:?}"
+    );
+    assert!(f.ws(".git/hooks").is_dir(), "{layer:?}: {run:?}");
+    run.assert_lacks("attack-succeeded");
+    check(&f, &run);
+    run.assert_has("renamed");
+    match layer {
+        Layer::Mount => assert_eq!(content(&f.ws("top2.txt")), "top\n", "{run:?}"),
+        Layer::Split => assert_eq!(content(&f.ws("src/b.txt")), "a\n", "{run:?}"),
+    }
+}
+
+#[tokio::test]
+async fn moving_git_dir_away_is_denied_with_mount_layer() {
+    git_dir_scenario(
+        Layer::Mount,
+        "mv .git x && echo attack-succeeded",
+        |f, run| {
+            assert!(!exists(&f.ws("x")), "{run:?}");
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn moving_git_dir_away_is_denied_with_split_grant_layer() {
+    git_dir_scenario(
+        Layer::Split,
+        "mv .git x && echo attack-succeeded",
+        |f, run| {
+            assert!(!exists(&f.ws("x")), "{run:?}");
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn removing_git_dir_is_denied_with_mount_layer() {
+    git_dir_scenario(
+        Layer::Mount,
+        "rm -rf .git && echo attack-succeeded",
+        |_, _| {},
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn removing_git_dir_is_denied_with_split_grant_layer() {
+    git_dir_scenario(
+        Layer::Split,
+        "rm -rf .git && echo attack-succeeded",
+        |_, _| {},
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn replacing_git_dir_with_another_is_denied_with_mount_layer() {
+    let attack = "mv evil .git && echo attack-succeeded; mv -T evil .git && echo attack-succeeded";
+    git_dir_scenario(Layer::Mount, attack, |f, run| {
+        assert!(!exists(&f.ws(".git/evil")), "{run:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn replacing_git_dir_with_another_is_denied_with_split_grant_layer() {
+    let attack = "mv evil .git && echo attack-succeeded; mv -T evil .git && echo attack-succeeded";
+    git_dir_scenario(Layer::Split, attack, |f, run| {
+        assert!(!exists(&f.ws(".git/evil")), "{run:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn creating_a_git_hook_is_denied_with_mount_layer() {
+    let attack = "echo evil > .git/hooks/pre-commit && echo attack-succeeded";
+    git_dir_scenario(Layer::Mount, attack, |f, run| {
+        assert!(!exists(&f.ws(".git/hooks/pre-commit")), "{run:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn creating_a_git_hook_is_denied_with_split_grant_layer() {
+    let attack = "echo evil > .git/hooks/pre-commit && echo attack-succeeded";
+    git_dir_scenario(Layer::Split, attack, |f, run| {
+        assert!(!exists(&f.ws(".git/hooks/pre-commit")), "{run:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn gitdir_target_of_a_git_file_is_read_only() {
+    require_sandbox!();
+    let f = Fixture::new();
+    // A worktree-style `.git` file pointing at the real git directory inside the workspace.
+    f.put_ws(".git", "gitdir: gitstore\n");
+    f.put_ws("gitstore/config", "original\n");
+    f.put_ws("notes.txt", "old\n");
+    let (_server, mut c) = start(&[]).await;
+    let script = "echo pwned > gitstore/config && echo attack-succeeded; \
+                  echo pwned > .git && echo attack-succeeded; echo new > notes.txt";
+    let run = sh_in(&mut c, "p", &f.ws, script, workspace_write(&[&f.ws])).await;
+    assert_eq!(content(&f.ws("gitstore/config")), "original\n", "{run:?}");
+    assert_eq!(content(&f.ws(".git")), "gitdir: gitstore\n", "{run:?}");
+    run.assert_lacks("attack-succeeded");
+    assert_eq!(content(&f.ws("notes.txt")), "new\n", "{run:?}");
+}
+
+/// `.codex` is a symlink to a writable decoy: the run is refused (an error answer, or a non-zero
+/// exit naming the reason) and nothing is written, while the same command with a real `.codex`
+/// directory runs.
+async fn codex_symlink_scenario(layer: Layer) {
+    require_sandbox!();
+    let f = Fixture::new();
+    let (_server, mut c) = start(layer.flags()).await;
+    // src/: the split layer cannot create files directly in the workspace root.
+    let script = "echo pwned > .codex/config.toml; echo ran > src/ran.txt";
+
+    // Control: a real `.codex` directory; the command runs, the carve-out holds.
+    let control = f.base.join("control");
+    std::fs::create_dir_all(control.join(".codex")).unwrap();
+    std::fs::create_dir_all(control.join("src")).unwrap();
+    let run = sh_in(
+        &mut c,
+        "control",
+        &control,
+        script,
+        workspace_write(&[&control]),
+    )
+    .await;
+    assert_eq!(content(&control.join("src/ran.txt")), "ran\n", "{run:?}");
+    assert!(!exists(&control.join(".codex/config.toml")), "{run:?}");
+
+    std::fs::create_dir(f.ws("decoy")).unwrap();
+    std::fs::create_dir(f.ws("src")).unwrap();
+    symlink("decoy", f.ws(".codex")).unwrap();
+    let params = params_in(
+        "p",
+        &f.ws,
+        &["/bin/sh", "-c", script],
+        workspace_write(&[&f.ws]),
+    );
+    match c.request("process/start", params).await {
+        Err((code, message)) => {
+            assert_eq!(code, INVALID_PARAMS, "{message}");
+            assert!(
+                message.contains("crosses writable symlink"),
+                "the refusal names the reason: {message}"
+            );
+        }
+        Ok(started) => {
+            let events = c.collect_process_events("p").await;
+            let out = output_text(&events, None);
+            assert_ne!(exit_code(&events), 0, "{started} {out}");
+            assert!(out.contains("crosses writable symlink"), "{out}");
+        }
+    }
+    assert!(
+        !exists(&f.ws("decoy/config.toml")),
+        "nothing written in the decoy"
+    );
+    assert!(!exists(&f.ws("src/ran.txt")), "the command did not run");
+}
+
+#[tokio::test]
+async fn codex_symlink_to_writable_decoy_refuses_the_run() {
+    codex_symlink_scenario(Layer::Mount).await;
+}
+
+#[tokio::test]
+async fn codex_symlink_to_writable_decoy_refuses_the_run_with_split_grant_layer() {
+    codex_symlink_scenario(Layer::Split).await;
+}
+
+#[tokio::test]
+async fn unmounting_the_carve_out_is_denied_even_from_a_new_user_namespace() {
+    require_sandbox!();
+    require_mount_layer!();
+    let f = Fixture::new();
+    f.put_ws(".git/config", "original\n");
+    f.put_ws("notes.txt", "old\n");
+    let (_server, mut c) = start(&[]).await;
+    // Landlock forbids a confined process to (un)mount; a user namespace would give it
+    // capabilities there, but its uid_map cannot even be written (/proc is read-only).
+    let script = "umount .git && echo unmounted; umount -l .git && echo unmounted; \
+                  unshare -rm sh -c 'umount .git && echo unmounted; echo pwned > .git/config'; \
+                  echo pwned > .git/config && echo attack-succeeded; echo new > notes.txt";
+    let run = sh_in(&mut c, "p", &f.ws, script, workspace_write(&[&f.ws])).await;
+    run.assert_lacks("unmounted");
+    run.assert_lacks("attack-succeeded");
+    assert_eq!(content(&f.ws(".git/config")), "original\n", "{run:?}");
+    assert_eq!(content(&f.ws("notes.txt")), "new\n", "{run:?}");
+}
+
+#[tokio::test]
+async fn new_top_level_file_fails_with_eacces_under_split_grant_layer() {
+    require_sandbox!();
+    let f = Fixture::new();
+    f.put_ws(".git/config", "original\n");
+    f.mkdir_ws("src");
+    let (_server, mut c) = start(Layer::Split.flags()).await;
+    let script = "echo n > newtop && echo created-top; echo s > src/new && echo created-sub";
+    let run = sh_in(&mut c, "p", &f.ws, script, workspace_write(&[&f.ws])).await;
+    // The documented cost of pass-through directories (sandbox.md §4.3).
+    assert!(!exists(&f.ws("newtop")), "{run:?}");
+    run.assert_lacks("created-top");
+    run.assert_has("Permission denied");
+    run.assert_has("created-sub");
+    assert_eq!(content(&f.ws("src/new")), "s\n", "{run:?}");
+}
+
+#[tokio::test]
+async fn new_top_level_file_is_created_under_mount_layer() {
+    require_sandbox!();
+    require_mount_layer!();
+    let f = Fixture::new();
+    f.put_ws(".git/config", "original\n");
+    let (_server, mut c) = start(&[]).await;
+    let script = "echo n > newtop && echo created-top; echo x > .git/config";
+    let run = sh_in(&mut c, "p", &f.ws, script, workspace_write(&[&f.ws])).await;
+    run.assert_has("created-top");
+    assert_eq!(content(&f.ws("newtop")), "n\n", "{run:?}");
+    // The carve-out still holds.
+    assert_eq!(content(&f.ws(".git/config")), "original\n", "{run:?}");
+    run.assert_has("Read-only file system");
+}
+
+// ---------------------------------------------------------------------------------------------
+// File descriptors
+
+#[tokio::test]
+async fn sandboxed_child_inherits_no_descriptor_beyond_stdio() {
+    require_sandbox!();
+    let f = Fixture::new();
+    f.put_out("leak.txt", "original\n");
+    // The server inherits a read-write descriptor on a file outside the workspace.
+    let leak = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(f.out("leak.txt"))
+        .unwrap();
+    let fd = leak.as_raw_fd();
+    let server = Server::start_with(ServerOptions {
+        inherited_fds: vec![fd],
+        ..ServerOptions::default()
+    })
+    .await;
+    let mut c = server.connect().await;
+    c.initialize().await;
+
+    // Control: an unsandboxed child of this server does see it.
+    let probe = format!("readlink /proc/self/fd/{fd}");
+    let run = sh_in(&mut c, "control", &f.ws, &probe, Value::Null).await;
+    assert_eq!(run.out.trim(), s(&f.out("leak.txt")), "{run:?}");
+
+    let code = format!(
+        "live = []\n\
+         for name in os.listdir('/proc/self/fd'):\n\
+         \x20   try:\n\
+         \x20       os.fstat(int(name)); live.append(int(name))\n\
+         \x20   except OSError:\n\
+         \x20       pass\n\
+         print('fds', sorted(live), flush=True)\n\
+         attempt('leaked-write', lambda: os.write({fd}, b'pwned'))\n\
+         open('ran.txt', 'w').write('ran')"
+    );
+    let run = py_in(&mut c, "p", &f.ws, &code, workspace_write(&[&f.ws])).await;
+    run.assert_has("fds [0, 1, 2]\n");
+    run.assert_has("leaked-write err EBADF");
+    assert_eq!(content(&f.out("leak.txt")), "original\n", "{run:?}");
+    assert_eq!(content(&f.ws("ran.txt")), "ran", "{run:?}");
+    drop(leak);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Network, restricted mode (seccomp)
+
+#[tokio::test]
+async fn tcp_loopback_ipv4_connect_is_denied_under_restricted_network() {
+    require_sandbox!();
+    let f = Fixture::new();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (_server, mut c) = start(&[]).await;
+    let code = format!(
+        "attempt('tcp4', lambda: tcp(socket.AF_INET, '127.0.0.1', {port}))\n\
+         open('ran.txt', 'w').write('ran')"
+    );
+    let run = py_in(&mut c, "p", &f.ws, &code, workspace_write(&[&f.ws])).await;
+    run.assert_has("tcp4 err EPERM");
+    assert_no_connection(&listener);
+    assert_eq!(content(&f.ws("ran.txt")), "ran", "{run:?}");
+}
+
+#[tokio::test]
+async fn tcp_loopback_ipv6_connect_is_denied_under_restricted_network() {
+    require_sandbox!();
+    let Ok(listener) = TcpListener::bind("[::1]:0") else {
+        not_applicable("no IPv6 loopback here");
+        return;
+    };
+    let f = Fixture::new();
+    let port = listener.local_addr().unwrap().port();
+    let (_server, mut c) = start(&[]).await;
+    let code = format!(
+        "attempt('tcp6', lambda: tcp(socket.AF_INET6, '::1', {port}))\n\
+         open('ran.txt', 'w').write('ran')"
+    );
+    let run = py_in(&mut c, "p", &f.ws, &code, workspace_write(&[&f.ws])).await;
+    run.assert_has("tcp6 err EPERM");
+    assert_no_connection(&listener);
+    assert_eq!(content(&f.ws("ran.txt")), "ran", "{run:?}");
+}
+
+#[tokio::test]
+async fn udp_socket_is_denied_under_restricted_network() {
+    require_sandbox!();
+    let f = Fixture::new();
+    let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = receiver.local_addr().unwrap().port();
+    let (_server, mut c) = start(&[]).await;
+    let code = format!(
+        "attempt('udp', lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\
+         .sendto(b'x', ('127.0.0.1', {port})))\n\
+         open('ran.txt', 'w').write('ran')"
+    );
+    let run = py_in(&mut c, "p", &f.ws, &code, workspace_write(&[&f.ws])).await;
+    run.assert_has("udp err EPERM");
+    receiver.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        receiver.recv(&mut buf).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::WouldBlock),
+        "no datagram arrived"
+    );
+    assert_eq!(content(&f.ws("ran.txt")), "ran", "{run:?}");
+}
+
+#[tokio::test]
+async fn netlink_socket_is_denied_under_restricted_network() {
+    require_sandbox!();
+    let f = Fixture::new();
+    let (_server, mut c) = start(&[]).await;
+    let code = "attempt('netlink', lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))\n\
+                attempt('unix', lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))\n\
+                open('ran.txt', 'w').write('ran')";
+    let run = py_in(&mut c, "p", &f.ws, code, workspace_write(&[&f.ws])).await;
+    run.assert_has("netlink err EPERM");
+    run.assert_has("unix ok");
+    assert_eq!(content(&f.ws("ran.txt")), "ran", "{run:?}");
+}
+
+#[tokio::test]
+async fn vsock_socket_is_denied_under_restricted_network() {
+    require_sandbox!();
+    let f = Fixture::new();
+    let (_server, mut c) = start(&[]).await;
+    let code = "attempt('vsock', lambda: socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM))\n\
+                open('ran.txt', 'w').write('ran')";
+    let run = py_in(&mut c, "p", &f.ws, code, workspace_write(&[&f.ws])).await;
+    run.assert_has("vsock err EPERM");
+    assert_eq!(content(&f.ws("ran.txt")), "ran", "{run:?}");
+}
+
+#[tokio::test]
+async fn unix_socket_connect_is_denied_under_restricted_network() {
+    require_sandbox!();
+    let f = Fixture::new();
+    let path = f.out("s.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let (_server, mut c) = start(&[]).await;
+    let code = format!(
+        "attempt('unix-connect', lambda: socket.socket(socket.AF_UNIX).connect({:?}))\n\
+         open('ran.txt', 'w').write('ran')",
+        s(&path)
+    );
+    let run = py_in(&mut c, "p", &f.ws, &code, workspace_write(&[&f.ws])).await;
+    run.assert_has("unix-connect err EPERM");
+    listener.set_nonblocking(true).unwrap();
+    assert_eq!(
+        listener.accept().map(|_| ()).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::WouldBlock),
+        "nothing connected"
+    );
+    assert_eq!(content(&f.ws("ran.txt")), "ran", "{run:?}");
+}
+
+#[tokio::test]
+async fn unix_socketpair_works_under_restricted_network() {
+    require_sandbox!();
+    let f = Fixture::new();
+    let (_server, mut c) = start(&[]).await;
+    // send() is sendto(2), denied in restricted mode; write()/read() on the pair are not.
+    let code = "a, b = socket.socketpair()\n\
+                os.write(a.fileno(), b'ping')\n\
+                print('got', os.read(b.fileno(), 4).decode(), flush=True)\n\
+                attempt('inet', lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))\n\
+                open('ran.txt', 'w').write('ran')";
+    let run = py_in(&mut c, "p", &f.ws, code, workspace_write(&[&f.ws])).await;
+    run.assert_has("got ping");
+    run.assert_has("inet err EPERM");
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(content(&f.ws("ran.txt")), "ran", "{run:?}");
+}
+
+#[tokio::test]
+async fn bash_dev_tcp_is_denied_under_restricted_network() {
+    require_sandbox!();
+    let f = Fixture::new();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (_server, mut c) = start(&[]).await;
+    let script =
+        format!("echo hi > /dev/tcp/127.0.0.1/{port} && echo connected; echo ran > ran.txt");
+    let run = run_params(
+        &mut c,
+        params_in(
+            "p",
+            &f.ws,
+            &["bash", "-c", &script],
+            workspace_write(&[&f.ws]),
+        ),
+    )
+    .await;
+    run.assert_lacks("connected");
+    run.assert_has("Operation not permitted");
+    assert_no_connection(&listener);
+    assert_eq!(content(&f.ws("ran.txt")), "ran\n", "{run:?}");
+}
+
+#[tokio::test]
+async fn io_uring_setup_is_denied_under_restricted_network() {
+    require_sandbox!();
+    let f = Fixture::new();
+    let (_server, mut c) = start(&[]).await;
+    let code = "params = ctypes.create_string_buffer(120)\n\
+                raw('io_uring_setup', libc.syscall(425, 4, params))\n\
+                raw('getpid', libc.syscall(39))\n\
+                open('ran.txt', 'w').write('ran')";
+    let run = py_in(&mut c, "p", &f.ws, code, workspace_write(&[&f.ws])).await;
+    run.assert_has("io_uring_setup err EPERM");
+    run.assert_has("getpid ok");
+    assert_eq!(content(&f.ws("ran.txt")), "ran", "{run:?}");
+}
+
+/// Python that runs `machine code` (bytes) as a C function returning int and prints the result.
+fn py_call_machine_code(bytes: &str) -> String {
+    format!(
+        "import mmap\n\
+         m = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)\n\
+         m.write(bytes([{bytes}]))\n\
+         f = ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(m)))\n\
+         open('before.txt', 'w').write('before')\n\
+         print('before', flush=True)\n\
+         print('int80 returned', f(), flush=True)\n\
+         open('after.txt', 'w').write('after')"
+    )
+}
+
+#[cfg(target_arch = "x86_64")]
+#[tokio::test]
+async fn i386_socket_syscall_kills_the_process() {
+    require_sandbox!();
+    let f = Fixture::new();
+    let (_server, mut c) = start(&[]).await;
+
+    // Control, unsandboxed: does this kernel take i386 calls (`int 0x80`) at all?
+    // mov eax, 20 (i386 getpid); int 0x80; ret
+    let getpid = py_call_machine_code("0xb8, 20, 0, 0, 0, 0xcd, 0x80, 0xc3");
+    let control = py_in(&mut c, "control", &f.outside, &getpid, Value::Null).await;
+    if !control.has("int80 returned") {
+        not_applicable(&format!("the kernel has no IA32 emulation: {control:?}"));
+        return;
+    }
+
+    // push rbx; mov eax, 359 (i386 socket); mov ebx, 2 (AF_INET); mov ecx, 1 (SOCK_STREAM);
+    // xor edx, edx; int 0x80; pop rbx; ret
+    let socket = py_call_machine_code(
+        "0x53, 0xb8, 0x67, 0x01, 0, 0, 0xbb, 2, 0, 0, 0, 0xb9, 1, 0, 0, 0, \
+         0x31, 0xd2, 0xcd, 0x80, 0x5b, 0xc3",
+    );
+    let run = py_in(&mut c, "p", &f.ws, &socket, workspace_write(&[&f.ws])).await;
+    run.assert_has("before");
+    run.assert_lacks("int80 returned");
+    assert_eq!(
+        run.code,
+        128 + libc::SIGSYS as i64,
+        "killed by SIGSYS: {run:?}"
+    );
+    assert!(run.denied, "sandboxDenied for 159: {run:?}");
+    assert_eq!(content(&f.ws("before.txt")), "before", "{run:?}");
+    assert!(!exists(&f.ws("after.txt")), "{run:?}");
+}
+
+#[cfg(target_arch = "x86_64")]
+#[tokio::test]
+async fn x32_syscall_numbers_are_denied() {
+    require_sandbox!();
+    let f = Fixture::new();
+    let (_server, mut c) = start(&[]).await;
+    // Unfiltered, an x32 number is ENOSYS (x32 off) or runs; the filter makes it EPERM.
+    let x32 = 0x4000_0000u32;
+    let code = format!(
+        "raw('x32-socket', libc.syscall({sock}, 2, 1, 0))\n\
+         raw('x32-getpid', libc.syscall({getpid}))\n\
+         raw('getpid', libc.syscall(39))\n\
+         open('ran.txt', 'w').write('ran')",
+        sock = x32 | libc::SYS_socket as u32,
+        getpid = x32 | libc::SYS_getpid as u32,
+    );
+    let run = py_in(&mut c, "p", &f.ws, &code, workspace_write(&[&f.ws])).await;
+    run.assert_has("x32-socket err EPERM");
+    run.assert_has("x32-getpid err EPERM");
+    run.assert_has("getpid ok");
+    assert_eq!(content(&f.ws("ran.txt")), "ran", "{run:?}");
+}
+
+#[tokio::test]
+async fn enabled_network_with_restricted_fs_allows_tcp_but_denies_vsock() {
+    require_sandbox!();
+    let f = Fixture::new();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (_server, mut c) = start(&[]).await;
+    let mut sandbox = workspace_write(&[&f.ws]);
+    sandbox["permissions"]["network"] = json!("enabled");
+    let code = format!(
+        "attempt('tcp4', lambda: tcp(socket.AF_INET, '127.0.0.1', {port}))\n\
+         attempt('vsock', lambda: socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM))\n\
+         attempt('outside', lambda: open({:?}, 'w'))",
+        s(&f.out("x"))
+    );
+    let run = py_in(&mut c, "p", &f.ws, &code, sandbox).await;
+    run.assert_has("tcp4 ok");
+    run.assert_has("vsock err EPERM");
+    run.assert_has("outside err");
+    assert!(!exists(&f.out("x")), "{run:?}");
+    listener.set_nonblocking(false).unwrap();
+    let (mut conn, _) = listener.accept().unwrap();
+    let mut got = Vec::new();
+    conn.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"hello");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Managed network (Landlock TCP rules, seccomp managed mode)
+
+/// workspace-write with `enforceManagedNetwork` and `managed`.
+fn managed_params(id: &str, f: &Fixture, code: &str, managed: Option<Value>) -> Value {
+    let script = format!("{PY_PRELUDE}\n{code}\n");
+    let mut p = params_in(
+        id,
+        &f.ws,
+        &[python(), "-c", &script],
+        workspace_write(&[&f.ws]),
+    );
+    p["enforceManagedNetwork"] = json!(true);
+    if let Some(m) = managed {
+        p["managedNetwork"] = m;
+    }
+    p
+}
+
+#[tokio::test]
+async fn managed_network_connects_only_to_the_listed_loopback_port() {
+    require_sandbox!(4);
+    let f = Fixture::new();
+    let allowed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (p_ok, p_other) = (
+        allowed.local_addr().unwrap().port(),
+        other.local_addr().unwrap().port(),
+    );
+    let (_server, mut c) = start(&[]).await;
+    let code = format!(
+        "attempt('allowed', lambda: tcp(socket.AF_INET, '127.0.0.1', {p_ok}))\n\
+         attempt('other', lambda: tcp(socket.AF_INET, '127.0.0.1', {p_other}))"
+    );
+    let params = managed_params("p", &f, &code, Some(json!({"loopbackPorts": [p_ok]})));
+    let run = run_params(&mut c, params).await;
+    run.assert_has("allowed ok");
+    run.assert_has("other err");
+    assert_no_connection(&other);
+    let (mut conn, _) = allowed.accept().unwrap();
+    let mut got = Vec::new();
+    conn.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"hello", "the allowed port got the data");
+}
+
+#[tokio::test]
+async fn managed_network_denies_udp() {
+    require_sandbox!(4);
+    let f = Fixture::new();
+    let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = receiver.local_addr().unwrap().port();
+    let (_server, mut c) = start(&[]).await;
+    let code = format!(
+        "attempt('udp', lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\
+         .sendto(b'x', ('127.0.0.1', {port})))\n\
+         attempt('tcp-socket', lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))"
+    );
+    let params = managed_params("p", &f, &code, Some(json!({"loopbackPorts": [port]})));
+    let run = run_params(&mut c, params).await;
+    run.assert_has("udp err EPERM");
+    run.assert_has("tcp-socket ok");
+    receiver.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        receiver.recv(&mut buf).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::WouldBlock),
+        "no datagram arrived"
+    );
+}
+
+#[tokio::test]
+async fn managed_network_without_ports_allows_no_connection() {
+    require_sandbox!(4);
+    let f = Fixture::new();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (_server, mut c) = start(&[]).await;
+    let code = format!(
+        "attempt('tcp4', lambda: tcp(socket.AF_INET, '127.0.0.1', {port}))\n\
+         open('ran.txt', 'w').write('ran')"
+    );
+    // No managedNetwork at all: no proxy port, so no network.
+    let run = run_params(&mut c, managed_params("p", &f, &code, None)).await;
+    run.assert_has("tcp4 err");
+    assert_no_connection(&listener);
+    assert_eq!(content(&f.ws("ran.txt")), "ran", "{run:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes and privileges
+
+#[tokio::test]
+async fn child_and_grandchild_inherit_the_sandbox() {
+    require_sandbox!();
+    let f = Fixture::new();
+    let (_server, mut c) = start(&[]).await;
+    let out = s(&f.outside);
+    let script = format!(
+        "sh -c 'sh -c \"echo g > {out}/grand; echo g > grand.txt\"'; \
+         setsid -w sh -c 'echo s > {out}/setsid; echo s > setsid.txt'; \
+         (echo b > {out}/bg; echo b > bg.txt) & wait"
+    );
+    let run = sh_in(&mut c, "p", &f.ws, &script, workspace_write(&[&f.ws])).await;
+    for name in ["grand", "setsid", "bg"] {
+        assert!(!exists(&f.out(name)), "{name}: {run:?}");
+        assert!(
+            exists(&f.ws(&format!("{name}.txt"))),
+            "{name}.txt (positive control): {run:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sandboxed_process_has_no_new_privs_and_no_capabilities() {
+    require_sandbox!();
+    let f = Fixture::new();
+    let (_server, mut c) = start(&[]).await;
+    let run = sh_in(
+        &mut c,
+        "p",
+        &f.ws,
+        "grep -E '^(NoNewPrivs|Cap[A-Za-z]+|Seccomp):' /proc/self/status; echo ran > ran.txt",
+        workspace_write(&[&f.ws]),
+    )
+    .await;
+    run.assert_has("NoNewPrivs:\t1\n");
+    run.assert_has("CapEff:\t0000000000000000\n");
+    run.assert_has("CapPrm:\t0000000000000000\n");
+    run.assert_has("CapInh:\t0000000000000000\n");
+    run.assert_has("CapAmb:\t0000000000000000\n");
+    run.assert_has("Seccomp:\t2\n");
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        // As root the bounding set is dropped too (sandbox.md §4.3).
+        run.assert_has("CapBnd:\t0000000000000000\n");
+    }
+    assert_eq!(content(&f.ws("ran.txt")), "ran\n", "{run:?}");
+}
+
+#[tokio::test]
+async fn setuid_binary_gains_no_capabilities() {
+    require_sandbox!();
+    let f = Fixture::new();
+    let cat = f.out("suidcat");
+    std::fs::copy("/bin/cat", &cat).unwrap();
+    std::fs::set_permissions(&cat, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let (_server, mut c) = start(&[]).await;
+    let script = format!("{} /proc/self/status", s(&cat));
+
+    // Control: unsandboxed (as root) the same binary runs with capabilities.
+    let control = sh_in(&mut c, "control", &f.ws, &script, Value::Null).await;
+    control.assert_has("Name:\tsuidcat");
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        control.assert_lacks("CapEff:\t0000000000000000");
+    }
+
+    let run = sh_in(&mut c, "p", &f.ws, &script, workspace_write(&[&f.ws])).await;
+    run.assert_has("Name:\tsuidcat");
+    run.assert_has("CapEff:\t0000000000000000\n");
+    run.assert_has("CapPrm:\t0000000000000000\n");
+    run.assert_has("NoNewPrivs:\t1\n");
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    run.assert_has(&format!("Uid:\t{uid}\t{uid}\t{uid}\t{uid}\n"));
+}
+
+#[tokio::test]
+async fn kill_of_the_server_from_the_sandbox_is_denied() {
+    require_sandbox!(6);
+    let f = Fixture::new();
+    let (mut server, mut c) = start(&[]).await;
+    let code = format!(
+        "import signal\n\
+         attempt('kill', lambda: os.kill({}, signal.SIGKILL))\n\
+         attempt('kill-self-group-0', lambda: os.kill(os.getpid(), 0))\n\
+         open('ran.txt', 'w').write('ran')",
+        server.pid()
+    );
+    let run = py_in(&mut c, "p", &f.ws, &code, workspace_write(&[&f.ws])).await;
+    run.assert_has("kill err EPERM");
+    run.assert_has("kill-self-group-0 ok");
+    assert_eq!(content(&f.ws("ran.txt")), "ran", "{run:?}");
+    assert_server_alive(&mut server, &mut c, "alive").await;
+}
+
+#[tokio::test]
+async fn ptrace_and_process_vm_access_to_the_server_are_denied() {
+    require_sandbox!();
+    let f = Fixture::new();
+    let (mut server, mut c) = start(&[]).await;
+    // PTRACE_SEIZE (0x4206) does not stop the tracee, should it ever succeed.
+    let code = format!(
+        "libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]\n\
+         raw('ptrace', libc.ptrace(0x4206, {pid}, None, None))\n\
+         raw('process_vm_readv', libc.syscall({readv}, {pid}, None, 0, None, 0, 0))\n\
+         raw('process_vm_writev', libc.syscall({writev}, {pid}, None, 0, None, 0, 0))\n\
+         open('ran.txt', 'w').write('ran')",
+        pid = server.pid(),
+        readv = libc::SYS_process_vm_readv,
+        writev = libc::SYS_process_vm_writev,
+    );
+    let run = py_in(&mut c, "p", &f.ws, &code, workspace_write(&[&f.ws])).await;
+    run.assert_has("ptrace err EPERM");
+    run.assert_has("process_vm_readv err EPERM");
+    run.assert_has("process_vm_writev err EPERM");
+    assert_eq!(content(&f.ws("ran.txt")), "ran", "{run:?}");
+    assert_server_alive(&mut server, &mut c, "alive").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Other profiles
+
+#[tokio::test]
+async fn read_only_profile_allows_dev_null_but_no_file_write() {
+    require_sandbox!();
+    let f = Fixture::new();
+    f.put_ws("readme.txt", "hello\n");
+    let (_server, mut c) = start(&[]).await;
+    let script = "echo x > /dev/null && echo devnull-ok; cat readme.txt; \
+                  echo x > readme.txt && echo wrote; echo x > new.txt && echo created";
+    let run = sh_in(&mut c, "p", &f.ws, script, read_only()).await;
+    run.assert_has("devnull-ok");
+    run.assert_has("hello\n");
+    run.assert_lacks("wrote");
+    run.assert_lacks("created");
+    assert_eq!(content(&f.ws("readme.txt")), "hello\n", "{run:?}");
+    assert!(!exists(&f.ws("new.txt")), "{run:?}");
+}
+
+#[tokio::test]
+async fn read_only_profile_cannot_write_tmp() {
+    require_sandbox!();
+    let tmp = TestDir::new();
+    std::fs::write(tmp.join("existing.txt"), "original\n").unwrap();
+    let (_server, mut c) = start(&[]).await;
+    let script = "echo x > new.txt && echo created; echo x > existing.txt && echo wrote; \
+                  cat existing.txt";
+    let run = sh_in(&mut c, "p", tmp.path(), script, read_only()).await;
+    run.assert_lacks("created");
+    run.assert_lacks("wrote");
+    // Positive control: the command ran and could read.
+    run.assert_has("original\n");
+    assert!(!exists(&tmp.join("new.txt")), "{run:?}");
+    assert_eq!(content(&tmp.join("existing.txt")), "original\n", "{run:?}");
+}
+
+#[tokio::test]
+async fn glob_deny_makes_env_files_unreadable_and_others_readable() {
+    require_sandbox!();
+    let f = Fixture::new();
+    f.put_ws(".env", "TOP_SECRET=1\n");
+    f.put_ws("sub/prod.env", "PROD_SECRET=1\n");
+    f.put_ws("readme.txt", "public\n");
+    f.put_ws("src/main.rs", "old\n");
+    let entries = json!([
+        {"path": special("root"), "access": "read"},
+        {"path": special("project_roots"), "access": "write"},
+        {"path": {"type": "glob_pattern", "pattern": "**/*.env"}, "access": "deny"},
+    ]);
+    let (_server, mut c) = start(&[]).await;
+    let script = "cat .env; cat sub/prod.env; cat readme.txt; echo x > .env && echo wrote-env; \
+                  echo new > src/main.rs";
+    let run = sh_in(
+        &mut c,
+        "p",
+        &f.ws,
+        script,
+        restricted(entries, "restricted", &[&f.ws]),
+    )
+    .await;
+    run.assert_lacks("TOP_SECRET");
+    run.assert_lacks("PROD_SECRET");
+    run.assert_lacks("wrote-env");
+    run.assert_has("public\n");
+    assert_eq!(content(&f.ws(".env")), "TOP_SECRET=1\n", "{run:?}");
+    assert_eq!(content(&f.ws("src/main.rs")), "new\n", "{run:?}");
+}
+
+#[tokio::test]
+async fn empty_workspace_roots_grant_no_write() {
+    require_sandbox!();
+    let f = Fixture::new();
+    let tmp = TestDir::new();
+    let (_server, mut c) = start(&[]).await;
+    let script = format!(
+        "echo x > cwd.txt && echo wrote-cwd; echo t > {}/t.txt && echo wrote-tmp",
+        s(tmp.path())
+    );
+    let run = sh_in(&mut c, "p", &f.ws, &script, workspace_write(&[])).await;
+    run.assert_lacks("wrote-cwd");
+    assert!(!exists(&f.ws("cwd.txt")), "no cwd fallback: {run:?}");
+    // Positive control: /tmp (slash_tmp) is still writable.
+    run.assert_has("wrote-tmp");
+    assert_eq!(content(&tmp.join("t.txt")), "t\n", "{run:?}");
+}
+
+#[tokio::test]
+async fn subpath_with_dot_dot_or_absolute_path_is_rejected() {
+    require_sandbox!();
+    let f = Fixture::new();
+    f.mkdir_ws("sub");
+    let (_server, mut c) = start(&[]).await;
+    let script = "echo x > sub/x.txt && echo wrote-sub; echo y > y.txt && echo wrote-top";
+    for (i, subpath) in ["../outside", "sub/../..", "/etc"].into_iter().enumerate() {
+        let entries = json!([
+            {"path": special("root"), "access": "read"},
+            {"path": special_sub("project_roots", subpath), "access": "write"},
+        ]);
+        let params = params_in(
+            &format!("bad{i}"),
+            &f.ws,
+            &["/bin/sh", "-c", script],
+            restricted(entries, "restricted", &[&f.ws]),
+        );
+        let (code, message) = c.request_err("process/start", params).await;
+        assert_eq!(code, INVALID_PARAMS, "{subpath}: {message}");
+        assert!(message.contains("subpath"), "{subpath}: {message}");
+    }
+    assert!(
+        !exists(&f.ws("sub/x.txt")) && !exists(&f.ws("y.txt")),
+        "nothing ran"
+    );
+    // Positive control: a relative subpath grants exactly that directory.
+    let entries = json!([
+        {"path": special("root"), "access": "read"},
+        {"path": special_sub("project_roots", "sub"), "access": "write"},
+    ]);
+    let run = sh_in(
+        &mut c,
+        "ok",
+        &f.ws,
+        script,
+        restricted(entries, "restricted", &[&f.ws]),
+    )
+    .await;
+    run.assert_has("wrote-sub");
+    run.assert_lacks("wrote-top");
+    assert_eq!(content(&f.ws("sub/x.txt")), "x\n", "{run:?}");
+    assert!(!exists(&f.ws("y.txt")), "{run:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fail closed
+
+#[tokio::test]
+async fn simulated_no_landlock_refuses_restricting_policies() {
+    let f = Fixture::new();
+    let (_server, mut c) = start(&["--sandbox-simulate-no-landlock"]).await;
+    let script = "echo ran > ran.txt";
+    let intents = [
+        ("workspace-write", workspace_write(&[&f.ws])),
+        ("read-only", read_only()),
+    ];
+    for (name, sandbox) in intents {
+        let params = params_in(name, &f.ws, &["/bin/sh", "-c", script], sandbox);
+        let (code, message) = c.request_err("process/start", params).await;
+        assert_eq!(code, INVALID_PARAMS, "{name}: {message}");
+        assert!(
+            message.starts_with("sandbox intent cannot be enforced on this executor: "),
+            "{name}: {message}"
+        );
+    }
+    // Managed network needs Landlock too.
+    let mut params = params_in(
+        "managed",
+        &f.ws,
+        &["/bin/sh", "-c", script],
+        json!({"permissions": {"type": "disabled"}, "windowsSandboxLevel": "disabled"}),
+    );
+    params["enforceManagedNetwork"] = json!(true);
+    let (code, message) = c.request_err("process/start", params).await;
+    assert_eq!(code, INVALID_PARAMS, "managed: {message}");
+    assert!(
+        message.starts_with("sandbox intent cannot be enforced on this executor: "),
+        "managed: {message}"
+    );
+    assert!(!exists(&f.ws("ran.txt")), "nothing ran unconfined");
+    // Positive control: the same command without a sandbox runs on this server.
+    let run = sh_in(&mut c, "plain", &f.ws, script, Value::Null).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(content(&f.ws("ran.txt")), "ran\n");
+}
+
+#[tokio::test]
+async fn simulated_no_landlock_still_runs_disabled_and_seccomp_only_profiles() {
+    if !seccomp_available() {
+        skip("the kernel has no seccomp");
+        return;
+    }
+    let f = Fixture::new();
+    let (_server, mut c) = start(&["--sandbox-simulate-no-landlock"]).await;
+    let disabled = json!({"permissions": {"type": "disabled"}, "windowsSandboxLevel": "disabled"});
+    let run = sh_in(&mut c, "disabled", &f.ws, "echo d > disabled.txt", disabled).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(content(&f.ws("disabled.txt")), "d\n");
+
+    let external = json!({"permissions": {"type": "external", "network": "restricted"},
+                          "windowsSandboxLevel": "disabled"});
+    let unrestricted = json!({"permissions": {"type": "managed", "network": "restricted",
+                                              "file_system": {"type": "unrestricted"}},
+                              "windowsSandboxLevel": "disabled"});
+    for (name, sandbox) in [("external", external), ("unrestricted", unrestricted)] {
+        let code = format!(
+            "attempt('inet', lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))\n\
+             open('{name}.txt', 'w').write('{name}')"
+        );
+        let run = py_in(&mut c, name, &f.ws, &code, sandbox).await;
+        // Seccomp is enforced, the file system is the caller's.
+        run.assert_has("inet err EPERM");
+        assert_eq!(content(&f.ws(&format!("{name}.txt"))), name, "{run:?}");
+    }
+}
+
+#[tokio::test]
+async fn fake_codex_linux_sandbox_on_request_path_is_not_used() {
+    require_sandbox!();
+    let f = Fixture::new();
+    let bin = f.base.join("fakebin");
+    std::fs::create_dir(&bin).unwrap();
+    let marker = f.base.join("fake-was-used");
+    let fake = bin.join("codex-linux-sandbox");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\necho used > {}\nexit 0\n", s(&marker)),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (_server, mut c) = start(&[]).await;
+    let script = format!(
+        "echo ok > ok.txt; echo x > {} && echo wrote-outside",
+        s(&f.out("x"))
+    );
+    let mut params = params_in(
+        "p",
+        &f.ws,
+        &["/bin/sh", "-c", &script],
+        workspace_write(&[&f.ws]),
+    );
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
+    params["env"]["PATH"] = json!(format!("{}:{path}", s(&bin)));
+    let run = run_params(&mut c, params).await;
+    assert!(!exists(&marker), "the fake wrapper ran: {run:?}");
+    assert_eq!(content(&f.ws("ok.txt")), "ok\n", "{run:?}");
+    // ... and the real one confined the command.
+    run.assert_lacks("wrote-outside");
+    assert!(!exists(&f.out("x")), "{run:?}");
+}
+
+#[tokio::test]
+async fn sandbox_denied_is_true_for_a_denied_write_and_false_on_success() {
+    require_sandbox!();
+    let f = Fixture::new();
+    let (_server, mut c) = start(&[]).await;
+    let denied = format!("echo x > {}", s(&f.out("x")));
+    let run = sh_in(&mut c, "denied", &f.ws, &denied, workspace_write(&[&f.ws])).await;
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.denied, "sandboxDenied on a denied write: {run:?}");
+    assert!(!exists(&f.out("x")), "{run:?}");
+
+    let run = sh_in(
+        &mut c,
+        "ok",
+        &f.ws,
+        "echo ok > ok.txt",
+        workspace_write(&[&f.ws]),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.denied, "no sandboxDenied on exit 0: {run:?}");
+    assert_eq!(content(&f.ws("ok.txt")), "ok\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// `codex sandbox linux`
+
+#[tokio::test]
+async fn codex_sandbox_linux_workspace_write_allows_the_dir_and_refuses_outside() {
+    require_sandbox!();
+    let f = Fixture::new();
+    f.put_ws(".git/config", "original\n");
+    let script = format!(
+        "echo in > in.txt; echo out > {} && echo wrote-outside; echo x > .git/config",
+        s(&f.out("x"))
+    );
+    let out = cli(
+        &["--workspace-write", s(&f.ws)],
+        &["/bin/sh", "-c", &script],
+        &f.ws,
+    )
+    .await;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(content(&f.ws("in.txt")), "in\n", "{text}");
+    assert!(!exists(&f.out("x")), "{text}");
+    assert!(!text.contains("wrote-outside"), "{text}");
+    assert_eq!(content(&f.ws(".git/config")), "original\n", "{text}");
+    assert!(!out.status.success(), "the last write failed: {text}");
+}
+
+#[tokio::test]
+async fn codex_sandbox_linux_read_only_refuses_every_write() {
+    require_sandbox!();
+    let f = Fixture::new();
+    f.put_ws("readme.txt", "hello\n");
+    let out = cli(
+        &["--read-only"],
+        &[
+            "/bin/sh",
+            "-c",
+            "cat readme.txt; echo x > new.txt && echo created",
+        ],
+        &f.ws,
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("hello"), "the command ran: {out:?}");
+    assert!(!stdout.contains("created"), "{out:?}");
+    assert!(!exists(&f.ws("new.txt")), "{out:?}");
+}
+
+#[tokio::test]
+async fn codex_sandbox_linux_closes_inherited_descriptors() {
+    require_sandbox!();
+    let f = Fixture::new();
+    f.put_out("leak.txt", "original\n");
+    let leak = std::fs::OpenOptions::new()
+        .append(true)
+        .open(f.out("leak.txt"))
+        .unwrap();
+    let fd = leak.as_raw_fd();
+    // bash: dash takes only single-digit descriptors.
+    let script = format!("echo pwned >&{fd} && echo wrote-leak; echo ran > ran.txt");
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_codex"));
+    command
+        .args(["sandbox", "linux", "--workspace-write", s(&f.ws), "--"])
+        .args(["bash", "-c", &script])
+        .current_dir(&f.ws)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    // SAFETY: only fcntl, async-signal-safe, between fork and exec; clears close-on-exec so the
+    // sandbox is handed a writable descriptor on a file outside the workspace.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = tokio::time::timeout(DEADLINE, command.output())
+        .await
+        .expect("codex sandbox linux did not finish within the deadline")
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(content(&f.ws("ran.txt")), "ran\n", "{text}");
+    assert!(!text.contains("wrote-leak"), "{text}");
+    assert_eq!(content(&f.out("leak.txt")), "original\n", "{text}");
+    drop(leak);
+}
+
+// ---------------------------------------------------------------------------------------------
+// `fs/*` under a sandbox (the `codex-fs` helper, sandbox.md §5)
+
+async fn fs_write(
+    c: &mut Client,
+    path: &Path,
+    data: &str,
+    sandbox: &Value,
+) -> Result<Value, RpcError> {
+    c.request(
+        "fs/writeFile",
+        json!({"path": file_uri(path), "dataBase64": b64(data.as_bytes()), "sandbox": sandbox}),
+    )
+    .await
+}
+
+#[track_caller]
+fn assert_permission_denied(result: Result<Value, RpcError>, what: &str) {
+    match result {
+        Err((code, message)) => assert_eq!(code, INVALID_REQUEST, "{what}: {message}"),
+        Ok(v) => panic!("{what}: should be refused, got {v}"),
+    }
+}
+
+/// The workspace-write intent as the Codex CLI sends it on `fs/*`: with the policy `cwd`.
+fn fs_workspace_write(ws: &Path) -> Value {
+    let mut sandbox = workspace_write(&[ws]);
+    sandbox["cwd"] = json!(file_uri(ws));
+    sandbox
+}
+
+#[tokio::test]
+async fn fs_write_file_through_symlinks_to_outside_or_into_git_is_denied() {
+    require_sandbox!();
+    let f = Fixture::new();
+    f.put_out("existing.txt", "original\n");
+    f.put_ws(".git/config", "original\n");
+    symlink(f.out("existing.txt"), f.ws("filelink")).unwrap();
+    symlink(".git", f.ws("alias")).unwrap();
+    symlink(".git/config", f.ws("configlink")).unwrap();
+    let sandbox = fs_workspace_write(&f.ws);
+    let (_server, mut c) = start(&[]).await;
+    for rel in ["filelink", "alias/config", "alias/new", "configlink"] {
+        let r = fs_write(&mut c, &f.ws(rel), "pwned", &sandbox).await;
+        assert_permission_denied(r, rel);
+    }
+    assert_eq!(content(&f.out("existing.txt")), "original\n");
+    assert_eq!(content(&f.ws(".git/config")), "original\n");
+    assert!(!exists(&f.ws(".git/new")));
+    for link in ["filelink", "configlink"] {
+        assert!(
+            std::fs::symlink_metadata(f.ws(link))
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "{link} is still a symlink"
+        );
+    }
+    // Positive control.
+    fs_write(&mut c, &f.ws("inside.txt"), "in", &sandbox)
+        .await
+        .unwrap();
+    assert_eq!(content(&f.ws("inside.txt")), "in");
+}
+
+#[tokio::test]
+async fn fs_write_file_creates_a_top_level_file_under_split_grant_layer() {
+    require_sandbox!();
+    let f = Fixture::new();
+    f.put_ws(".git/config", "original\n");
+    f.put_ws(".codex/config.toml", "original\n");
+    let sandbox = fs_workspace_write(&f.ws);
+    let (_server, mut c) = start(Layer::Split.flags()).await;
+    // sandbox.md §9: unlike a process, fs/writeFile creates top-level files (apply_patch).
+    fs_write(&mut c, &f.ws("new-top.txt"), "new", &sandbox)
+        .await
+        .unwrap();
+    assert_eq!(content(&f.ws("new-top.txt")), "new");
+    for rel in [".git/config", ".git/new", ".codex/config.toml"] {
+        let r = fs_write(&mut c, &f.ws(rel), "pwned", &sandbox).await;
+        assert_permission_denied(r, rel);
+    }
+    assert_eq!(content(&f.ws(".git/config")), "original\n");
+    assert_eq!(content(&f.ws(".codex/config.toml")), "original\n");
+    assert!(!exists(&f.ws(".git/new")));
+}
+
+#[tokio::test]
+async fn fs_read_file_of_a_glob_denied_file_is_refused() {
+    require_sandbox!();
+    let f = Fixture::new();
+    f.put_ws(".env", "TOP_SECRET=1\n");
+    f.put_ws("sub/prod.env", "PROD_SECRET=1\n");
+    f.put_ws("readme.txt", "public\n");
+    let mut sandbox = restricted(
+        json!([
+            {"path": special("root"), "access": "read"},
+            {"path": special("project_roots"), "access": "write"},
+            {"path": {"type": "glob_pattern", "pattern": "**/*.env"}, "access": "deny"},
+        ]),
+        "restricted",
+        &[&f.ws],
+    );
+    sandbox["cwd"] = json!(file_uri(&f.ws));
+    let (_server, mut c) = start(&[]).await;
+    for rel in [".env", "sub/prod.env"] {
+        let r = c
+            .request(
+                "fs/readFile",
+                json!({"path": file_uri(&f.ws(rel)), "sandbox": sandbox}),
+            )
+            .await;
+        assert_permission_denied(r, rel);
+    }
+    let ok = c
+        .request_ok(
+            "fs/readFile",
+            json!({"path": file_uri(&f.ws("readme.txt")), "sandbox": sandbox}),
+        )
+        .await;
+    assert_eq!(unb64(ok["dataBase64"].as_str().unwrap()), b"public\n");
+}
+
+/// A symlink inside the workspace naming the carve-out (`alias -> .git`) does not bypass it.
+async fn alias_symlink_scenario(layer: Layer) {
+    require_sandbox!();
+    if layer == Layer::Mount {
+        require_mount_layer!();
+    }
+    let f = Fixture::new();
+    f.put_ws(".git/config", "original\n");
+    f.put_ws("notes.txt", "old\n");
+    symlink(".git", f.ws("alias")).unwrap();
+    let (_server, mut c) = start(layer.flags()).await;
+    let script = "echo pwned > alias/config && echo attack-succeeded; \
+                  echo x > alias/new && echo attack-succeeded; echo new > notes.txt";
+    let run = sh_in(&mut c, "p", &f.ws, script, workspace_write(&[&f.ws])).await;
+    run.assert_lacks("attack-succeeded");
+    run.assert_has(layer.carve_out_error());
+    assert_eq!(content(&f.ws(".git/config")), "original\n", "{run:?}");
+    assert!(!exists(&f.ws(".git/new")), "{run:?}");
+    assert_eq!(content(&f.ws("notes.txt")), "new\n", "{run:?}");
+}
+
+#[tokio::test]
+async fn symlink_alias_of_git_dir_does_not_bypass_the_carve_out_with_mount_layer() {
+    alias_symlink_scenario(Layer::Mount).await;
+}
+
+#[tokio::test]
+async fn symlink_alias_of_git_dir_does_not_bypass_the_carve_out_with_split_grant_layer() {
+    alias_symlink_scenario(Layer::Split).await;
+}
