@@ -6,7 +6,8 @@
 //! that only this file's layout reaches (split-grant server, symlinks, glob deny); the helper's
 //! per-method escapes are in `fs_sandbox.rs`.
 //!
-//! Layout: each test has a base directory under `CARGO_TARGET_TMPDIR` (not under `/tmp`, which
+//! Layout: each test has a base directory outside every writable root (`CARGO_TARGET_TMPDIR`, or
+//! /var/tmp or $HOME when the checkout is under `/tmp`, which
 //! the Codex CLI's workspace-write profile makes writable) holding `ws/`, the workspace root, and
 //! `outside/`, a sibling no grant covers. Both carve-out layers of sandbox.md §4.3 are covered:
 //! the default (a private mount namespace) and the split-grant fallback, forced with
@@ -97,7 +98,7 @@ macro_rules! require_sandbox {
 /// it cannot: judged by behaviour, not by a message. Under `codex sandbox linux` a workspace with
 /// a `.git` gets a new top-level file only with the mount layer (the split layer's cost).
 async fn mount_layer_missing() -> Option<String> {
-    let dir = TestDir::new_in(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let dir = TestDir::new_in(&outside_writable_roots());
     std::fs::create_dir(dir.join(".git")).unwrap();
     let out = cli(
         &["--workspace-write", dir.path().to_str().unwrap()],
@@ -126,6 +127,32 @@ macro_rules! require_mount_layer {
 // ---------------------------------------------------------------------------------------------
 // Fixture: base/{ws,outside} outside every writable root
 
+/// A directory for fixtures that no workspace-write grant covers (not under /tmp or $TMPDIR):
+/// the target's tmp dir, or, when the checkout itself lives under /tmp, /var/tmp or $HOME.
+fn outside_writable_roots() -> PathBuf {
+    let writable: Vec<PathBuf> = [std::env::temp_dir(), PathBuf::from("/tmp")]
+        .iter()
+        .filter_map(|p| std::fs::canonicalize(p).ok())
+        .collect();
+    let candidates = [
+        Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR"))),
+        Some(PathBuf::from("/var/tmp/codex-sandbox-tests")),
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/codex-sandbox-tests")),
+    ];
+    for candidate in candidates.into_iter().flatten() {
+        if std::fs::create_dir_all(&candidate).is_err() {
+            continue;
+        }
+        let Ok(canonical) = std::fs::canonicalize(&candidate) else {
+            continue;
+        };
+        if !writable.iter().any(|w| canonical.starts_with(w)) {
+            return canonical;
+        }
+    }
+    panic!("no directory outside /tmp and $TMPDIR for sandbox fixtures");
+}
+
 struct Fixture {
     /// Removes everything on drop.
     _dir: TestDir,
@@ -139,19 +166,9 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        let dir = TestDir::new_in(Path::new(env!("CARGO_TARGET_TMPDIR")));
+        let base_dir = outside_writable_roots();
+        let dir = TestDir::new_in(&base_dir);
         let base = std::fs::canonicalize(dir.path()).unwrap();
-        for writable in [std::env::temp_dir(), PathBuf::from("/tmp")] {
-            if let Ok(t) = std::fs::canonicalize(&writable) {
-                assert!(
-                    !base.starts_with(&t),
-                    "CARGO_TARGET_TMPDIR ({}) is under {}, which the workspace-write profile \
-                     makes writable: these tests need a directory outside it",
-                    base.display(),
-                    t.display()
-                );
-            }
-        }
         let ws = base.join("ws");
         let outside = base.join("outside");
         std::fs::create_dir(&ws).unwrap();
