@@ -27,6 +27,14 @@ pub fn spawn<S>(ws: WebSocketStream<S>, tracker: &TaskTracker) -> Transport
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // A TCP socket gets TCP_QUICKACK re-armed after every frame read: a peer with Nagle on (the
+    // default) that sends a notification and then a request (`initialized` then `process/read`,
+    // the first thing a resuming client does) would otherwise hold the request until our delayed
+    // ACK, ~40 ms (measured by `scripts/bench`, "resume"). Through a duplicate of the fd (one more
+    // fd per connection), closed with this reader, so the socket's lifetime is unchanged.
+    let quickack = (ws.get_ref() as &dyn std::any::Any)
+        .downcast_ref::<tokio::net::TcpStream>()
+        .and_then(|tcp| std::os::fd::AsFd::as_fd(tcp).try_clone_to_owned().ok());
     let (mut sink, mut stream) = ws.split();
     let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE);
     let (out_tx, mut out_rx) = mpsc::channel::<String>(OUTGOING_QUEUE);
@@ -39,6 +47,9 @@ where
                 _ = in_tx.closed() => break,
             };
             let Some(frame) = frame else { break };
+            if let Some(fd) = &quickack {
+                let _ = rustix::net::sockopt::set_tcp_quickack(fd, true);
+            }
             let incoming = match frame {
                 Ok(Message::Text(text)) => Incoming::parse(text.as_bytes()),
                 Ok(Message::Binary(bytes)) => Incoming::parse(&bytes),
@@ -61,9 +72,12 @@ where
     });
 
     tracker.spawn(async move {
-        let mut ping = tokio::time::interval(PING_INTERVAL);
+        // The first ping is one interval away. (Not `interval()` then a first `tick().await`: that
+        // tick waits for the timer wheel's next 1 ms turn, which delayed every connection's first
+        // answer, the `initialize` one, by ~1 ms: `scripts/bench`, "sessions" and "resume".)
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ping.tick().await;
         loop {
             tokio::select! {
                 msg = out_rx.recv() => {
