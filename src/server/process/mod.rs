@@ -14,7 +14,7 @@ mod sys;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
@@ -356,7 +356,13 @@ struct Spawned {
 
 fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
     let program = &spec.argv[0];
-    let mut cmd = tokio::process::Command::new(program);
+    // Look a bare name up on the child's PATH here, as execvp would: std falls back from
+    // posix_spawn to fork when it has to search a PATH that differs from the server's.
+    let resolved = resolve_program(program, &spec.env, &spec.cwd);
+    let mut cmd = tokio::process::Command::new(resolved.as_deref().unwrap_or(Path::new(program)));
+    if resolved.is_some() && spec.arg0.is_none() {
+        cmd.arg0(program);
+    }
     cmd.args(&spec.argv[1..])
         .current_dir(&spec.cwd)
         .env_clear()
@@ -409,6 +415,22 @@ fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
             output: Output::Pipes { stdout, stderr },
         })
     }
+}
+
+/// The executable a bare `program` names on the child's `PATH` (execvp's default path when the
+/// child has none), or `None` to leave the lookup to the OS (a name with a slash, or not found:
+/// then the spawn reports the OS error).
+fn resolve_program(program: &str, env: &[(OsString, OsString)], cwd: &Path) -> Option<PathBuf> {
+    if program.contains('/') {
+        return None;
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| OsString::from("/bin:/usr/bin"));
+    which::which_in(program, Some(path), cwd).ok()
 }
 
 /// Moves one child's events into its log and on to the attached connection.
@@ -662,5 +684,29 @@ mod encode_tests {
             let by_hand = encode_output(id, 42, stream, chunk);
             assert_eq!(by_hand, by_serde);
         }
+    }
+}
+
+#[cfg(test)]
+mod spawn_tests {
+    use super::*;
+
+    #[test]
+    fn bare_program_is_found_on_the_childs_path_like_execvp() {
+        let env = vec![(
+            OsString::from("PATH"),
+            OsString::from("/nonexistent:/bin:/usr/bin"),
+        )];
+        let found = resolve_program("sh", &env, Path::new("/")).expect("sh is on PATH");
+        assert!(found.is_absolute() && found.ends_with("sh"), "{found:?}");
+        assert_eq!(
+            resolve_program("./x", &env, Path::new("/")),
+            None,
+            "slash: left to the OS"
+        );
+        assert_eq!(
+            resolve_program("no-such-program-xyz", &env, Path::new("/")),
+            None
+        );
     }
 }
