@@ -160,6 +160,19 @@ pub fn encode_result<T: Serialize>(id: &RequestId, result: T) -> String {
     serde_json::to_string(&ResultEnvelope { id, result }).expect("answers always serialize")
 }
 
+/// Encodes a successful answer whose result is JSON text already; it is copied in as is, not
+/// parsed or escaped again.
+pub fn encode_raw_result(id: &RequestId, result_json: &str) -> String {
+    let id = serde_json::to_string(id).expect("ids always serialize");
+    let mut text = String::with_capacity(result_json.len() + id.len() + 20);
+    text.push_str("{\"id\":");
+    text.push_str(&id);
+    text.push_str(",\"result\":");
+    text.push_str(result_json);
+    text.push('}');
+    text
+}
+
 /// Encodes an error answer.
 pub fn encode_error(id: &RequestId, error: &RpcError) -> String {
     serde_json::to_string(&ErrorEnvelope {
@@ -214,6 +227,16 @@ mod tests {
         };
         assert_ne!(a.id, b.id);
         assert_eq!(encode_result(&b.id, 1), r#"{"id":"92","result":1}"#);
+    }
+
+    #[test]
+    fn raw_result_is_the_same_json_as_a_value_result() {
+        let id = RequestId::Str("a\"b".into());
+        let raw = encode_raw_result(&id, r#"{"dataBase64":"aGkK"}"#);
+        let value = encode_result(&id, serde_json::json!({"dataBase64": "aGkK"}));
+        let a: Value = serde_json::from_str(&raw).unwrap();
+        let b: Value = serde_json::from_str(&value).unwrap();
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::handlers::{self, Call};
 use super::session::{ResumeError, Session};
 use crate::protocol::session::{InitializeParams, InitializeResult};
 use crate::protocol::{ErrorCode, method};
-use crate::rpc::message::{encode_error, encode_parse_error, encode_result};
+use crate::rpc::message::{encode_error, encode_parse_error, encode_raw_result, encode_result};
 use crate::rpc::{Incoming, Request, RpcError, Transport, decode_params};
 
 /// Requests of one connection in flight at once; the reader waits when they are all busy.
@@ -147,7 +147,8 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
                     let Request { id, method, params } = req;
                     let answer = handlers::dispatch(call, &method, params).await;
                     let text = match answer {
-                        Ok(v) => encode_result(&id, v),
+                        Ok(handlers::Answer::Value(v)) => encode_result(&id, v),
+                        Ok(handlers::Answer::Encoded(json)) => encode_raw_result(&id, &json),
                         Err(e) => encode_error(&id, &e),
                     };
                     let _ = out.send(text).await;

@@ -52,9 +52,19 @@ pub(super) fn family(name: &str) -> Option<&'static str> {
     }
 }
 
+/// A method's result: a JSON value, or JSON text encoded already (a large payload that going
+/// through [`Value`] would copy and escape-scan once more).
+pub(super) enum Answer {
+    Value(Value),
+    Encoded(String),
+}
+
 /// Runs one request of an initialized connection.
-pub(super) async fn dispatch(call: Call, name: &str, params: Value) -> Result<Value, RpcError> {
-    match name {
+pub(super) async fn dispatch(call: Call, name: &str, params: Value) -> Result<Answer, RpcError> {
+    if super::fs::METHODS.contains(&name) {
+        return super::fs::dispatch(&call, name, params).await;
+    }
+    let value = match name {
         method::ENVIRONMENT_INFO => to_value(&call.state.environment),
         method::PROCESS_START => to_value(&start(&call, decode_params(params)?)?),
         method::PROCESS_READ => to_value(&read(&call, decode_params(params)?).await?),
@@ -64,14 +74,12 @@ pub(super) async fn dispatch(call: Call, name: &str, params: Value) -> Result<Va
             Ok(Value::Object(Default::default()))
         }
         method::PROCESS_TERMINATE => to_value(&terminate(&call, decode_params(params)?)),
-        name if super::fs::METHODS.contains(&name) => {
-            super::fs::dispatch(&call, name, params).await
-        }
         other => Err(RpcError::new(
             crate::protocol::ErrorCode::MethodNotFound,
             format!("method not found: {other}"),
         )),
-    }
+    }?;
+    Ok(Answer::Value(value))
 }
 
 fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, RpcError> {
