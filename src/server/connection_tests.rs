@@ -1,6 +1,7 @@
 //! Connection handling over the in-memory transport: scenarios the network cannot show, because
 //! the peer that would receive the answer is already gone.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -32,21 +33,34 @@ async fn answer(rx: &mut mpsc::Receiver<String>, id: i64) -> Value {
     .expect("no answer within 10 s")
 }
 
-#[tokio::test]
-async fn long_poll_on_old_connection_fails_after_resume() {
-    let state = ServerState::new(ServerConfig::default());
-    let (a_in, mut a_out, a_transport) = Transport::channels();
-    let a = tokio::spawn(serve(a_transport, state.clone()));
+/// A connection served by `state`, initialized: its input, its output, its task, the session id.
+async fn initialized(
+    state: &Arc<ServerState>,
+) -> (
+    mpsc::Sender<Incoming>,
+    mpsc::Receiver<String>,
+    tokio::task::JoinHandle<()>,
+    String,
+) {
+    let (tx, mut rx, transport) = Transport::channels();
+    let task = tokio::spawn(serve(transport, state.clone()));
     send(
-        &a_in,
+        &tx,
         json!({"id": 1, "method": "initialize", "params": {"clientName": "t"}}),
     )
     .await;
-    let session = answer(&mut a_out, 1).await["result"]["sessionId"]
+    let session = answer(&mut rx, 1).await["result"]["sessionId"]
         .as_str()
         .unwrap()
         .to_string();
-    send(&a_in, json!({"method": "initialized"})).await;
+    send(&tx, json!({"method": "initialized"})).await;
+    (tx, rx, task, session)
+}
+
+#[tokio::test]
+async fn long_poll_on_old_connection_fails_after_resume() {
+    let state = ServerState::new(ServerConfig::default());
+    let (a_in, mut a_out, a, session) = initialized(&state).await;
     send(
         &a_in,
         json!({"id": 2, "method": "process/start", "params": {
@@ -92,15 +106,7 @@ async fn long_poll_on_old_connection_fails_after_resume() {
 #[tokio::test]
 async fn long_poll_on_attached_connection_ends_with_output() {
     let state = ServerState::new(ServerConfig::default());
-    let (a_in, mut a_out, a_transport) = Transport::channels();
-    let a = tokio::spawn(serve(a_transport, state.clone()));
-    send(
-        &a_in,
-        json!({"id": 1, "method": "initialize", "params": {"clientName": "t"}}),
-    )
-    .await;
-    answer(&mut a_out, 1).await;
-    send(&a_in, json!({"method": "initialized"})).await;
+    let (a_in, mut a_out, a, _) = initialized(&state).await;
     send(
         &a_in,
         json!({"id": 2, "method": "process/start", "params": {

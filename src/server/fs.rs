@@ -17,7 +17,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 
-use super::handlers::{Answer, Call};
+use super::handlers::{Answer, Call, to_value};
 use super::sandboxing;
 use crate::fs_ops;
 use crate::protocol::ErrorCode;
@@ -69,11 +69,6 @@ pub(super) async fn dispatch(call: &Call, name: &str, params: Value) -> Result<A
         )),
     }?;
     Ok(Answer::Value(value))
-}
-
-/// A typed result as the answer's JSON.
-fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, RpcError> {
-    serde_json::to_value(v).map_err(|e| RpcError::internal(format!("failed to encode result: {e}")))
 }
 
 /// Runs blocking filesystem work off the async threads.

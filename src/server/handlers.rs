@@ -82,7 +82,8 @@ pub(super) async fn dispatch(call: Call, name: &str, params: Value) -> Result<An
     Ok(Answer::Value(value))
 }
 
-fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, RpcError> {
+/// A typed result as the answer's JSON.
+pub(super) fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, RpcError> {
     serde_json::to_value(v).map_err(|e| RpcError::internal(format!("failed to encode result: {e}")))
 }
 

@@ -194,7 +194,7 @@ pub(crate) enum FsRoute {
     /// In the server: no sandbox, or one that does not restrict this kind of call.
     InProcess,
     /// In the `codex-fs` helper under `codex-linux-sandbox`.
-    Helper(FsHelperPlan),
+    Helper(Box<FsHelperPlan>),
 }
 
 /// How to run one sandboxed fs call.
@@ -206,10 +206,19 @@ pub(crate) struct FsHelperPlan {
     guard: GuardSpec,
     /// The policy cwd, for the wrapper's `--sandbox-policy-cwd`.
     cwd: PathBuf,
+    /// The helper's whole environment (the allowlist of the server's).
+    env: Vec<(OsString, OsString)>,
 }
 
 /// The server variables the helper may see (sandbox.md §5).
 const FS_HELPER_ENV: &[&str] = &["PATH", "TMPDIR", "TMP", "TEMP"];
+
+/// The server's values of [`FS_HELPER_ENV`].
+fn fs_helper_env() -> Vec<(OsString, OsString)> {
+    std::env::vars_os()
+        .filter(|(k, _)| FS_HELPER_ENV.iter().any(|n| k == n))
+        .collect()
+}
 
 /// Decides where an fs call with `sandbox` runs (sandbox.md §5): mutations go to the helper if the
 /// file system is restricted without full write; reads if reads are restricted (no full read, or a
@@ -237,9 +246,7 @@ pub(crate) fn fs_route(
         })?;
     let cwd = crate::path_uri::to_path(cwd_uri)
         .map_err(|e| RpcError::invalid_params(format!("invalid sandbox cwd: {e}")))?;
-    let env: Vec<(OsString, OsString)> = std::env::vars_os()
-        .filter(|(k, _)| FS_HELPER_ENV.iter().any(|n| k == n))
-        .collect();
+    let env = fs_helper_env();
     let ctx = BindContext {
         cwd: &cwd,
         env: &env,
@@ -292,7 +299,7 @@ pub(crate) fn fs_route(
     if let Some(reason) = support.unenforceable(&helper_policy) {
         return Err(fs_unenforceable(&reason));
     }
-    Ok(FsRoute::Helper(FsHelperPlan {
+    Ok(FsRoute::Helper(Box::new(FsHelperPlan {
         policy: helper_policy,
         guard: GuardSpec {
             writable_roots: writable,
@@ -300,7 +307,8 @@ pub(crate) fn fs_route(
             read_entries: reads_restricted.then_some(entries),
         },
         cwd,
-    }))
+        env,
+    })))
 }
 
 fn fs_unenforceable(reason: &str) -> RpcError {
@@ -343,7 +351,7 @@ pub(crate) async fn run_fs_helper(
         .arg(alias.fs_helper())
         .args(["--guard", &guard])
         .env_clear()
-        .envs(std::env::vars_os().filter(|(k, _)| FS_HELPER_ENV.iter().any(|n| k == n)))
+        .envs(plan.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
