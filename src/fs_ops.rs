@@ -316,19 +316,42 @@ pub fn read_block(
 
 /// The whole contents of `path` (symlinks followed), at most [`MAX_READ_FILE_BYTES`].
 pub fn read_file(path: &Path) -> Result<Vec<u8>, FsError> {
-    let file = open_for_read(path)?;
+    read_all(open_for_read(path)?, path)
+}
+
+/// The error for a file over [`MAX_READ_FILE_BYTES`].
+pub fn too_large_to_read(path: &Path) -> FsError {
+    FsError::refused(
+        format!("file is too large to read: the limit is {MAX_READ_FILE_BYTES} bytes"),
+        path,
+    )
+}
+
+/// The rest of `file` (opened by [`open_for_read`]), at most [`MAX_READ_FILE_BYTES`].
+pub fn read_all(file: File, path: &Path) -> Result<Vec<u8>, FsError> {
     let hint = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut data = Vec::with_capacity(hint.min(MAX_READ_FILE_BYTES) as usize);
     file.take(MAX_READ_FILE_BYTES + 1)
         .read_to_end(&mut data)
         .map_err(|e| FsError::io(e, path))?;
     if data.len() as u64 > MAX_READ_FILE_BYTES {
-        return Err(FsError::refused(
-            format!("file is too large to read: the limit is {MAX_READ_FILE_BYTES} bytes"),
-            path,
-        ));
+        return Err(too_large_to_read(path));
     }
     Ok(data)
+}
+
+/// Fills `buf` from `file` unless EOF comes first; returns how much was read.
+pub fn read_full(file: &mut File, buf: &mut [u8], path: &Path) -> Result<usize, FsError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(FsError::io(e, path)),
+        }
+    }
+    Ok(filled)
 }
 
 /// Creates or truncates `path` and writes `data`. The parent must exist (else NotFound). A FIFO

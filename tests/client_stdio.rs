@@ -67,3 +67,28 @@ async fn stdio_server_death_fails_the_session_without_retrying() {
     let sleeper = rustix::process::Pid::from_raw(sleeper_pid).unwrap();
     let _ = rustix::process::kill_process_group(sleeper, rustix::process::Signal::KILL);
 }
+
+/// Over stdio an `fs/readFile` answer sent in pieces is one line like any other.
+#[tokio::test]
+async fn stdio_read_file_of_a_megabyte_arrives_whole() {
+    use base64::Engine as _;
+    let client = ExecServerClient::spawn_stdio(stdio_server(), ClientOptions::default())
+        .await
+        .expect("spawn the stdio server");
+    let dir = common::TestDir::new();
+    let path = dir.join("mib.bin");
+    let data: Vec<u8> = (0..(1u32 << 20) + 7)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect();
+    std::fs::write(&path, &data).unwrap();
+    let answer: serde_json::Value = client
+        .call("fs/readFile", &serde_json::json!({"path": file_uri(&path)}))
+        .await
+        .expect("fs/readFile");
+    let back = base64::engine::general_purpose::STANDARD
+        .decode(answer["dataBase64"].as_str().expect("dataBase64"))
+        .unwrap();
+    assert!(back == data, "read bytes differ");
+    // And the session goes on.
+    client.environment().await.expect("a request after it");
+}

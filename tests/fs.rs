@@ -1129,3 +1129,34 @@ async fn sixty_four_mib_file_round_trips_through_write_and_read() {
     assert_eq!(back.len(), 64 << 20);
     assert_eq!(fnv1a(&back), hash, "read bytes differ");
 }
+
+/// A file over one piece (384 KiB) is answered in pieces, as one fragmented WebSocket message;
+/// each size here puts the end somewhere else: one byte into a piece, two bytes (base64
+/// padding), and exactly on a piece boundary (the last piece is empty).
+#[tokio::test]
+async fn read_file_answered_in_pieces_is_whole_at_every_piece_boundary() {
+    const PIECE: usize = 3 << 17;
+    let (_server, mut client) = ready().await;
+    let dir = TestDir::new();
+    for len in [PIECE, PIECE + 1, PIECE + 2, 2 * PIECE, 3 * PIECE + 4] {
+        let path = dir.join(&format!("piece-{len}"));
+        let data = noise(len);
+        std::fs::write(&path, &data).unwrap();
+        let answer = client
+            .request("fs/readFile", json!({"path": uri(&path)}))
+            .await
+            .unwrap_or_else(|e| panic!("fs/readFile of {len} bytes: {e:?}"));
+        let back = unb64(answer["dataBase64"].as_str().expect("dataBase64"));
+        assert_eq!(back.len(), len);
+        assert!(back == data, "{len} bytes: read bytes differ");
+    }
+    // The connection goes on as usual after a message in pieces.
+    let answer = client
+        .request(
+            "fs/getMetadata",
+            json!({"path": uri(&dir.join("piece-786432"))}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer["isFile"], json!(true));
+}

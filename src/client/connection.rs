@@ -18,7 +18,7 @@ use super::sequencer::ProcessEvent;
 use crate::protocol::method;
 use crate::protocol::process::{ClosedNotification, ExitedNotification, OutputNotification};
 use crate::rpc::message::{encode_notification, encode_request};
-use crate::rpc::{Incoming, Notification, RequestId, Transport};
+use crate::rpc::{Incoming, Notification, Outgoing, RequestId, Transport};
 
 /// An answer as the reader hands it over: the result, or the error's code and message.
 type Answer = Result<Value, (i64, String)>;
@@ -45,7 +45,7 @@ pub(super) struct Conn {
     /// Distinguishes transports, so the end of an old one cannot disturb a newer one.
     pub(super) id: u64,
     /// Encoded messages to the server; the transport's writer ends when this is dropped.
-    outgoing: mpsc::Sender<String>,
+    outgoing: mpsc::Sender<Outgoing>,
     /// Callers waiting for an answer, by request id. `None` once the transport ended, so a late
     /// caller fails at once instead of waiting for an answer that cannot come.
     calls: Mutex<Option<HashMap<i64, oneshot::Sender<Answer>>>>,
@@ -70,7 +70,7 @@ impl Conn {
             calls.insert(id, tx);
         }
         let text = encode_request(&RequestId::Int(id), method, params);
-        if self.outgoing.send(text).await.is_err() {
+        if self.outgoing.send(text.into()).await.is_err() {
             if let Some(calls) = self.calls.lock().unwrap().as_mut() {
                 calls.remove(&id);
             }
@@ -90,7 +90,7 @@ impl Conn {
         params: P,
     ) -> Result<(), CallError> {
         self.outgoing
-            .send(encode_notification(method, params))
+            .send(encode_notification(method, params).into())
             .await
             .map_err(|_| CallError::NotSent)
     }

@@ -134,7 +134,7 @@ struct Peer {
     /// Messages to the client.
     to_client: mpsc::Sender<Incoming>,
     /// What the client sent.
-    from_client: mpsc::Receiver<String>,
+    from_client: mpsc::Receiver<crate::rpc::Outgoing>,
 }
 
 impl Peer {
@@ -142,7 +142,10 @@ impl Peer {
         let text = tokio::time::timeout(DEADLINE, self.from_client.recv())
             .await
             .expect("the client sent nothing in time")
-            .expect("the client closed the transport");
+            .expect("the client closed the transport")
+            .into_text()
+            .await
+            .expect("a whole message");
         serde_json::from_str(&text).unwrap()
     }
 

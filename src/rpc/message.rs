@@ -163,15 +163,21 @@ pub fn encode_result<T: Serialize>(id: &RequestId, result: T) -> String {
 /// Encodes a successful answer whose result is JSON text already; it is copied in as is, not
 /// parsed or escaped again.
 pub fn encode_raw_result(id: &RequestId, result_json: &str) -> String {
-    let id = serde_json::to_string(id).expect("ids always serialize");
-    let mut text = String::with_capacity(result_json.len() + id.len() + 20);
-    text.push_str("{\"id\":");
-    text.push_str(&id);
-    text.push_str(",\"result\":");
+    let mut text = raw_result_head(id);
+    text.reserve(result_json.len() + RAW_RESULT_TAIL.len());
     text.push_str(result_json);
-    text.push('}');
+    text.push_str(RAW_RESULT_TAIL);
     text
 }
+
+/// What comes before a result's JSON text in its answer (see [`encode_raw_result`]).
+pub fn raw_result_head(id: &RequestId) -> String {
+    let id = serde_json::to_string(id).expect("ids always serialize");
+    format!("{{\"id\":{id},\"result\":")
+}
+
+/// What comes after a result's JSON text in its answer.
+pub const RAW_RESULT_TAIL: &str = "}";
 
 /// Encodes an error answer.
 pub fn encode_error(id: &RequestId, error: &RpcError) -> String {

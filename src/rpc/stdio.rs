@@ -5,7 +5,9 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
-use super::{INCOMING_QUEUE, Incoming, MAX_MESSAGE_BYTES, OUTGOING_QUEUE, Transport};
+use super::{
+    INCOMING_QUEUE, Incoming, MAX_MESSAGE_BYTES, OUTGOING_QUEUE, Outgoing, Piece, Transport,
+};
 
 /// Starts the reader and writer tasks over a byte-stream pair and returns its channels.
 pub fn spawn<R, W>(reader: R, writer: W, tracker: &TaskTracker) -> Transport
@@ -14,7 +16,7 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE);
-    let (out_tx, mut out_rx) = mpsc::channel::<String>(OUTGOING_QUEUE);
+    let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(OUTGOING_QUEUE);
 
     tracker.spawn(async move {
         // `take` bounds a line that never ends; the limit is re-armed for every line.
@@ -53,9 +55,7 @@ where
     tracker.spawn(async move {
         let mut writer = tokio::io::BufWriter::new(writer);
         while let Some(msg) = out_rx.recv().await {
-            if writer.write_all(msg.as_bytes()).await.is_err()
-                || writer.write_all(b"\n").await.is_err()
-            {
+            if write_line(&mut writer, msg).await.is_err() {
                 break;
             }
             if out_rx.is_empty() && writer.flush().await.is_err() {
@@ -69,5 +69,63 @@ where
     Transport {
         incoming: in_rx,
         outgoing: out_tx,
+    }
+}
+
+/// Writes one message and its newline. A message in pieces that is abandoned half-way is an
+/// error: the line cannot be completed, so the connection ends.
+async fn write_line<W: AsyncWrite + Unpin>(writer: &mut W, msg: Outgoing) -> std::io::Result<()> {
+    match msg {
+        Outgoing::Message(text) => writer.write_all(text.as_bytes()).await?,
+        Outgoing::Pieces(mut pieces) => {
+            writer.write_all(pieces.head.as_bytes()).await?;
+            loop {
+                match pieces.body.recv().await {
+                    Some(Piece::More(text)) => writer.write_all(text.as_bytes()).await?,
+                    Some(Piece::Last(text)) => {
+                        writer.write_all(text.as_bytes()).await?;
+                        writer.write_all(pieces.tail.as_bytes()).await?;
+                        break;
+                    }
+                    None => {
+                        tracing::debug!("a message in pieces was abandoned: closing");
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                }
+            }
+        }
+    }
+    writer.write_all(b"\n").await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pieces_make_one_line_and_an_abandoned_one_is_an_error() {
+        let (tx, body) = mpsc::channel(4);
+        tx.send(Piece::More("a".into())).await.unwrap();
+        tx.send(Piece::Last("b".into())).await.unwrap();
+        let pieces = |body| {
+            Outgoing::Pieces(super::super::Pieces {
+                head: "[".into(),
+                body,
+                tail: "]",
+            })
+        };
+        let mut out = Vec::new();
+        write_line(&mut out, pieces(body)).await.unwrap();
+        assert_eq!(out, b"[ab]\n");
+
+        let (tx, body) = mpsc::channel(4);
+        tx.send(Piece::More("a".into())).await.unwrap();
+        drop(tx);
+        let mut out = Vec::new();
+        assert!(write_line(&mut out, pieces(body)).await.is_err());
+        assert!(
+            !out.ends_with(b"\n"),
+            "an abandoned message must not look whole"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! WebSocket transport: one reader task that parses frames into [`Incoming`] messages, one writer
-//! task that sends encoded messages as text frames (batched per flush) and pings every 30 s.
+//! task that sends encoded messages as text frames (batched per flush; a message in pieces as one
+//! fragmented text message) and pings every 30 s.
 
 use std::time::Duration;
 
@@ -7,10 +8,17 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
 use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{INCOMING_QUEUE, Incoming, MAX_MESSAGE_BYTES, OUTGOING_QUEUE, Transport};
+use super::{
+    INCOMING_QUEUE, Incoming, MAX_MESSAGE_BYTES, OUTGOING_QUEUE, Outgoing, Piece, Transport,
+};
 
 /// How often the server pings an idle peer.
 pub const PING_INTERVAL: Duration = Duration::from_secs(30);
@@ -37,7 +45,12 @@ where
         .and_then(|tcp| std::os::fd::AsFd::as_fd(tcp).try_clone_to_owned().ok());
     let (mut sink, mut stream) = ws.split();
     let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE);
-    let (out_tx, mut out_rx) = mpsc::channel::<String>(OUTGOING_QUEUE);
+    let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(OUTGOING_QUEUE);
+    // The writer's end ends the reader too (and so the socket, once both halves are dropped):
+    // a writer that gave up (a message abandoned half-sent, a failed socket) leaves nothing
+    // that could answer the peer.
+    let writer_done = CancellationToken::new();
+    let reader_stop = writer_done.clone();
 
     tracker.spawn(async move {
         loop {
@@ -45,6 +58,7 @@ where
             let frame = tokio::select! {
                 frame = stream.next() => frame,
                 _ = in_tx.closed() => break,
+                _ = reader_stop.cancelled() => break,
             };
             let Some(frame) = frame else { break };
             if let Some(fd) = &quickack {
@@ -72,6 +86,7 @@ where
     });
 
     tracker.spawn(async move {
+        let _done = writer_done.drop_guard();
         // The first ping is one interval away. (Not `interval()` then a first `tick().await`: that
         // tick waits for the timer wheel's next 1 ms turn, which delayed every connection's first
         // answer, the `initialize` one, by ~1 ms: `scripts/bench`, "sessions" and "resume".)
@@ -85,14 +100,14 @@ where
                         let _ = sink.send(Message::Close(None)).await;
                         break;
                     };
-                    if sink.feed(Message::text(msg)).await.is_err() {
+                    if send(&mut sink, msg).await.is_err() {
                         break;
                     }
                     // Batch whatever else is already queued into the same flush.
                     let mut failed = false;
                     for _ in 0..64 {
                         let Ok(msg) = out_rx.try_recv() else { break };
-                        if sink.feed(Message::text(msg)).await.is_err() {
+                        if send(&mut sink, msg).await.is_err() {
                             failed = true;
                             break;
                         }
@@ -113,5 +128,132 @@ where
     Transport {
         incoming: in_rx,
         outgoing: out_tx,
+    }
+}
+
+/// The socket failed, or a message in pieces was abandoned half-sent (then the peer was sent a
+/// close, 1011): either way the connection cannot go on.
+struct SendError;
+
+/// Queues one message on `sink` (a whole one is fed for the next flush; one in pieces is sent
+/// piece by piece as continuation frames, each flushed).
+async fn send<S>(sink: &mut S, msg: Outgoing) -> Result<(), SendError>
+where
+    S: futures_util::Sink<Message, Error = tungstenite::Error> + Unpin,
+{
+    match msg {
+        Outgoing::Message(text) => sink.feed(Message::Text(text)).await.map_err(|_| SendError),
+        Outgoing::Pieces(mut pieces) => {
+            let frame = |text: String, opcode, last| {
+                Message::Frame(Frame::message(
+                    text.into_bytes(),
+                    OpCode::Data(opcode),
+                    last,
+                ))
+            };
+            sink.send(frame(pieces.head, OpData::Text, false))
+                .await
+                .map_err(|_| SendError)?;
+            loop {
+                let (text, last) = match pieces.body.recv().await {
+                    Some(Piece::More(text)) => (text, false),
+                    Some(Piece::Last(text)) => (text, true),
+                    None => {
+                        tracing::debug!("a message in pieces was abandoned: closing");
+                        // 1011: the server could not complete what it was sending.
+                        let close = CloseFrame {
+                            code: CloseCode::Error,
+                            reason: "a message could not be completed".into(),
+                        };
+                        let _ = sink.send(Message::Close(Some(close))).await;
+                        return Err(SendError);
+                    }
+                };
+                let mut text = text;
+                if last {
+                    text.push_str(pieces.tail);
+                }
+                sink.send(frame(text, OpData::Continue, last))
+                    .await
+                    .map_err(|_| SendError)?;
+                if last {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::Pieces;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    /// A server-side transport over an in-memory pipe, and the client's WebSocket on the other
+    /// end.
+    async fn pair() -> (
+        Transport,
+        WebSocketStream<tokio::io::DuplexStream>,
+        TaskTracker,
+    ) {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let server = WebSocketStream::from_raw_socket(a, Role::Server, Some(config())).await;
+        let client = WebSocketStream::from_raw_socket(b, Role::Client, Some(config())).await;
+        let tracker = TaskTracker::new();
+        (spawn(server, &tracker), client, tracker)
+    }
+
+    fn pieces(head: &str, body: mpsc::Receiver<Piece>) -> Outgoing {
+        Outgoing::Pieces(Pieces {
+            head: head.into(),
+            body,
+            tail: "]",
+        })
+    }
+
+    #[tokio::test]
+    async fn pieces_arrive_as_one_text_message_between_whole_ones() {
+        let (transport, mut client, _tracker) = pair().await;
+        let (tx, body) = mpsc::channel(4);
+        transport
+            .outgoing
+            .send("1".to_string().into())
+            .await
+            .unwrap();
+        transport.outgoing.send(pieces("[", body)).await.unwrap();
+        transport
+            .outgoing
+            .send("2".to_string().into())
+            .await
+            .unwrap();
+        for piece in ["a", "b"] {
+            tx.send(Piece::More(piece.into())).await.unwrap();
+        }
+        tx.send(Piece::Last("c".into())).await.unwrap();
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            match client.next().await {
+                Some(Ok(Message::Text(text))) => got.push(text.to_string()),
+                other => panic!("expected a text message, got {other:?}"),
+            }
+        }
+        assert_eq!(got, ["1", "[abc]", "2"]);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_message_in_pieces_ends_the_connection_without_a_message() {
+        let (transport, mut client, _tracker) = pair().await;
+        let (tx, body) = mpsc::channel(4);
+        transport.outgoing.send(pieces("[", body)).await.unwrap();
+        tx.send(Piece::More("a".into())).await.unwrap();
+        drop(tx);
+        let next = tokio::time::timeout(Duration::from_secs(10), client.next())
+            .await
+            .expect("the connection must end");
+        assert!(
+            !matches!(next, Some(Ok(Message::Text(_)))),
+            "got a message: {next:?}"
+        );
     }
 }

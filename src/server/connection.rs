@@ -18,8 +18,11 @@ use super::handlers::{self, Call};
 use super::session::{ResumeError, Session};
 use crate::protocol::session::{InitializeParams, InitializeResult};
 use crate::protocol::{ErrorCode, method};
-use crate::rpc::message::{encode_error, encode_parse_error, encode_raw_result, encode_result};
-use crate::rpc::{Incoming, Request, RpcError, Transport, decode_params};
+use crate::rpc::message::{
+    RAW_RESULT_TAIL, encode_error, encode_parse_error, encode_raw_result, encode_result,
+    raw_result_head,
+};
+use crate::rpc::{Incoming, Outgoing, Pieces, Request, RpcError, Transport, decode_params};
 
 /// Requests of one connection in flight at once; the reader waits when they are all busy.
 const MAX_IN_FLIGHT: usize = 256;
@@ -57,14 +60,14 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
         match incoming {
             Incoming::Malformed(message) => {
                 let _ = out
-                    .send(encode_parse_error(&RpcError::invalid_request(message)))
+                    .send(encode_parse_error(&RpcError::invalid_request(message)).into())
                     .await;
             }
             Incoming::TooLarge(limit) => {
                 let err = RpcError::invalid_request(format!(
                     "message too large: the limit is {limit} bytes"
                 ));
-                let _ = out.send(encode_parse_error(&err)).await;
+                let _ = out.send(encode_parse_error(&err).into()).await;
                 break;
             }
             Incoming::Response { .. } => {
@@ -81,7 +84,7 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
                         let err = RpcError::invalid_request(
                             "client must call initialize before sending initialized",
                         );
-                        let _ = out.send(encode_parse_error(&err)).await;
+                        let _ = out.send(encode_parse_error(&err).into()).await;
                         break;
                     }
                 }
@@ -105,7 +108,7 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
                         "initialize may only be sent once per connection",
                     )),
                 };
-                let _ = out.send(encode_answer(&req, answer)).await;
+                let _ = out.send(encode_answer(&req, answer).into()).await;
             }
             Incoming::Request(req) => {
                 let Some(family) = handlers::family(&req.method) else {
@@ -113,7 +116,7 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
                         ErrorCode::MethodNotFound,
                         format!("exec-server does not implement `{}`", req.method),
                     );
-                    let _ = out.send(encode_error(&req.id, &err)).await;
+                    let _ = out.send(encode_error(&req.id, &err).into()).await;
                     continue;
                 };
                 let session = match &handshake {
@@ -122,14 +125,14 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
                         let err = RpcError::invalid_request(format!(
                             "client must call initialize before using {family} methods"
                         ));
-                        let _ = out.send(encode_error(&req.id, &err)).await;
+                        let _ = out.send(encode_error(&req.id, &err).into()).await;
                         continue;
                     }
                     Handshake::AwaitingInitialized(_) => {
                         let err = RpcError::invalid_request(format!(
                             "client must send initialized before using {family} methods"
                         ));
-                        let _ = out.send(encode_error(&req.id, &err)).await;
+                        let _ = out.send(encode_error(&req.id, &err).into()).await;
                         continue;
                     }
                 };
@@ -146,12 +149,17 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
                 state.tracker.spawn(async move {
                     let Request { id, method, params } = req;
                     let answer = handlers::dispatch(call, &method, params).await;
-                    let text = match answer {
-                        Ok(handlers::Answer::Value(v)) => encode_result(&id, v),
-                        Ok(handlers::Answer::Encoded(json)) => encode_raw_result(&id, &json),
-                        Err(e) => encode_error(&id, &e),
+                    let message = match answer {
+                        Ok(handlers::Answer::Value(v)) => encode_result(&id, v).into(),
+                        Ok(handlers::Answer::Encoded(json)) => encode_raw_result(&id, &json).into(),
+                        Ok(handlers::Answer::Pieces(body)) => Outgoing::Pieces(Pieces {
+                            head: raw_result_head(&id),
+                            body,
+                            tail: RAW_RESULT_TAIL,
+                        }),
+                        Err(e) => encode_error(&id, &e).into(),
                     };
-                    let _ = out.send(text).await;
+                    let _ = out.send(message).await;
                     drop(permit);
                 });
             }
@@ -174,7 +182,7 @@ fn encode_answer(req: &Request, answer: Result<Value, RpcError>) -> String {
 fn initialize(
     state: &Arc<ServerState>,
     connection: u64,
-    out: &tokio::sync::mpsc::Sender<String>,
+    out: &tokio::sync::mpsc::Sender<Outgoing>,
     params: Value,
 ) -> Result<(Arc<Session>, Value), RpcError> {
     let p: InitializeParams = decode_params(params)?;

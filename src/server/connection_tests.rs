@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::serve;
-use crate::rpc::{Incoming, Transport};
+use crate::rpc::{Incoming, Outgoing, Transport};
 use crate::server::{ServerConfig, ServerState};
 
 async fn send(tx: &mpsc::Sender<Incoming>, v: Value) {
@@ -16,13 +16,16 @@ async fn send(tx: &mpsc::Sender<Incoming>, v: Value) {
 }
 
 /// Next message with `id`, skipping notifications, under a deadline.
-async fn answer(rx: &mut mpsc::Receiver<String>, id: i64) -> Value {
+async fn answer(rx: &mut mpsc::Receiver<Outgoing>, id: i64) -> Value {
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             let text = rx
                 .recv()
                 .await
-                .expect("connection closed before the answer");
+                .expect("connection closed before the answer")
+                .into_text()
+                .await
+                .expect("a whole message");
             let v: Value = serde_json::from_str(&text).unwrap();
             if v["id"] == json!(id) {
                 return v;
@@ -38,7 +41,7 @@ async fn initialized(
     state: &Arc<ServerState>,
 ) -> (
     mpsc::Sender<Incoming>,
-    mpsc::Receiver<String>,
+    mpsc::Receiver<Outgoing>,
     tokio::task::JoinHandle<()>,
     String,
 ) {

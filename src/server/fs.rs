@@ -113,27 +113,100 @@ fn reads_restricted(call: &Call, sandbox: Option<&SandboxIntent>) -> Result<bool
 /// `fs/readFile`.
 ///
 /// In-process, the answer is encoded straight from the bytes: a 64 MiB file is 89 MB of base64,
-/// which going through `serde_json::Value` would copy and escape-scan once more.
+/// which going through `serde_json::Value` would copy and escape-scan once more. A regular file
+/// over [`READ_PIECE_BYTES`] is read, encoded and sent a piece at a time (a few hundred KiB in
+/// memory, not the file, its base64 and the frame at once: that cost more in page faults than
+/// the encoding, by `perf`, `scripts/bench` "fs/readFile 64 MiB"). Errors that show before the
+/// first byte (open, type, size) are answered as errors; one half-way abandons the answer (see
+/// [`crate::rpc::Outgoing::Pieces`]).
 async fn read_file(call: &Call, p: ReadFileParams) -> Result<Answer, RpcError> {
     let support = &call.state.sandbox;
     match sandboxing::fs_route(support, p.sandbox.as_ref(), false)? {
         sandboxing::FsRoute::InProcess => {
-            blocking(move || {
+            let (path, file, size) = blocking(move || {
                 let path = fs_ops::resolve_uri("path", &p.path)?;
-                let data = fs_ops::read_file(&path)?;
-                let mut json = String::with_capacity(data.len().div_ceil(3) * 4 + 20);
-                json.push_str("{\"dataBase64\":\"");
-                STANDARD.encode_string(&data, &mut json);
-                json.push_str("\"}");
-                Ok(Answer::Encoded(json))
+                let file = fs_ops::open_for_read(&path)?;
+                let meta = file.metadata().map_err(|e| fs_ops::FsError::io(e, &path))?;
+                // `len` is the size of a regular file only (0 for /proc files and devices).
+                let size = meta.is_file().then_some(meta.len());
+                Ok((path, file, size))
             })
-            .await
+            .await?;
+            match size {
+                Some(size) if size > fs_ops::MAX_READ_FILE_BYTES => {
+                    Err(fs_ops::too_large_to_read(&path).into())
+                }
+                Some(size) if size > READ_PIECE_BYTES as u64 => {
+                    let (tx, rx) = tokio::sync::mpsc::channel(crate::rpc::PIECES_QUEUE);
+                    tokio::task::spawn_blocking(move || send_file_in_pieces(file, &path, &tx));
+                    Ok(Answer::Pieces(rx))
+                }
+                _ => {
+                    blocking(move || {
+                        let data = fs_ops::read_all(file, &path)?;
+                        let mut json = String::with_capacity(data.len().div_ceil(3) * 4 + 20);
+                        json.push_str(READ_FILE_HEAD);
+                        STANDARD.encode_string(&data, &mut json);
+                        json.push_str(READ_FILE_TAIL);
+                        Ok(Answer::Encoded(json))
+                    })
+                    .await
+                }
+            }
         }
         sandboxing::FsRoute::Helper(helper) => {
             sandboxing::run_fs_helper(support, &helper, FsRequest::ReadFile(p))
                 .await
                 .map(Answer::Value)
         }
+    }
+}
+
+/// Raw bytes per piece of an `fs/readFile` answer sent in pieces (a multiple of 3, so the pieces'
+/// base64 joins without padding; 512 KiB of base64 each).
+const READ_PIECE_BYTES: usize = 3 << 17;
+/// The `fs/readFile` result around its base64.
+const READ_FILE_HEAD: &str = "{\"dataBase64\":\"";
+const READ_FILE_TAIL: &str = "\"}";
+
+/// Reads `file` to its end into `fs/readFile` result pieces on `tx`. Gives up (drops `tx` without
+/// the last piece) on a read error, if the file grew past the limit meanwhile, or when nobody
+/// takes the pieces any more (the connection ended).
+fn send_file_in_pieces(
+    mut file: File,
+    path: &std::path::Path,
+    tx: &tokio::sync::mpsc::Sender<crate::rpc::Piece>,
+) {
+    use crate::rpc::Piece;
+    let mut buf = vec![0u8; READ_PIECE_BYTES];
+    let mut total = 0u64;
+    let mut text = String::from(READ_FILE_HEAD);
+    loop {
+        let n = match fs_ops::read_full(&mut file, &mut buf, path) {
+            Ok(n) => n,
+            Err(err) => {
+                tracing::debug!(%err, "fs/readFile failed half-way: abandoning the answer");
+                return;
+            }
+        };
+        total += n as u64;
+        if total > fs_ops::MAX_READ_FILE_BYTES {
+            tracing::debug!("fs/readFile: the file grew past the limit half-way");
+            return;
+        }
+        text.reserve(READ_PIECE_BYTES / 3 * 4 + READ_FILE_TAIL.len());
+        STANDARD.encode_string(&buf[..n], &mut text);
+        let piece = if n < buf.len() {
+            text.push_str(READ_FILE_TAIL);
+            Piece::Last(text)
+        } else {
+            Piece::More(text)
+        };
+        let last = matches!(piece, Piece::Last(_));
+        if tx.blocking_send(piece).is_err() || last {
+            return;
+        }
+        text = String::new();
     }
 }
 

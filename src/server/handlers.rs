@@ -53,10 +53,12 @@ pub(super) fn family(name: &str) -> Option<&'static str> {
 }
 
 /// A method's result: a JSON value, or JSON text encoded already (a large payload that going
-/// through [`Value`] would copy and escape-scan once more).
+/// through [`Value`] would copy and escape-scan once more), or JSON text made while it is sent
+/// (too large to hold at once; see [`crate::rpc::Outgoing::Pieces`]).
 pub(super) enum Answer {
     Value(Value),
     Encoded(String),
+    Pieces(tokio::sync::mpsc::Receiver<crate::rpc::Piece>),
 }
 
 /// Runs one request of an initialized connection.

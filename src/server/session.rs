@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use super::ServerConfig;
 use super::process::ProcessTable;
+use crate::rpc::Outgoing;
 
 /// Why a resume was refused.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +36,7 @@ enum Attachment {
     /// A connection is attached; notifications go to its writer.
     Attached {
         connection: u64,
-        outgoing: mpsc::Sender<String>,
+        outgoing: mpsc::Sender<Outgoing>,
     },
     /// No connection; the expiry timer armed for `epoch` will end the session.
     Detached { epoch: u64 },
@@ -59,7 +60,7 @@ pub(crate) struct Session {
 
 impl Session {
     /// The writer of the attached connection, and the generation it belongs to.
-    pub(crate) fn notifier(&self) -> Option<(mpsc::Sender<String>, watch::Receiver<u64>)> {
+    pub(crate) fn notifier(&self) -> Option<(mpsc::Sender<Outgoing>, watch::Receiver<u64>)> {
         let attachment = self.attachment.lock().unwrap();
         match &*attachment {
             Attachment::Attached { outgoing, .. } => {
@@ -109,7 +110,7 @@ impl SessionRegistry {
     }
 
     /// A new session attached to `connection`.
-    pub(super) fn create(&self, connection: u64, outgoing: mpsc::Sender<String>) -> Arc<Session> {
+    pub(super) fn create(&self, connection: u64, outgoing: mpsc::Sender<Outgoing>) -> Arc<Session> {
         let id = uuid::Uuid::new_v4().to_string();
         let session = Arc::new(Session {
             id: id.clone(),
@@ -135,7 +136,7 @@ impl SessionRegistry {
         &self,
         id: &str,
         connection: u64,
-        outgoing: mpsc::Sender<String>,
+        outgoing: mpsc::Sender<Outgoing>,
     ) -> Result<Arc<Session>, ResumeError> {
         let session = self
             .sessions

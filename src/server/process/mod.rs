@@ -32,6 +32,7 @@ use crate::protocol::process::{
 };
 use crate::pty::{self, PtyMaster};
 use crate::rpc::message::encode_notification;
+use crate::rpc::{Outgoing, Text};
 pub use output_log::OutputLog;
 
 /// How many recent `writeId`s each process remembers for dedupe.
@@ -533,10 +534,16 @@ impl Pump {
     }
 
     async fn output(&self, stream: Stream, data: &[u8]) {
-        let (seq, base64) = self.process.log.lock().unwrap().push_output(stream, data);
+        let message = self
+            .process
+            .log
+            .lock()
+            .unwrap()
+            .push_output(stream, data.len(), |seq| {
+                encode_output(&self.process.id, seq, stream, data)
+            });
         self.process.changes.send_modify(|v| *v += 1);
-        self.notify(encode_output(&self.process.id, seq, stream, &base64))
-            .await;
+        self.notify(message).await;
     }
 
     async fn exit(&self, status: std::io::Result<std::process::ExitStatus>) {
@@ -567,7 +574,8 @@ impl Pump {
 
     /// Sends to the attached connection, if any. Gives up when the attachment changes: the client
     /// on the next one catches up with `process/read`, so nothing is lost.
-    async fn notify(&self, message: String) {
+    async fn notify(&self, message: impl Into<Outgoing>) {
+        let message = message.into();
         let Some((outgoing, mut generation)) = self.session.notifier() else {
             return;
         };
@@ -578,12 +586,19 @@ impl Pump {
     }
 }
 
-/// Encodes a `process/output` notification, the same JSON as
-/// [`OutputNotification`](crate::protocol::process::OutputNotification) through
-/// [`encode_notification`], but built by hand: `chunk` is base64, which never needs JSON escaping,
-/// so serde_json's byte-by-byte escape scan of it (a third of the server's CPU time while
-/// streaming, by `perf`) and the extra copy of the chunk are skipped.
-fn encode_output(process_id: &str, seq: u64, stream: Stream, chunk: &str) -> String {
+/// Encodes a `process/output` notification of `data`; returns it and where its base64 is in it.
+///
+/// The same JSON as [`OutputNotification`](crate::protocol::process::OutputNotification) through
+/// [`encode_notification`], but built by hand: the base64 is encoded straight into the message
+/// (one buffer, shared with the output log, no copies), and it never needs JSON escaping, so
+/// serde_json's byte-by-byte escape scan of it (a third of the server's CPU time while
+/// streaming, by `perf`) is skipped.
+fn encode_output(
+    process_id: &str,
+    seq: u64,
+    stream: Stream,
+    data: &[u8],
+) -> (Text, std::ops::Range<usize>) {
     use std::fmt::Write as _;
     let id = serde_json::to_string(process_id).expect("a string always serializes");
     let stream = match stream {
@@ -591,15 +606,17 @@ fn encode_output(process_id: &str, seq: u64, stream: Stream, chunk: &str) -> Str
         Stream::Stderr => "stderr",
         Stream::Pty => "pty",
     };
-    let mut text = String::with_capacity(chunk.len() + id.len() + 96);
+    let mut text = String::with_capacity(data.len().div_ceil(3) * 4 + id.len() + 96);
     let _ = write!(
         text,
         r#"{{"method":"{}","params":{{"processId":{id},"seq":{seq},"stream":"{stream}","chunk":""#,
         method::PROCESS_OUTPUT
     );
-    text.push_str(chunk);
+    let start = text.len();
+    base64::Engine::encode_string(&base64::engine::general_purpose::STANDARD, data, &mut text);
+    let end = text.len();
     text.push_str("\"}}");
-    text
+    (text.into(), start..end)
 }
 
 /// One output source of a child.
@@ -671,7 +688,8 @@ mod encode_tests {
             ("quote\"and\\back\u{1}slash é", Stream::Stderr),
             ("", Stream::Pty),
         ] {
-            let chunk = "aGkK+/==";
+            let data = b"hi\n\xfb\xff";
+            let chunk = "aGkK+/8=";
             let by_serde = encode_notification(
                 method::PROCESS_OUTPUT,
                 OutputNotification {
@@ -681,8 +699,9 @@ mod encode_tests {
                     chunk: chunk.to_string(),
                 },
             );
-            let by_hand = encode_output(id, 42, stream, chunk);
-            assert_eq!(by_hand, by_serde);
+            let (by_hand, base64) = encode_output(id, 42, stream, data);
+            assert_eq!(by_hand.as_str(), by_serde);
+            assert_eq!(&by_hand.as_str()[base64], chunk);
         }
     }
 }

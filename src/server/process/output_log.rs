@@ -4,11 +4,12 @@
 //! Notifications and reads both come from here, which is what makes resume lossless.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use base64::Engine;
+use bytes::Bytes;
 
 use crate::protocol::process::{ReadChunk, ReadResult, Stream};
+use crate::rpc::Text;
 
 /// One retained chunk.
 #[derive(Debug, Clone)]
@@ -17,8 +18,9 @@ struct LogChunk {
     seq: u64,
     /// Where it came from.
     stream: Stream,
-    /// Base64 of the bytes, encoded once for both the notification and every read.
-    base64: Arc<str>,
+    /// Base64 of the bytes: a slice of the `process/output` notification that carried them, so
+    /// they are encoded once, for the notification and every read, and held once.
+    base64: Bytes,
     /// Raw length, for the retention budget and `maxBytes`.
     len: usize,
 }
@@ -64,25 +66,29 @@ impl OutputLog {
         seq
     }
 
-    /// Appends output; returns its seq and base64.
-    pub fn push_output(&mut self, stream: Stream, data: &[u8]) -> (u64, Arc<str>) {
+    /// Appends `len` bytes of output: `encode(seq)` makes the message that carries them and
+    /// says where their base64 is in it (it is kept for reads). Returns the message.
+    pub fn push_output(
+        &mut self,
+        stream: Stream,
+        len: usize,
+        encode: impl FnOnce(u64) -> (Text, std::ops::Range<usize>),
+    ) -> Text {
         let seq = self.take_seq();
-        let base64: Arc<str> = base64::engine::general_purpose::STANDARD
-            .encode(data)
-            .into();
+        let (message, base64) = encode(seq);
         self.chunks.push_back(LogChunk {
             seq,
             stream,
-            base64: base64.clone(),
-            len: data.len(),
+            base64: AsRef::<Bytes>::as_ref(&message).slice(base64),
+            len,
         });
-        self.retained += data.len();
+        self.retained += len;
         // Keep the newest chunk even if it alone is over budget.
         while self.retained > self.limit && self.chunks.len() > 1 {
             let dropped = self.chunks.pop_front().expect("len > 1");
             self.retained -= dropped.len;
         }
-        (seq, base64)
+        message
     }
 
     /// Records the exit; returns its seq.
@@ -118,8 +124,7 @@ impl OutputLog {
         ];
         let mut text = Vec::with_capacity(self.retained);
         for c in &self.chunks {
-            if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(c.base64.as_bytes())
-            {
+            if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&c.base64) {
                 text.extend_from_slice(&bytes);
             }
         }
@@ -159,7 +164,8 @@ impl OutputLog {
             chunks.push(ReadChunk {
                 seq: c.seq,
                 stream: c.stream,
-                chunk: c.base64.to_string(),
+                // Base64 is ASCII: the lossy conversion never replaces anything.
+                chunk: String::from_utf8_lossy(&c.base64).into_owned(),
             });
         }
         let next_seq = match (cut_short, chunks.last()) {
@@ -182,12 +188,24 @@ impl OutputLog {
 mod tests {
     use super::*;
 
+    /// Test stand-in for the notification: just the base64, so the whole message is the slice.
+    fn push(log: &mut OutputLog, stream: Stream, data: &[u8]) -> u64 {
+        let mut seq = 0;
+        log.push_output(stream, data.len(), |s| {
+            seq = s;
+            let text = base64::engine::general_purpose::STANDARD.encode(data);
+            let len = text.len();
+            (Text::from(text), 0..len)
+        });
+        seq
+    }
+
     #[test]
     fn output_exit_and_close_share_one_sequence() {
         let mut log = OutputLog::new(1024);
-        assert_eq!(log.push_output(Stream::Stdout, b"a").0, 1);
+        assert_eq!(push(&mut log, Stream::Stdout, b"a"), 1);
         assert_eq!(log.push_exit(0, false), 2);
-        assert_eq!(log.push_output(Stream::Stderr, b"b").0, 3);
+        assert_eq!(push(&mut log, Stream::Stderr, b"b"), 3);
         assert_eq!(log.push_closed(), 4);
         let r = log.read(0, None);
         assert_eq!(
@@ -203,7 +221,7 @@ mod tests {
     fn retention_drops_oldest_without_renumbering() {
         let mut log = OutputLog::new(10);
         for _ in 0..5 {
-            log.push_output(Stream::Stdout, b"1234");
+            push(&mut log, Stream::Stdout, b"1234");
         }
         let r = log.read(0, None);
         assert_eq!(
@@ -216,15 +234,15 @@ mod tests {
     #[test]
     fn oversized_single_chunk_is_kept() {
         let mut log = OutputLog::new(2);
-        log.push_output(Stream::Stdout, b"12345");
+        push(&mut log, Stream::Stdout, b"12345");
         assert_eq!(log.read(0, None).chunks.len(), 1);
     }
 
     #[test]
     fn max_bytes_returns_the_first_chunk_and_moves_next_seq_back() {
         let mut log = OutputLog::new(1024);
-        log.push_output(Stream::Stdout, b"12345");
-        log.push_output(Stream::Stdout, b"67");
+        push(&mut log, Stream::Stdout, b"12345");
+        push(&mut log, Stream::Stdout, b"67");
         log.push_exit(0, false);
         let r = log.read(0, Some(1));
         assert_eq!(r.chunks.len(), 1);
