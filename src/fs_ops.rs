@@ -28,9 +28,6 @@ use std::os::unix::fs::{FileExt as _, FileTypeExt as _, MetadataExt as _, OpenOp
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-
 use crate::path_uri::{self, PathUriError};
 use crate::protocol::ErrorCode;
 use crate::protocol::fs::{
@@ -177,8 +174,7 @@ impl FsOp {
             },
             FsRequest::WriteFile(p) => {
                 let path = resolve_uri("path", &p.path)?;
-                let data = STANDARD
-                    .decode(p.data_base64.as_bytes())
+                let data = crate::b64::decode(p.data_base64.as_bytes())
                     .map_err(|source| FsError::BadBase64 { source })?;
                 FsOp::WriteFile { path, data }
             }
@@ -213,7 +209,7 @@ impl FsOp {
 pub fn execute(op: FsOp) -> Result<FsResponse, FsError> {
     Ok(match op {
         FsOp::ReadFile { path } => FsResponse::ReadFile(ReadFileResult {
-            data_base64: STANDARD.encode(read_file(&path)?),
+            data_base64: crate::b64::encode(&read_file(&path)?),
         }),
         FsOp::WriteFile { path, data } => {
             write_file(&path, &data)?;

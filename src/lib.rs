@@ -20,6 +20,7 @@
 #![deny(clippy::undocumented_unsafe_blocks, clippy::await_holding_lock)]
 
 pub mod arg0;
+pub mod b64;
 pub mod cli;
 pub mod client;
 pub mod fs_ops;

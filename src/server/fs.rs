@@ -13,8 +13,6 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 
 use super::handlers::{Answer, Call, to_value};
@@ -146,7 +144,7 @@ async fn read_file(call: &Call, p: ReadFileParams) -> Result<Answer, RpcError> {
                         let data = fs_ops::read_all(file, &path)?;
                         let mut json = String::with_capacity(data.len().div_ceil(3) * 4 + 20);
                         json.push_str(READ_FILE_HEAD);
-                        STANDARD.encode_string(&data, &mut json);
+                        crate::b64::encode_append(&data, &mut json);
                         json.push_str(READ_FILE_TAIL);
                         Ok(Answer::Encoded(json))
                     })
@@ -195,7 +193,7 @@ fn send_file_in_pieces(
             return;
         }
         text.reserve(READ_PIECE_BYTES / 3 * 4 + READ_FILE_TAIL.len());
-        STANDARD.encode_string(&buf[..n], &mut text);
+        crate::b64::encode_append(&buf[..n], &mut text);
         let piece = if n < buf.len() {
             text.push_str(READ_FILE_TAIL);
             Piece::Last(text)
@@ -295,7 +293,7 @@ async fn read_block(call: &Call, p: ReadBlockParams) -> Result<ReadBlockResult, 
     .await?;
     match outcome {
         Ok((data, eof)) => Ok(ReadBlockResult {
-            chunk: STANDARD.encode(data),
+            chunk: crate::b64::encode(&data),
             eof,
         }),
         Err(err) => {

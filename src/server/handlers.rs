@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
 use serde_json::Value;
 
 use super::ServerState;
@@ -179,11 +178,9 @@ async fn write(call: &Call, p: WriteParams) -> Result<WriteResult, RpcError> {
     if p.write_id.is_empty() {
         return Err(RpcError::invalid_params("writeId must not be empty"));
     }
-    let data = base64::engine::general_purpose::STANDARD
-        .decode(p.chunk.as_bytes())
-        .map_err(|e| {
-            RpcError::invalid_params(format!("invalid params: chunk: invalid base64: {e}"))
-        })?;
+    let data = crate::b64::decode(p.chunk.as_bytes()).map_err(|e| {
+        RpcError::invalid_params(format!("invalid params: chunk: invalid base64: {e}"))
+    })?;
     let status = match call.session.processes.get(&p.process_id) {
         Lookup::Missing => WriteStatus::UnknownProcess,
         Lookup::Starting => WriteStatus::Starting,

@@ -613,7 +613,7 @@ fn encode_output(
         method::PROCESS_OUTPUT
     );
     let start = text.len();
-    base64::Engine::encode_string(&base64::engine::general_purpose::STANDARD, data, &mut text);
+    crate::b64::encode_append(data, &mut text);
     let end = text.len();
     text.push_str("\"}}");
     (text.into(), start..end)
