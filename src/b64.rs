@@ -17,6 +17,37 @@ pub fn encode(data: &[u8]) -> String {
     base64_simd::STANDARD.encode_to_string(data)
 }
 
+/// Checks that `text` is strict, padded base64, without decoding it.
+pub fn check(text: &[u8]) -> Result<(), base64::DecodeError> {
+    match base64_simd::STANDARD.check(text) {
+        Ok(()) => Ok(()),
+        Err(_) => base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map(drop),
+    }
+}
+
+/// Decodes `text`, which [`check`] accepted, a piece at a time: `each` gets the bytes of up to
+/// `piece` base64 symbols (rounded down to whole quads) from a buffer reused throughout, so a
+/// large payload needs no buffer of its size.
+pub fn decode_in_pieces<E>(
+    text: &[u8],
+    piece: usize,
+    mut each: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    let piece = (piece / 4).max(1) * 4;
+    let mut buf = vec![0u8; piece / 4 * 3];
+    for quads in text.chunks(piece) {
+        let out = base64_simd::Out::from_slice(&mut buf[..]);
+        // Whole quads of checked base64, padding only in the last: always decodes.
+        let data = base64_simd::STANDARD
+            .decode(quads, out)
+            .expect("checked base64 decodes");
+        each(data)?;
+    }
+    Ok(())
+}
+
 /// Decodes strict, padded base64.
 pub fn decode(text: &[u8]) -> Result<Vec<u8>, base64::DecodeError> {
     match base64_simd::STANDARD.decode_to_vec(text) {
@@ -78,6 +109,26 @@ mod tests {
                 assert!(decode(&broken).is_err(), "len {len}");
             }
         }
+    }
+
+    #[test]
+    fn decode_in_pieces_joins_to_the_whole_at_every_piece_size() {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 31 % 256) as u8).collect();
+        for len in [0, 1, 2, 3, 4, 5, 299, 300, 301, 1000] {
+            let text = encode(&data[..len]);
+            check(text.as_bytes()).unwrap();
+            for piece in [1, 4, 7, 8, 400, 4000] {
+                let mut joined = Vec::new();
+                decode_in_pieces::<()>(text.as_bytes(), piece, |d| {
+                    joined.extend_from_slice(d);
+                    Ok(())
+                })
+                .unwrap();
+                assert_eq!(joined, &data[..len], "len {len}, piece {piece}");
+            }
+        }
+        assert!(check(b"QR==").is_err());
+        assert!(check(b"QUJD\n").is_err());
     }
 
     #[test]

@@ -132,7 +132,9 @@ pub enum FsOp {
     },
     WriteFile {
         path: PathBuf,
-        data: Vec<u8>,
+        /// The contents as base64, checked: decoded a piece at a time while written (a 64 MiB
+        /// file needs no 64 MiB buffer).
+        base64: String,
     },
     CreateDirectory {
         path: PathBuf,
@@ -174,9 +176,12 @@ impl FsOp {
             },
             FsRequest::WriteFile(p) => {
                 let path = resolve_uri("path", &p.path)?;
-                let data = crate::b64::decode(p.data_base64.as_bytes())
+                crate::b64::check(p.data_base64.as_bytes())
                     .map_err(|source| FsError::BadBase64 { source })?;
-                FsOp::WriteFile { path, data }
+                FsOp::WriteFile {
+                    path,
+                    base64: p.data_base64,
+                }
             }
             FsRequest::CreateDirectory(p) => FsOp::CreateDirectory {
                 path: resolve_uri("path", &p.path)?,
@@ -211,8 +216,8 @@ pub fn execute(op: FsOp) -> Result<FsResponse, FsError> {
         FsOp::ReadFile { path } => FsResponse::ReadFile(ReadFileResult {
             data_base64: crate::b64::encode(&read_file(&path)?),
         }),
-        FsOp::WriteFile { path, data } => {
-            write_file(&path, &data)?;
+        FsOp::WriteFile { path, base64 } => {
+            write_file_base64(&path, &base64)?;
             FsResponse::WriteFile(WriteFileResult {})
         }
         FsOp::CreateDirectory { path, recursive } => {
@@ -354,15 +359,34 @@ pub fn read_full(file: &mut File, buf: &mut [u8], path: &Path) -> Result<usize, 
 /// without a reader fails (ENXIO) instead of blocking.
 pub fn write_file(path: &Path, data: &[u8]) -> Result<(), FsError> {
     use std::io::Write as _;
-    let mut file = OpenOptions::new()
+    create_for_write(path)?
+        .write_all(data)
+        .map_err(|e| FsError::io(e, path))
+}
+
+/// Creates or truncates `path` for [`write_file`].
+fn create_for_write(path: &Path) -> Result<File, FsError> {
+    OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
-        .map_err(|e| FsError::io(e, path))?;
-    file.write_all(data).map_err(|e| FsError::io(e, path))
+        .map_err(|e| FsError::io(e, path))
 }
+
+/// [`write_file`] of checked base64 (see [`crate::b64::check`]), decoded a piece at a time.
+pub fn write_file_base64(path: &Path, base64: &str) -> Result<(), FsError> {
+    use std::io::Write as _;
+    let mut file = create_for_write(path)?;
+    crate::b64::decode_in_pieces(base64.as_bytes(), WRITE_PIECE_BASE64, |data| {
+        file.write_all(data).map_err(|e| FsError::io(e, path))
+    })
+}
+
+/// Base64 symbols decoded at a time by [`write_file_base64`] (768 KiB of bytes: in cache, and
+/// few enough `write`s).
+const WRITE_PIECE_BASE64: usize = 1 << 20;
 
 /// Creates a directory; with `recursive`, its missing parents too, and an existing directory is
 /// fine.

@@ -58,11 +58,20 @@ pub enum Incoming {
 impl Incoming {
     /// Parses one frame.
     pub fn parse(bytes: &[u8]) -> Self {
-        let value: Value = match serde_json::from_slice(bytes) {
-            Ok(v) => v,
-            Err(err) => return Self::Malformed(format!("failed to parse JSON-RPC message: {err}")),
-        };
-        Self::from_value(value)
+        Self::from_parsed(serde_json::from_slice(bytes))
+    }
+
+    /// Parses one frame known to be UTF-8 (a WebSocket text frame, checked by the transport):
+    /// the strings in it are not checked again (an 8 MiB `fs/writeFile` is 11 MB of them).
+    pub fn parse_str(text: &str) -> Self {
+        Self::from_parsed(serde_json::from_str(text))
+    }
+
+    fn from_parsed(parsed: serde_json::Result<Value>) -> Self {
+        match parsed {
+            Ok(value) => Self::from_value(value),
+            Err(err) => Self::Malformed(format!("failed to parse JSON-RPC message: {err}")),
+        }
     }
 
     /// Classifies a parsed JSON value.

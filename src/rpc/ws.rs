@@ -65,7 +65,7 @@ where
                 let _ = rustix::net::sockopt::set_tcp_quickack(fd, true);
             }
             let incoming = match frame {
-                Ok(Message::Text(text)) => Incoming::parse(text.as_bytes()),
+                Ok(Message::Text(text)) => Incoming::parse_str(text.as_str()),
                 Ok(Message::Binary(bytes)) => Incoming::parse(&bytes),
                 Ok(Message::Close(_)) => break,
                 Ok(_) => continue,

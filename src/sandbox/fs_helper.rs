@@ -186,9 +186,9 @@ impl Guard {
     /// Rewrites a mutation's target to its checked, resolved form.
     fn check(&self, op: FsOp) -> Result<FsOp, FsError> {
         Ok(match op {
-            FsOp::WriteFile { path, data } => FsOp::WriteFile {
+            FsOp::WriteFile { path, base64 } => FsOp::WriteFile {
                 path: self.check_target_following(&path)?,
-                data,
+                base64,
             },
             FsOp::CreateDirectory { path, recursive } => FsOp::CreateDirectory {
                 path: self.check_target(&path)?,
