@@ -5,7 +5,9 @@
 //! - [`cli`] — the clap command tree (`codex exec-server ...`).
 //! - [`protocol`] — every wire type, method name and error code; server and client share it.
 //! - [`path_uri`] — `file:` URIs on the wire, native paths inside.
-//! - [`rpc`] — JSON-RPC framing over WebSocket and stdio, as channels of messages.
+//! - [`rpc`] — JSON-RPC framing over WebSocket and stdio, as channels of messages (a message
+//!   too large to hold at once goes in pieces: one fragmented WebSocket message, one stdio line).
+//! - [`b64`] — base64 on the hot paths (SIMD), as strict as the wire demands.
 //! - [`fs_ops`] — the `fs/*` operations on native paths, shared by the server and the `codex-fs`
 //!   helper.
 //! - [`client`] — the client library orchestrators embed (resume, ordered events) and
@@ -15,7 +17,10 @@
 //! - [`sandbox`] — the Linux sandbox: policy binding, Landlock/seccomp plan, the
 //!   `codex-linux-sandbox` wrapper, the `codex-fs` helper, `codex sandbox linux`, alias links.
 //!
-//! See `../shared/docs/design.md` for the picture these modules implement.
+//! See `../shared/docs/design.md` for the picture these modules implement. On the path of one
+//! byte of output, the bytes are base64-encoded once, straight into the text of their
+//! `process/output` notification; the output log keeps a slice of that text for `process/read`,
+//! and the WebSocket writer sends it as is.
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks, clippy::await_holding_lock)]
 
