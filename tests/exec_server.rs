@@ -102,6 +102,23 @@ async fn output_exit_closed_share_one_sequence() {
     output_exit_closed_share_one_sequence_scenario(&mut c).await;
 }
 
+/// The thread count is a choice, not a requirement: three threads serve like the default, and
+/// zero is refused before anything starts, naming the flag.
+#[tokio::test]
+async fn worker_threads_flag_serves_with_three_and_refuses_zero() {
+    let server = Server::start(&["--worker-threads", "3"]).await;
+    let (mut c, _) = started_client(&server).await;
+    output_exit_closed_share_one_sequence_scenario(&mut c).await;
+
+    let out = std::process::Command::new(server_binary())
+        .args(["exec-server", "--worker-threads", "0"])
+        .output()
+        .expect("run codex");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--worker-threads"), "{stderr}");
+}
+
 /// `output_exit_closed_share_one_sequence` on any transport (also run over stdio).
 async fn output_exit_closed_share_one_sequence_scenario(c: &mut Client) {
     let started = c
