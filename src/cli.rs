@@ -69,6 +69,13 @@ struct ExecServerArgs {
     #[arg(long)]
     sandbox_no_mount_namespace: bool,
 
+    /// How often a WebSocket peer is pinged, in milliseconds. A peer that sends nothing, not even
+    /// the pong, for two intervals is taken for gone (vanished without closing: a suspended
+    /// laptop, a pulled cable): its connection ends and its session stays resumable.
+    #[arg(long, default_value_t = 30_000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    ping_interval_ms: u64,
+
     /// Threads that serve connections and relay process output [default: half the CPUs, at
     /// least 1]. The work itself is the processes' and the clients': a relay that takes every
     /// core competes with them (on 2 cores, 1 thread streamed 12% faster and echoed stdin 25%
@@ -141,6 +148,7 @@ fn exec_server(args: ExecServerArgs) -> ExitCode {
         retained_output_bytes: args.retained_output_bytes,
         sandbox_no_mount_namespace: args.sandbox_no_mount_namespace,
         sandbox_simulate_no_landlock: args.sandbox_simulate_no_landlock,
+        ping_interval: Duration::from_millis(args.ping_interval_ms),
     };
     let workers = args.worker_threads.map(usize::from).unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))

@@ -776,6 +776,109 @@ async fn detached_session_expires_and_kills_processes() {
     assert_ne!(fresh, session);
 }
 
+/// A peer that vanished without closing (no FIN: a suspended laptop, a pulled cable) answers no
+/// ping; after two ping intervals its connection ends and its session, processes and all, can
+/// be resumed elsewhere. Before that, the resume is refused as attached (the control).
+#[tokio::test]
+async fn silent_peer_is_dropped_after_two_ping_intervals_and_its_session_resumes() {
+    let server = Server::start(&["--ping-interval-ms", "300"]).await;
+    let (mut silent, session) = started_client(&server).await;
+    silent.start_process(sh("kept", "exec sleep 30")).await;
+    // From here on `silent` neither reads nor writes: the server's pings go unanswered.
+    let quiet_since = Instant::now();
+
+    let mut b = server.connect().await;
+    let (code, _) = b
+        .initialize_resume(&session)
+        .await
+        .expect_err("the silent peer is still attached at first");
+    assert_eq!(code, SESSION_ATTACHED);
+
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match b.initialize_resume(&session).await {
+            Ok(_) => break,
+            Err((SESSION_ATTACHED, _)) if quiet_since.elapsed() < DEADLINE => continue,
+            Err(e) => panic!("resume after the silent peer was dropped: {e:?}"),
+        }
+    }
+    // Not before two intervals (600 ms) of silence; the bound above is only the test's patience.
+    assert!(
+        quiet_since.elapsed() >= Duration::from_millis(500),
+        "dropped too early: {:?}",
+        quiet_since.elapsed()
+    );
+    let read = b
+        .request_ok("process/read", json!({"processId": "kept", "afterSeq": 0}))
+        .await;
+    assert_eq!(read["exited"], false, "the process lives on: {read}");
+    // And the server did close the silent peer's socket.
+    silent.wait_for_close().await;
+    b.request_ok("process/terminate", json!({"processId": "kept"}))
+        .await;
+}
+
+/// A peer that is idle but alive (its WebSocket answers pings) stays connected for many ping
+/// intervals: silence means no frame at all, not no requests.
+#[tokio::test]
+async fn idle_peer_that_answers_pings_stays_connected() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    let server = Server::start(&["--ping-interval-ms", "100"]).await;
+    let (ws, _) = tokio_tungstenite::connect_async(server.url())
+        .await
+        .unwrap();
+    let (mut sink, mut stream) = ws.split();
+    let send = |text: &str| tokio_tungstenite::tungstenite::Message::text(text.to_string());
+    sink.send(send(
+        r#"{"id":1,"method":"initialize","params":{"clientName":"idle"}}"#,
+    ))
+    .await
+    .unwrap();
+    sink.send(send(r#"{"method":"initialized","params":{}}"#))
+        .await
+        .unwrap();
+    // Reading (which answers pings) and nothing else, for ten intervals.
+    let mut pings = 0;
+    let idle = async {
+        while let Some(frame) = stream.next().await {
+            match frame {
+                Ok(tokio_tungstenite::tungstenite::Message::Ping(_)) => pings += 1,
+                Ok(tokio_tungstenite::tungstenite::Message::Close(_)) | Err(_) => {
+                    return Err("the server closed an idle, live connection");
+                }
+                Ok(_) => {}
+            }
+        }
+        Err("the connection ended")
+    };
+    let ended: Result<std::convert::Infallible, &str> =
+        match tokio::time::timeout(Duration::from_secs(1), idle).await {
+            Ok(result) => result,
+            Err(_) => Err("still open"),
+        };
+    assert_eq!(ended.unwrap_err(), "still open");
+    assert!(
+        pings >= 5,
+        "the server pinged {pings} times in ten intervals"
+    );
+    sink.send(send(r#"{"id":2,"method":"environment/info","params":{}}"#))
+        .await
+        .unwrap();
+    loop {
+        let frame = tokio::time::timeout(DEADLINE, stream.next())
+            .await
+            .expect("an answer")
+            .expect("open")
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = frame
+            && text.contains(r#""id":2"#)
+        {
+            assert!(text.contains("result"), "{text}");
+            break;
+        }
+    }
+}
+
 #[tokio::test]
 async fn resume_while_attached_is_refused_with_32010() {
     let server = Server::start(&[]).await;

@@ -51,7 +51,7 @@ impl Connect for WebSocketConnector {
                 target: self.url.clone(),
                 message: e.to_string(),
             })?;
-            Ok(rpc::ws::spawn(ws, tracker))
+            Ok(rpc::ws::spawn(ws, tracker, rpc::ws::PING_INTERVAL))
         })
     }
 

@@ -20,8 +20,14 @@ use super::{
     INCOMING_QUEUE, Incoming, MAX_MESSAGE_BYTES, OUTGOING_QUEUE, Outgoing, Piece, Transport,
 };
 
-/// How often the server pings an idle peer.
+/// How often each end pings its peer, unless told otherwise (`--ping-interval-ms`). A peer that
+/// sent nothing at all (not even the pong) for [`SILENT_INTERVALS`] of these is gone.
 pub const PING_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Ping intervals of silence after which the peer is taken for gone and the connection ends: a
+/// peer that vanished without a FIN (a suspended laptop, a pulled cable) would otherwise keep its
+/// session attached, and refuse its own resume (-32010), until TCP gave up, many minutes later.
+pub const SILENT_INTERVALS: u32 = 2;
 
 /// Bytes read from the socket at a time. tungstenite zero-fills this much before every read and
 /// keeps it per connection: its default, 128 KiB, made 1000 idle sessions 146 MiB of RSS; 32 KiB
@@ -37,8 +43,10 @@ pub fn config() -> tungstenite::protocol::WebSocketConfig {
         .max_frame_size(Some(MAX_MESSAGE_BYTES))
 }
 
-/// Starts the reader and writer tasks of one WebSocket and returns its channels.
-pub fn spawn<S>(ws: WebSocketStream<S>, tracker: &TaskTracker) -> Transport
+/// Starts the reader and writer tasks of one WebSocket and returns its channels. The writer pings
+/// every `ping_interval`; the connection ends when the peer has been silent for
+/// [`SILENT_INTERVALS`] of them.
+pub fn spawn<S>(ws: WebSocketStream<S>, tracker: &TaskTracker, ping_interval: Duration) -> Transport
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -53,20 +61,38 @@ where
     let (mut sink, mut stream) = ws.split();
     let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE);
     let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(OUTGOING_QUEUE);
-    // The writer's end ends the reader too (and so the socket, once both halves are dropped):
-    // a writer that gave up (a message abandoned half-sent, a failed socket) leaves nothing
-    // that could answer the peer.
-    let writer_done = CancellationToken::new();
-    let reader_stop = writer_done.clone();
+    // Either task's end ends the other (and so the socket, once both halves are dropped): a
+    // writer that gave up (a message abandoned half-sent, a failed socket) leaves nothing that
+    // could answer the peer, and a reader that gave up (the peer silent, or gone) leaves nobody
+    // to write to, even if the writer is stuck on a full socket.
+    let done = CancellationToken::new();
+    let writer_stop = done.clone();
+    let silence_limit = ping_interval * SILENT_INTERVALS;
 
+    let reader_stop = done.clone();
     tracker.spawn(async move {
+        let _done = reader_stop.clone().drop_guard();
+        // When the peer was last heard from. The timer is only re-armed when it fires, not per
+        // frame: a streaming peer sends thousands of frames a second.
+        let mut heard = tokio::time::Instant::now();
+        let silence = tokio::time::sleep(silence_limit);
+        tokio::pin!(silence);
         loop {
             // Stop reading once nobody handles what we read (the connection is over).
             let frame = tokio::select! {
                 frame = stream.next() => frame,
                 _ = in_tx.closed() => break,
                 _ = reader_stop.cancelled() => break,
+                _ = &mut silence => {
+                    if heard.elapsed() >= silence_limit {
+                        tracing::debug!(?silence_limit, "peer silent: closing the connection");
+                        break;
+                    }
+                    silence.as_mut().reset(heard + silence_limit);
+                    continue;
+                }
             };
+            heard = tokio::time::Instant::now();
             let Some(frame) = frame else { break };
             if let Some(fd) = &quickack {
                 let _ = rustix::net::sockopt::set_tcp_quickack(fd, true);
@@ -93,42 +119,50 @@ where
     });
 
     tracker.spawn(async move {
-        let _done = writer_done.drop_guard();
+        let _done = writer_stop.clone().drop_guard();
         // The first ping is one interval away. (Not `interval()` then a first `tick().await`: that
         // tick waits for the timer wheel's next 1 ms turn, which delayed every connection's first
         // answer, the `initialize` one, by ~1 ms: `scripts/bench`, "sessions" and "resume".)
         let mut ping =
-            tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                msg = out_rx.recv() => {
-                    let Some(msg) = msg else {
-                        let _ = sink.send(Message::Close(None)).await;
-                        break;
-                    };
-                    if send(&mut sink, msg).await.is_err() {
-                        break;
-                    }
-                    // Batch whatever else is already queued into the same flush.
-                    let mut failed = false;
-                    for _ in 0..64 {
-                        let Ok(msg) = out_rx.try_recv() else { break };
+        let write = async {
+            loop {
+                tokio::select! {
+                    msg = out_rx.recv() => {
+                        let Some(msg) = msg else {
+                            let _ = sink.send(Message::Close(None)).await;
+                            break;
+                        };
                         if send(&mut sink, msg).await.is_err() {
-                            failed = true;
+                            break;
+                        }
+                        // Batch whatever else is already queued into the same flush.
+                        let mut failed = false;
+                        for _ in 0..64 {
+                            let Ok(msg) = out_rx.try_recv() else { break };
+                            if send(&mut sink, msg).await.is_err() {
+                                failed = true;
+                                break;
+                            }
+                        }
+                        if failed || sink.flush().await.is_err() {
                             break;
                         }
                     }
-                    if failed || sink.flush().await.is_err() {
-                        break;
-                    }
-                }
-                _ = ping.tick() => {
-                    if sink.send(Message::Ping(Default::default())).await.is_err() {
-                        break;
+                    _ = ping.tick() => {
+                        if sink.send(Message::Ping(Default::default())).await.is_err() {
+                            break;
+                        }
                     }
                 }
             }
+        };
+        tokio::select! {
+            _ = write => {}
+            // The reader ended (the peer is silent or gone): a send stuck on a full socket
+            // must not keep the connection.
+            _ = writer_stop.cancelled() => {}
         }
     });
 
@@ -208,7 +242,7 @@ mod tests {
         let server = WebSocketStream::from_raw_socket(a, Role::Server, Some(config())).await;
         let client = WebSocketStream::from_raw_socket(b, Role::Client, Some(config())).await;
         let tracker = TaskTracker::new();
-        (spawn(server, &tracker), client, tracker)
+        (spawn(server, &tracker, PING_INTERVAL), client, tracker)
     }
 
     fn pieces(head: &str, body: mpsc::Receiver<Piece>) -> Outgoing {

@@ -30,7 +30,11 @@ enum Route {
 }
 
 /// Reads one request head and either upgrades the stream or answers and closes it.
-pub(super) async fn accept(mut stream: TcpStream, tracker: &TaskTracker) -> Option<Transport> {
+pub(super) async fn accept(
+    mut stream: TcpStream,
+    tracker: &TaskTracker,
+    ping_interval: std::time::Duration,
+) -> Option<Transport> {
     let mut buf = Vec::with_capacity(1024);
     let (route, head_len) = loop {
         let mut chunk = [0u8; 2048];
@@ -80,7 +84,7 @@ pub(super) async fn accept(mut stream: TcpStream, tracker: &TaskTracker) -> Opti
                 Some(ws::config()),
             )
             .await;
-            Some(ws::spawn(ws, tracker))
+            Some(ws::spawn(ws, tracker, ping_interval))
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub sandbox_no_mount_namespace: bool,
     /// Act as if the kernel had no Landlock (tests of the fail-closed path).
     pub sandbox_simulate_no_landlock: bool,
+    /// How often a WebSocket peer is pinged; one silent for two intervals is dropped.
+    pub ping_interval: Duration,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +54,7 @@ impl Default for ServerConfig {
             retained_output_bytes: 1 << 20,
             sandbox_no_mount_namespace: false,
             sandbox_simulate_no_landlock: false,
+            ping_interval: crate::rpc::ws::PING_INTERVAL,
         }
     }
 }
@@ -106,6 +109,7 @@ pub async fn run_ws(
     config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let ping = config.ping_interval;
     let state = ServerState::new(config);
     tokio::pin!(shutdown);
     loop {
@@ -125,7 +129,7 @@ pub async fn run_ws(
                 let state2 = state.clone();
                 state.tracker.spawn(async move {
                     tracing::debug!(%peer, "connection");
-                    if let Some(transport) = http::accept(stream, &state2.tracker).await {
+                    if let Some(transport) = http::accept(stream, &state2.tracker, ping).await {
                         connection::serve(transport, state2).await;
                     }
                 });
