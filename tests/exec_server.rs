@@ -879,6 +879,71 @@ async fn idle_peer_that_answers_pings_stays_connected() {
     }
 }
 
+/// A large message arriving slowly is not silence: a peer whose 1 MiB `fs/writeFile` frame takes
+/// several silence limits to arrive (sending no whole frame, answering no ping meanwhile) is
+/// kept, and gets its answer.
+#[tokio::test]
+async fn slow_large_frame_is_not_taken_for_silence() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let server = Server::start(&["--ping-interval-ms", "200"]).await;
+    let dir = TestDir::new();
+    let path = dir.join("slow.bin");
+    let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(server.url(), tcp)
+        .await
+        .unwrap();
+    async fn answer(
+        ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+        id: i64,
+    ) -> String {
+        let id = format!(r#""id":{id}"#);
+        loop {
+            let frame = tokio::time::timeout(DEADLINE, ws.next())
+                .await
+                .expect("an answer in time")
+                .expect("the connection is open")
+                .expect("a frame");
+            if let Message::Text(text) = frame
+                && text.contains(&id)
+            {
+                return text.to_string();
+            }
+        }
+    }
+    ws.send(Message::text(
+        r#"{"id":1,"method":"initialize","params":{"clientName":"slow"}}"#,
+    ))
+    .await
+    .unwrap();
+    answer(&mut ws, 1).await;
+    ws.send(Message::text(r#"{"method":"initialized","params":{}}"#))
+        .await
+        .unwrap();
+
+    let data = vec![b'q'; 1 << 20];
+    let text = json!({"id": 2, "method": "fs/writeFile",
+                      "params": {"path": file_uri(&path), "dataBase64": b64(&data)}})
+    .to_string();
+    // One masked text frame (RFC 6455 §5.2), written by hand so it can be sent slowly: 15 pieces
+    // 100 ms apart, 1.5 s in all, past three silence limits (2 × 200 ms).
+    let mask = [0x5a, 0xc3, 0x17, 0x9e];
+    let mut frame = vec![0x81, 0x80 | 127];
+    frame.extend_from_slice(&(text.len() as u64).to_be_bytes());
+    frame.extend_from_slice(&mask);
+    frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    let tcp = ws.get_mut();
+    for piece in frame.chunks(frame.len().div_ceil(15)) {
+        tcp.write_all(piece)
+            .await
+            .expect("the server keeps reading");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = answer(&mut ws, 2).await;
+    assert!(text.contains(r#""result":{}"#), "{text}");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 1 << 20);
+}
+
 #[tokio::test]
 async fn resume_while_attached_is_refused_with_32010() {
     let server = Server::start(&[]).await;

@@ -4,6 +4,7 @@
 
 pub mod message;
 pub mod stdio;
+mod tcp_info;
 pub mod ws;
 
 use tokio::sync::mpsc;

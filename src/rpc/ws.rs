@@ -5,6 +5,8 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use std::os::fd::AsFd as _;
+
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
@@ -55,7 +57,8 @@ where
     // the first thing a resuming client does) would otherwise hold the request until our delayed
     // ACK, ~40 ms (measured by `scripts/bench`, "resume"). Through a duplicate of the fd (one more
     // fd per connection), closed with this reader, so the socket's lifetime is unchanged.
-    let quickack = (ws.get_ref() as &dyn std::any::Any)
+    // The same duplicate tells the silence check when bytes last arrived.
+    let tcp_fd = (ws.get_ref() as &dyn std::any::Any)
         .downcast_ref::<tokio::net::TcpStream>()
         .and_then(|tcp| std::os::fd::AsFd::as_fd(tcp).try_clone_to_owned().ok());
     let (mut sink, mut stream) = ws.split();
@@ -84,17 +87,25 @@ where
                 _ = in_tx.closed() => break,
                 _ = reader_stop.cancelled() => break,
                 _ = &mut silence => {
-                    if heard.elapsed() >= silence_limit {
+                    // Whole frames, or any bytes at all: a large frame arriving slowly is
+                    // no frame for a long while.
+                    let mut quiet = heard.elapsed();
+                    if let Some(fd) = &tcp_fd
+                        && let Some(bytes_quiet) = super::tcp_info::since_last_data_received(fd.as_fd())
+                    {
+                        quiet = quiet.min(bytes_quiet);
+                    }
+                    if quiet >= silence_limit {
                         tracing::debug!(?silence_limit, "peer silent: closing the connection");
                         break;
                     }
-                    silence.as_mut().reset(heard + silence_limit);
+                    silence.as_mut().reset(tokio::time::Instant::now() + (silence_limit - quiet));
                     continue;
                 }
             };
             heard = tokio::time::Instant::now();
             let Some(frame) = frame else { break };
-            if let Some(fd) = &quickack {
+            if let Some(fd) = &tcp_fd {
                 let _ = rustix::net::sockopt::set_tcp_quickack(fd, true);
             }
             let incoming = match frame {
