@@ -84,17 +84,6 @@ pub enum Stream {
     Pty,
 }
 
-impl Stream {
-    /// The wire name (what serde writes).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stdout => "stdout",
-            Self::Stderr => "stderr",
-            Self::Pty => "pty",
-        }
-    }
-}
-
 /// `process/read` params.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -129,50 +118,6 @@ pub struct ReadResult {
     pub closed: bool,
     pub failure: Option<String>,
     pub sandbox_denied: bool,
-}
-
-impl ReadResult {
-    /// The same JSON as `serde_json::to_string`, written by hand: the chunks are base64, which
-    /// needs no escaping, so a catch-up read of megabytes skips serde's byte-by-byte escape scan
-    /// and the copy through a `serde_json::Value` (`scripts/bench`, "reconnect ... caught up").
-    /// A chunk that is not plain base64 (never made by the server) goes through serde.
-    pub fn to_json(&self) -> String {
-        use std::fmt::Write as _;
-        let size: usize = self.chunks.iter().map(|c| c.chunk.len() + 48).sum();
-        let mut out = String::with_capacity(size + 160);
-        out.push_str("{\"chunks\":[");
-        for (i, c) in self.chunks.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            let _ = write!(
-                out,
-                "{{\"seq\":{},\"stream\":\"{}\",\"chunk\":",
-                c.seq,
-                c.stream.as_str()
-            );
-            let plain = c
-                .chunk
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='));
-            if plain {
-                out.push('"');
-                out.push_str(&c.chunk);
-                out.push('"');
-            } else {
-                out.push_str(&serde_json::to_string(&c.chunk).expect("a string serializes"));
-            }
-            out.push('}');
-        }
-        let exit_code = serde_json::to_string(&self.exit_code).expect("a number serializes");
-        let failure = serde_json::to_string(&self.failure).expect("a string serializes");
-        let _ = write!(
-            out,
-            "],\"nextSeq\":{},\"exited\":{},\"exitCode\":{},\"closed\":{},\"failure\":{},\"sandboxDenied\":{}}}",
-            self.next_seq, self.exited, exit_code, self.closed, failure, self.sandbox_denied
-        );
-        out
-    }
 }
 
 /// `process/write` params.
@@ -257,51 +202,4 @@ pub struct ExitedNotification {
 pub struct ClosedNotification {
     pub process_id: String,
     pub seq: u64,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hand_written_read_result_is_the_serde_json() {
-        let chunk = |seq, stream, chunk: &str| ReadChunk {
-            seq,
-            stream,
-            chunk: chunk.to_string(),
-        };
-        let results = [
-            ReadResult {
-                chunks: vec![],
-                next_seq: 1,
-                exited: false,
-                exit_code: None,
-                closed: false,
-                failure: None,
-                sandbox_denied: false,
-            },
-            ReadResult {
-                chunks: vec![
-                    chunk(1, Stream::Stdout, "aGkK"),
-                    chunk(3, Stream::Stderr, "+/8="),
-                    chunk(4, Stream::Pty, ""),
-                    // Not base64 (never made by the server): escaped like serde would.
-                    chunk(5, Stream::Stdout, "quote\" back\\ \u{1} é"),
-                ],
-                next_seq: 9,
-                exited: true,
-                exit_code: Some(-1),
-                closed: true,
-                failure: Some("failed to wait: \"x\"\n".into()),
-                sandbox_denied: true,
-            },
-        ];
-        for result in results {
-            assert_eq!(
-                result.to_json(),
-                serde_json::to_string(&result).unwrap(),
-                "{result:?}"
-            );
-        }
-    }
 }

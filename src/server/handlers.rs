@@ -68,10 +68,7 @@ pub(super) async fn dispatch(call: Call, name: &str, params: Value) -> Result<An
     let value = match name {
         method::ENVIRONMENT_INFO => to_value(&call.state.environment),
         method::PROCESS_START => to_value(&start(&call, decode_params(params)?)?),
-        method::PROCESS_READ => {
-            let result = read(&call, decode_params(params)?).await?;
-            return Ok(Answer::Encoded(result.to_json()));
-        }
+        method::PROCESS_READ => to_value(&read(&call, decode_params(params)?).await?),
         method::PROCESS_WRITE => to_value(&write(&call, decode_params(params)?).await?),
         method::PROCESS_SIGNAL => {
             signal(&call, decode_params(params)?);

@@ -601,7 +601,11 @@ fn encode_output(
 ) -> (Text, std::ops::Range<usize>) {
     use std::fmt::Write as _;
     let id = serde_json::to_string(process_id).expect("a string always serializes");
-    let stream = stream.as_str();
+    let stream = match stream {
+        Stream::Stdout => "stdout",
+        Stream::Stderr => "stderr",
+        Stream::Pty => "pty",
+    };
     let mut text = String::with_capacity(data.len().div_ceil(3) * 4 + id.len() + 96);
     let _ = write!(
         text,
