@@ -141,6 +141,10 @@ fn init_logging() {
 }
 
 fn exec_server(args: ExecServerArgs) -> ExitCode {
+    if let Err(err) = crate::server::process::keep_inherited_fds_from_children() {
+        // Not fatal: sandboxed children close every fd above stderr themselves.
+        tracing::warn!(%err, "could not mark inherited descriptors close-on-exec");
+    }
     let config = ServerConfig {
         detached_session_ttl: Duration::from_millis(args.detached_session_ttl_ms),
         closed_process_ttl: Duration::from_millis(args.closed_process_ttl_ms),

@@ -12,6 +12,8 @@
 pub mod output_log;
 mod sys;
 
+pub use sys::keep_inherited_fds_from_children;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

@@ -56,3 +56,39 @@ pub fn signal_group(pgid: i32, signal: i32) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Marks every descriptor above stderr close-on-exec. Called once as the server starts, before
+/// it opens any of its own: whatever its parent leaked to it (an fd opened without
+/// close-on-exec) then stays with the server, and no child, sandboxed or not, inherits it. One
+/// `close_range(CLOSE_RANGE_CLOEXEC)` (Linux 5.11); on an older kernel, each fd in
+/// /proc/self/fd.
+pub fn keep_inherited_fds_from_children() -> io::Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on a range of descriptors;
+    // no memory is involved.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_GETFD/F_SETFD on a descriptor number; one that is gone by now (the
+        // directory's own) fails with EBADF, which is ignored.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+    Ok(())
+}
