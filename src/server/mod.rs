@@ -73,6 +73,56 @@ pub(crate) struct ServerState {
     environment: EnvironmentInfo,
     /// What the sandbox can enforce here, and the helper alias links.
     sandbox: sandboxing::SandboxSupport,
+    /// Live connections, to give the heap back after a burst of them ends.
+    connections: std::sync::Mutex<ConnectionCount>,
+}
+
+/// Live connections, and the most there were since the heap was last given back.
+#[derive(Default)]
+struct ConnectionCount {
+    live: usize,
+    peak: usize,
+}
+
+/// A burst this large that has at least halved is worth giving the freed heap back for.
+const HEAP_TRIM_PEAK: usize = 64;
+
+impl ConnectionCount {
+    fn opened(&mut self) {
+        self.live += 1;
+        self.peak = self.peak.max(self.live);
+    }
+
+    /// True when this close is the one after which to give the heap back: a burst of at least
+    /// [`HEAP_TRIM_PEAK`] has at least halved since the last time.
+    fn closed(&mut self) -> bool {
+        self.live -= 1;
+        let trim = self.peak >= HEAP_TRIM_PEAK && self.live * 2 <= self.peak;
+        if trim {
+            self.peak = self.live;
+        }
+        trim
+    }
+}
+
+impl ServerState {
+    /// Counts a connection in.
+    fn connection_opened(&self) {
+        self.connections.lock().unwrap().opened();
+    }
+
+    /// Counts a connection out; after a burst of them has at least halved, gives the freed heap
+    /// back to the kernel, off the async threads and a moment later (the connection's transport
+    /// tasks free their buffers just after it ends).
+    fn connection_closed(&self) {
+        let trim = self.connections.lock().unwrap().closed();
+        if trim {
+            self.tracker.spawn(async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let _ = tokio::task::spawn_blocking(process::release_free_heap).await;
+            });
+        }
+    }
 }
 
 impl ServerState {
@@ -86,6 +136,7 @@ impl ServerState {
             next_connection_id: AtomicU64::new(1),
             environment: env_info::current(),
             sandbox: sandboxing::SandboxSupport::probe(&config),
+            connections: Default::default(),
         })
     }
 
@@ -129,9 +180,11 @@ pub async fn run_ws(
                 let state2 = state.clone();
                 state.tracker.spawn(async move {
                     tracing::debug!(%peer, "connection");
+                    state2.connection_opened();
                     if let Some(transport) = http::accept(stream, &state2.tracker, ping).await {
-                        connection::serve(transport, state2).await;
+                        connection::serve(transport, state2.clone()).await;
                     }
+                    state2.connection_closed();
                 });
             }
         }
@@ -155,4 +208,35 @@ pub async fn run_stdio(
     }
     state.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heap_is_given_back_once_per_halved_burst_and_never_for_a_few_connections() {
+        let mut count = ConnectionCount::default();
+        // A few connections coming and going: never.
+        for _ in 0..10 {
+            count.opened();
+            assert!(!count.closed());
+        }
+        // A burst of 100: once, when it has halved; not again on the way down to 25.
+        for _ in 0..100 {
+            count.opened();
+        }
+        let trims: Vec<usize> = (0..75)
+            .filter_map(|_| count.closed().then_some(count.live))
+            .collect();
+        assert_eq!(trims, [50]);
+        // A second burst from 25 to 125: once more, at 62.
+        for _ in 0..100 {
+            count.opened();
+        }
+        let trims: Vec<usize> = (0..125)
+            .filter_map(|_| count.closed().then_some(count.live))
+            .collect();
+        assert_eq!(trims, [62]);
+    }
 }

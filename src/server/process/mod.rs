@@ -12,7 +12,7 @@
 pub mod output_log;
 mod sys;
 
-pub use sys::keep_inherited_fds_from_children;
+pub use sys::{keep_inherited_fds_from_children, release_free_heap};
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsString;

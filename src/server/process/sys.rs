@@ -1,5 +1,6 @@
-//! The system calls of process management: child set-up between fork and exec, and signalling
-//! a process group. The only `unsafe` of `server/`.
+//! The system calls of process management: child set-up between fork and exec, signalling a
+//! process group, descriptors kept from children; and giving freed heap back. The only `unsafe`
+//! of `server/`.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -91,4 +92,15 @@ pub fn keep_inherited_fds_from_children() -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Gives the heap that is free back to the kernel (glibc's `malloc_trim`; a no-op elsewhere).
+/// Free memory in the middle of the heap is otherwise kept: after 1000 sessions came and went,
+/// 47 MiB of RSS stayed (`scripts/bench`, "sessions dropped").
+pub fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
