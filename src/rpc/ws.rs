@@ -57,10 +57,16 @@ where
     // the first thing a resuming client does) would otherwise hold the request until our delayed
     // ACK, ~40 ms (measured by `scripts/bench`, "resume"). Through a duplicate of the fd (one more
     // fd per connection), closed with this reader, so the socket's lifetime is unchanged.
-    // The same duplicate tells the silence check when bytes last arrived.
-    let tcp_fd = (ws.get_ref() as &dyn std::any::Any)
-        .downcast_ref::<tokio::net::TcpStream>()
-        .and_then(|tcp| std::os::fd::AsFd::as_fd(tcp).try_clone_to_owned().ok());
+    // The same duplicate tells the silence check when bytes last arrived. (The server's stream
+    // is a TcpStream; the client library's a plain `MaybeTlsStream`.)
+    let any = ws.get_ref() as &dyn std::any::Any;
+    let tcp = any.downcast_ref::<tokio::net::TcpStream>().or_else(|| {
+        match any.downcast_ref::<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>() {
+            Some(tokio_tungstenite::MaybeTlsStream::Plain(tcp)) => Some(tcp),
+            _ => None,
+        }
+    });
+    let tcp_fd = tcp.and_then(|tcp| tcp.as_fd().try_clone_to_owned().ok());
     let (mut sink, mut stream) = ws.split();
     let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE);
     let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(OUTGOING_QUEUE);
@@ -291,6 +297,53 @@ mod tests {
             }
         }
         assert_eq!(got, ["1", "[abc]", "2"]);
+    }
+
+    /// The client library's side: its stream is a plain `MaybeTlsStream`, and a large message
+    /// that the server sends slowly (no whole frame, no ping for several silence limits) is still
+    /// received, not taken for a silent server.
+    #[tokio::test]
+    async fn client_side_receives_a_large_message_sent_slowly() {
+        use tokio::io::AsyncWriteExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            let text = format!(
+                r#"{{"method":"slow","params":{{"data":"{}"}}}}"#,
+                "a".repeat(1 << 20)
+            );
+            let mut frame = vec![0x81, 127];
+            frame.extend_from_slice(&(text.len() as u64).to_be_bytes());
+            frame.extend_from_slice(text.as_bytes());
+            // 10 pieces, 100 ms apart: 1 s, five silence limits of 2 × 100 ms.
+            for piece in frame.chunks(frame.len().div_ceil(10)) {
+                ws.get_mut().write_all(piece).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            ws
+        });
+        let tcp = tokio::net::TcpStream::connect(url.trim_start_matches("ws://"))
+            .await
+            .unwrap();
+        let (ws, _) = tokio_tungstenite::client_async_with_config(
+            &url,
+            tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+            Some(config()),
+        )
+        .await
+        .unwrap();
+        let tracker = TaskTracker::new();
+        let mut transport = spawn(ws, &tracker, Duration::from_millis(100));
+        let got = tokio::time::timeout(Duration::from_secs(10), transport.incoming.recv())
+            .await
+            .expect("in time");
+        match got {
+            Some(Incoming::Notification(n)) => assert_eq!(n.method, "slow"),
+            other => panic!("expected the slow message, got {other:?}"),
+        }
+        drop(server.await.unwrap());
     }
 
     #[tokio::test]
