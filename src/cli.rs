@@ -27,6 +27,9 @@ enum Command {
     /// Run a local command under a sandbox policy, as the server does for `sandbox`.
     #[command(subcommand)]
     Sandbox(SandboxCommand),
+    /// The server's reaper helper: kills the process groups named on stdin once stdin ends.
+    #[command(name = crate::server::reaper::SUBCOMMAND, hide = true)]
+    ReapProcessGroups,
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,6 +121,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::ExecServer(args) => exec_server(args),
         Command::Remote(args) => crate::client::cli::run(args),
+        Command::ReapProcessGroups => crate::server::reaper::run(),
         Command::Sandbox(SandboxCommand::Linux(args)) => crate::sandbox::cli::run(args),
         Command::Sandbox(SandboxCommand::ProbeMountNamespace) => {
             if crate::sandbox::wrapper::probe_mount_namespace() {
@@ -144,6 +148,9 @@ fn exec_server(args: ExecServerArgs) -> ExitCode {
     if let Err(err) = crate::server::process::keep_inherited_fds_from_children() {
         // Not fatal: sandboxed children close every fd above stderr themselves.
         tracing::warn!(%err, "could not mark inherited descriptors close-on-exec");
+    }
+    if let Err(err) = crate::server::reaper::start() {
+        tracing::warn!(%err, "no reaper: processes outlive a server that is killed outright");
     }
     let config = ServerConfig {
         detached_session_ttl: Duration::from_millis(args.detached_session_ttl_ms),

@@ -944,6 +944,68 @@ async fn slow_large_frame_is_not_taken_for_silence() {
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 1 << 20);
 }
 
+/// A server killed outright (SIGKILL, the OOM killer) cannot clean up, yet leaves nothing
+/// running: its reaper sees it die and kills every process group it managed, a background
+/// grandchild in the group included.
+#[tokio::test]
+async fn processes_die_with_a_server_killed_outright() {
+    let server = Server::start(&[]).await;
+    let (mut c, _) = started_client(&server).await;
+    c.start_process(sh("orphan", "sleep 300 & echo $!; wait"))
+        .await;
+    c.wait_for_output("orphan", "\n").await;
+    let events = c.process_events("orphan");
+    let pid: i32 = output_text(&events, None).trim().parse().unwrap();
+    let grandchild = Pidfd::open(pid).expect("the background sleep runs");
+    // SAFETY: kill(2) with a pid and a signal number; no memory involved.
+    assert_eq!(unsafe { libc::kill(server.pid(), libc::SIGKILL) }, 0);
+    grandchild
+        .wait_exit(DEADLINE, "the process of a server killed outright")
+        .await;
+}
+
+/// The reaper itself: at the end of its input it kills the groups it was told of (`+PGID`) and
+/// spares those let go of since (`-PGID`: the server forgets a process it no longer holds, whose
+/// group id may be reused by someone else's).
+#[tokio::test]
+async fn reaper_kills_the_groups_it_holds_and_spares_those_let_go() {
+    use std::io::Write as _;
+    use std::os::unix::process::CommandExt as _;
+    let sleeper = || {
+        std::process::Command::new("sleep")
+            .arg("300")
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    };
+    let (mut held, mut let_go) = (sleeper(), sleeper());
+    let held_fd = Pidfd::open(held.id() as i32).unwrap();
+    let mut reaper = std::process::Command::new(server_binary())
+        .arg("reap-process-groups")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = reaper.stdin.take().unwrap();
+    write!(
+        stdin,
+        "+{}\n+{}\n-{}\nnoise\n+1\n",
+        held.id(),
+        let_go.id(),
+        let_go.id()
+    )
+    .unwrap();
+    drop(stdin);
+    assert!(reaper.wait().unwrap().success());
+    held_fd.wait_exit(DEADLINE, "the held group").await;
+    let _ = held.wait();
+    assert!(
+        let_go.try_wait().unwrap().is_none(),
+        "a group let go of was killed"
+    );
+    let _ = let_go.kill();
+    let _ = let_go.wait();
+}
+
 #[tokio::test]
 async fn resume_while_attached_is_refused_with_32010() {
     let server = Server::start(&[]).await;

@@ -12,6 +12,7 @@ mod fs;
 mod handlers;
 mod http;
 pub mod process;
+pub mod reaper;
 mod sandboxing;
 mod session;
 

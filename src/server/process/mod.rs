@@ -12,7 +12,7 @@
 pub mod output_log;
 mod sys;
 
-pub use sys::{keep_inherited_fds_from_children, release_free_heap};
+pub use sys::{ignore_termination_signals, keep_inherited_fds_from_children, release_free_heap};
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
@@ -306,6 +306,7 @@ impl ProcessTable {
             }
         };
         let pgid = spawned.child.id().map(|p| p as i32).unwrap_or(-1);
+        super::reaper::watch(pgid);
         let process = Arc::new(Process {
             id: id.clone(),
             pgid,
@@ -337,6 +338,7 @@ impl ProcessTable {
         let mut entries = self.entries.lock().unwrap();
         if matches!(entries.get(id), Some(Slot::Live(p)) if Arc::ptr_eq(p, process)) {
             entries.remove(id);
+            super::reaper::forget(process.pgid);
         }
     }
 }

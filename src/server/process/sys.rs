@@ -104,3 +104,13 @@ pub fn release_free_heap() {
         libc::malloc_trim(0);
     }
 }
+
+/// Ignores SIGINT, SIGTERM, SIGHUP and SIGQUIT (the reaper's: only the server's end ends it).
+pub fn ignore_termination_signals() {
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+        // SAFETY: installs SIG_IGN, no handler code; the process is single-threaded here.
+        unsafe {
+            libc::signal(signal, libc::SIG_IGN);
+        }
+    }
+}

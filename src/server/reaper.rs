@@ -1,0 +1,91 @@
+//! The reaper: a small helper process (this binary, `codex reap-process-groups`) that outlives
+//! the server only to kill what the server leaves behind when it dies without cleaning up
+//! (SIGKILL, the OOM killer). The server tells it each process group it starts (`+PGID`) and
+//! each it has let go of (`-PGID`), one line at a time on the helper's stdin; when that pipe
+//! ends, which the kernel does for every way the server can die, the helper kills the groups it
+//! still holds. On a normal shutdown the server has already killed them and the helper finds
+//! nothing left.
+//!
+//! One per server process (it is about this process's death), so the handle is process-wide; a
+//! server that could not start one (the executable gone, say) runs without, and says so.
+//!
+//! ```text
+//!   server ──"+123\n" "-123\n"…──► reaper (own process group; ignores INT/TERM/HUP/QUIT)
+//!      ╳ dies                          │ stdin EOF
+//!                                      └──► SIGKILL to every group still held, exit
+//! ```
+
+use std::collections::HashSet;
+use std::io::{BufRead as _, Write as _};
+use std::os::unix::process::CommandExt as _;
+use std::process::{ChildStdin, Command, ExitCode, Stdio};
+use std::sync::{Mutex, OnceLock};
+
+/// The subcommand the helper runs as.
+pub const SUBCOMMAND: &str = "reap-process-groups";
+
+/// The helper's stdin, once started.
+static REAPER: OnceLock<Mutex<ChildStdin>> = OnceLock::new();
+
+/// Starts the helper (once per process; later calls do nothing).
+pub fn start() -> std::io::Result<()> {
+    if REAPER.get().is_some() {
+        return Ok(());
+    }
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .arg(SUBCOMMAND)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        // Its own group: a Ctrl-C at the server's terminal must not take it along.
+        .process_group(0)
+        .spawn()?;
+    let stdin = child.stdin.take().expect("stdin is piped");
+    // Never waited for: it exits when the server does, and is then reaped by init.
+    drop(child);
+    let _ = REAPER.set(Mutex::new(stdin));
+    Ok(())
+}
+
+/// Tells the helper about a group to kill if the server dies.
+pub fn watch(pgid: i32) {
+    tell(format!("+{pgid}\n"));
+}
+
+/// Tells the helper a group is no longer the server's.
+pub fn forget(pgid: i32) {
+    tell(format!("-{pgid}\n"));
+}
+
+fn tell(line: String) {
+    if let Some(stdin) = REAPER.get() {
+        // A few bytes into a pipe the helper keeps draining: one write, never a wait. If the
+        // helper is gone, there is nobody to tell.
+        let _ = stdin.lock().unwrap().write_all(line.as_bytes());
+    }
+}
+
+/// The helper's main: collects groups until stdin ends, then kills those still held.
+pub fn run() -> ExitCode {
+    super::process::ignore_termination_signals();
+    let mut groups = HashSet::new();
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let (sign, pgid) = line.split_at(line.len().min(1));
+        match (sign, pgid.parse::<i32>()) {
+            ("+", Ok(pgid)) if pgid > 1 => {
+                groups.insert(pgid);
+            }
+            ("-", Ok(pgid)) => {
+                groups.remove(&pgid);
+            }
+            _ => {}
+        }
+    }
+    for pgid in groups {
+        if let Some(pid) = rustix::process::Pid::from_raw(pgid) {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+    ExitCode::SUCCESS
+}
