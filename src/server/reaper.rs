@@ -41,6 +41,8 @@ pub fn start() -> std::io::Result<()> {
         .process_group(0)
         .spawn()?;
     let stdin = child.stdin.take().expect("stdin is piped");
+    // A stopped helper must not stall the server: a line that does not fit is dropped.
+    rustix::io::ioctl_fionbio(&stdin, true)?;
     // Never waited for: it exits when the server does, and is then reaped by init.
     drop(child);
     let _ = REAPER.set(Mutex::new(stdin));
@@ -59,8 +61,8 @@ pub fn forget(pgid: i32) {
 
 fn tell(line: String) {
     if let Some(stdin) = REAPER.get() {
-        // A few bytes into a pipe the helper keeps draining: one write, never a wait. If the
-        // helper is gone, there is nobody to tell.
+        // A few bytes into a pipe the helper keeps draining: one non-blocking write, never a
+        // wait. If the helper is gone (or stopped, its pipe full), there is nobody to tell.
         let _ = stdin.lock().unwrap().write_all(line.as_bytes());
     }
 }
