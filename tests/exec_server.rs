@@ -776,6 +776,53 @@ async fn detached_session_expires_and_kills_processes() {
     assert_ne!(fresh, session);
 }
 
+/// A bare WebSocket to `server`, initialized: for tests that must control every frame (when to
+/// read, so when pings are answered; how a frame is cut up).
+async fn raw_session(server: &Server) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    use futures_util::SinkExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(server.url(), tcp)
+        .await
+        .unwrap();
+    ws.send(Message::text(
+        r#"{"id":1,"method":"initialize","params":{"clientName":"raw"}}"#,
+    ))
+    .await
+    .unwrap();
+    raw_answer(&mut ws, 1).await;
+    ws.send(Message::text(r#"{"method":"initialized","params":{}}"#))
+        .await
+        .unwrap();
+    ws
+}
+
+/// The text of the answer with `id` on a bare WebSocket, skipping every other frame.
+async fn raw_answer<S>(ws: &mut S, id: i64) -> String
+where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures_util::StreamExt as _;
+    let id = format!(r#""id":{id}"#);
+    loop {
+        let frame = tokio::time::timeout(DEADLINE, ws.next())
+            .await
+            .expect("an answer in time")
+            .expect("the connection is open")
+            .expect("a frame");
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = frame
+            && text.contains(&id)
+        {
+            return text.to_string();
+        }
+    }
+}
+
 /// A peer that vanished without closing (no FIN: a suspended laptop, a pulled cable) answers no
 /// ping; after two ping intervals its connection ends and its session, processes and all, can
 /// be resumed elsewhere. Before that, the resume is refused as attached (the control).
@@ -823,27 +870,16 @@ async fn silent_peer_is_dropped_after_two_ping_intervals_and_its_session_resumes
 #[tokio::test]
 async fn idle_peer_that_answers_pings_stays_connected() {
     use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
     let server = Server::start(&["--ping-interval-ms", "100"]).await;
-    let (ws, _) = tokio_tungstenite::connect_async(server.url())
-        .await
-        .unwrap();
-    let (mut sink, mut stream) = ws.split();
-    let send = |text: &str| tokio_tungstenite::tungstenite::Message::text(text.to_string());
-    sink.send(send(
-        r#"{"id":1,"method":"initialize","params":{"clientName":"idle"}}"#,
-    ))
-    .await
-    .unwrap();
-    sink.send(send(r#"{"method":"initialized","params":{}}"#))
-        .await
-        .unwrap();
+    let (mut sink, mut stream) = raw_session(&server).await.split();
     // Reading (which answers pings) and nothing else, for ten intervals.
     let mut pings = 0;
     let idle = async {
         while let Some(frame) = stream.next().await {
             match frame {
-                Ok(tokio_tungstenite::tungstenite::Message::Ping(_)) => pings += 1,
-                Ok(tokio_tungstenite::tungstenite::Message::Close(_)) | Err(_) => {
+                Ok(Message::Ping(_)) => pings += 1,
+                Ok(Message::Close(_)) | Err(_) => {
                     return Err("the server closed an idle, live connection");
                 }
                 Ok(_) => {}
@@ -861,22 +897,13 @@ async fn idle_peer_that_answers_pings_stays_connected() {
         pings >= 5,
         "the server pinged {pings} times in ten intervals"
     );
-    sink.send(send(r#"{"id":2,"method":"environment/info","params":{}}"#))
-        .await
-        .unwrap();
-    loop {
-        let frame = tokio::time::timeout(DEADLINE, stream.next())
-            .await
-            .expect("an answer")
-            .expect("open")
-            .unwrap();
-        if let tokio_tungstenite::tungstenite::Message::Text(text) = frame
-            && text.contains(r#""id":2"#)
-        {
-            assert!(text.contains("result"), "{text}");
-            break;
-        }
-    }
+    sink.send(Message::text(
+        r#"{"id":2,"method":"environment/info","params":{}}"#,
+    ))
+    .await
+    .unwrap();
+    let text = raw_answer(&mut stream, 2).await;
+    assert!(text.contains("result"), "{text}");
 }
 
 /// A large message arriving slowly is not silence: a peer whose 1 MiB `fs/writeFile` frame takes
@@ -884,42 +911,10 @@ async fn idle_peer_that_answers_pings_stays_connected() {
 /// kept, and gets its answer.
 #[tokio::test]
 async fn slow_large_frame_is_not_taken_for_silence() {
-    use futures_util::{SinkExt as _, StreamExt as _};
-    use tokio_tungstenite::tungstenite::Message;
     let server = Server::start(&["--ping-interval-ms", "200"]).await;
     let dir = TestDir::new();
     let path = dir.join("slow.bin");
-    let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(server.url(), tcp)
-        .await
-        .unwrap();
-    async fn answer(
-        ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
-        id: i64,
-    ) -> String {
-        let id = format!(r#""id":{id}"#);
-        loop {
-            let frame = tokio::time::timeout(DEADLINE, ws.next())
-                .await
-                .expect("an answer in time")
-                .expect("the connection is open")
-                .expect("a frame");
-            if let Message::Text(text) = frame
-                && text.contains(&id)
-            {
-                return text.to_string();
-            }
-        }
-    }
-    ws.send(Message::text(
-        r#"{"id":1,"method":"initialize","params":{"clientName":"slow"}}"#,
-    ))
-    .await
-    .unwrap();
-    answer(&mut ws, 1).await;
-    ws.send(Message::text(r#"{"method":"initialized","params":{}}"#))
-        .await
-        .unwrap();
+    let mut ws = raw_session(&server).await;
 
     let data = vec![b'q'; 1 << 20];
     let text = json!({"id": 2, "method": "fs/writeFile",
@@ -939,7 +934,7 @@ async fn slow_large_frame_is_not_taken_for_silence() {
             .expect("the server keeps reading");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let text = answer(&mut ws, 2).await;
+    let text = raw_answer(&mut ws, 2).await;
     assert!(text.contains(r#""result":{}"#), "{text}");
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 1 << 20);
 }

@@ -194,13 +194,13 @@ fn send_file_in_pieces(
         }
         text.reserve(READ_PIECE_BYTES / 3 * 4 + READ_FILE_TAIL.len());
         crate::b64::encode_append(&buf[..n], &mut text);
-        let piece = if n < buf.len() {
+        let last = n < buf.len();
+        let piece = if last {
             text.push_str(READ_FILE_TAIL);
             Piece::Last(text)
         } else {
             Piece::More(text)
         };
-        let last = matches!(piece, Piece::Last(_));
         if tx.blocking_send(piece).is_err() || last {
             return;
         }
