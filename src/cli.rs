@@ -145,12 +145,9 @@ fn init_logging() {
 }
 
 fn exec_server(args: ExecServerArgs) -> ExitCode {
-    if let Err(err) = crate::server::process::keep_inherited_fds_from_children() {
+    if let Err(err) = crate::server::sys::keep_inherited_fds_from_children() {
         // Not fatal: sandboxed children close every fd above stderr themselves.
         tracing::warn!(%err, "could not mark inherited descriptors close-on-exec");
-    }
-    if let Err(err) = crate::server::reaper::start() {
-        tracing::warn!(%err, "no reaper: processes outlive a server that is killed outright");
     }
     let config = ServerConfig {
         detached_session_ttl: Duration::from_millis(args.detached_session_ttl_ms),
@@ -160,6 +157,7 @@ fn exec_server(args: ExecServerArgs) -> ExitCode {
         sandbox_no_mount_namespace: args.sandbox_no_mount_namespace,
         sandbox_simulate_no_landlock: args.sandbox_simulate_no_landlock,
         ping_interval: Duration::from_millis(args.ping_interval_ms),
+        reap_orphans: true,
     };
     let workers = args.worker_threads.map(usize::from).unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))

@@ -17,7 +17,7 @@ use super::Inner;
 use super::sequencer::ProcessEvent;
 use crate::protocol::method;
 use crate::protocol::process::{ClosedNotification, ExitedNotification, OutputNotification};
-use crate::rpc::message::{encode_notification, encode_request};
+use crate::rpc::encode::{encode_notification, encode_request};
 use crate::rpc::{Incoming, Notification, Outgoing, RequestId, Transport};
 
 /// An answer as the reader hands it over: the result, or the error's code and message.

@@ -238,7 +238,7 @@ impl Inner {
                 }
                 Err(CallError::Lost) => match replay::policy(method) {
                     Replay::Resend => {}
-                    Replay::Fail => {
+                    Replay::Fail | Replay::Redone | Replay::NotSent => {
                         return Err(ClientError::Disconnected {
                             method: method.to_string(),
                         });

@@ -5,35 +5,13 @@
 //! the envelope and the method params, snake_case inside sandbox permission profiles.
 
 pub mod fs;
+pub mod methods;
 pub mod process;
 pub mod sandbox;
 pub mod session;
 
-/// Method names, as they appear in the `method` member of a message.
-pub mod method {
-    pub const INITIALIZE: &str = "initialize";
-    pub const INITIALIZED: &str = "initialized";
-    pub const ENVIRONMENT_INFO: &str = "environment/info";
-    pub const PROCESS_START: &str = "process/start";
-    pub const PROCESS_READ: &str = "process/read";
-    pub const PROCESS_WRITE: &str = "process/write";
-    pub const PROCESS_SIGNAL: &str = "process/signal";
-    pub const PROCESS_TERMINATE: &str = "process/terminate";
-    pub const PROCESS_OUTPUT: &str = "process/output";
-    pub const PROCESS_EXITED: &str = "process/exited";
-    pub const PROCESS_CLOSED: &str = "process/closed";
-    pub const FS_READ_FILE: &str = "fs/readFile";
-    pub const FS_WRITE_FILE: &str = "fs/writeFile";
-    pub const FS_CREATE_DIRECTORY: &str = "fs/createDirectory";
-    pub const FS_GET_METADATA: &str = "fs/getMetadata";
-    pub const FS_READ_DIRECTORY: &str = "fs/readDirectory";
-    pub const FS_REMOVE: &str = "fs/remove";
-    pub const FS_COPY: &str = "fs/copy";
-    pub const FS_CANONICALIZE: &str = "fs/canonicalize";
-    pub const FS_OPEN: &str = "fs/open";
-    pub const FS_READ_BLOCK: &str = "fs/readBlock";
-    pub const FS_CLOSE: &str = "fs/close";
-}
+pub use methods::names as method;
+pub use methods::{Direction, Family, Method, Replay};
 
 /// JSON-RPC error codes used on the wire (see protocol.md, "Errors").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

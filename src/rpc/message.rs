@@ -1,11 +1,8 @@
-//! The envelope: parsing one frame into a request, notification or response, and encoding
-//! answers. No `"jsonrpc"` member is sent; one that arrives is ignored.
+//! The envelope: parsing one frame into a request, notification or response (encoding is
+//! `encode.rs`). A `"jsonrpc"` member that arrives is ignored.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-
-use super::RpcError;
-use crate::protocol::PARSE_ERROR_ID;
 
 /// A request id: an integer or a string. `92` and `"92"` are different ids.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -133,93 +130,10 @@ impl Incoming {
     }
 }
 
-#[derive(Serialize)]
-struct ResultEnvelope<'a, T: Serialize> {
-    id: &'a RequestId,
-    result: T,
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    code: i64,
-    message: &'a str,
-}
-
-#[derive(Serialize)]
-struct ErrorEnvelope<'a> {
-    id: &'a RequestId,
-    error: ErrorBody<'a>,
-}
-
-#[derive(Serialize)]
-struct NotificationEnvelope<'a, T: Serialize> {
-    method: &'a str,
-    params: T,
-}
-
-#[derive(Serialize)]
-struct RequestEnvelope<'a, T: Serialize> {
-    id: &'a RequestId,
-    method: &'a str,
-    params: T,
-}
-
-/// Encodes a successful answer.
-pub fn encode_result<T: Serialize>(id: &RequestId, result: T) -> String {
-    serde_json::to_string(&ResultEnvelope { id, result }).expect("answers always serialize")
-}
-
-/// Encodes a successful answer whose result is JSON text already; it is copied in as is, not
-/// parsed or escaped again.
-pub fn encode_raw_result(id: &RequestId, result_json: &str) -> String {
-    let mut text = raw_result_head(id);
-    text.reserve(result_json.len() + RAW_RESULT_TAIL.len());
-    text.push_str(result_json);
-    text.push_str(RAW_RESULT_TAIL);
-    text
-}
-
-/// What comes before a result's JSON text in its answer (see [`encode_raw_result`]).
-pub fn raw_result_head(id: &RequestId) -> String {
-    let id = serde_json::to_string(id).expect("ids always serialize");
-    format!("{{\"id\":{id},\"result\":")
-}
-
-/// What comes after a result's JSON text in its answer.
-pub const RAW_RESULT_TAIL: &str = "}";
-
-/// Encodes an error answer.
-pub fn encode_error(id: &RequestId, error: &RpcError) -> String {
-    serde_json::to_string(&ErrorEnvelope {
-        id,
-        error: ErrorBody {
-            code: error.code.code(),
-            message: &error.message,
-        },
-    })
-    .expect("errors always serialize")
-}
-
-/// Encodes an error answer to a message whose id could not be read.
-pub fn encode_parse_error(error: &RpcError) -> String {
-    encode_error(&RequestId::Int(PARSE_ERROR_ID), error)
-}
-
-/// Encodes a notification.
-pub fn encode_notification<T: Serialize>(method: &str, params: T) -> String {
-    serde_json::to_string(&NotificationEnvelope { method, params })
-        .expect("notifications always serialize")
-}
-
-/// Encodes a request (client side).
-pub fn encode_request<T: Serialize>(id: &RequestId, method: &str, params: T) -> String {
-    serde_json::to_string(&RequestEnvelope { id, method, params })
-        .expect("requests always serialize")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rpc::encode::{encode_raw_result, encode_result};
 
     #[test]
     fn notification_with_explicit_null_params() {

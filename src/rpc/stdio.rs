@@ -5,8 +5,9 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
-use super::{
-    INCOMING_QUEUE, Incoming, MAX_MESSAGE_BYTES, OUTGOING_QUEUE, Outgoing, Piece, Transport,
+use super::message::Incoming;
+use super::transport::{
+    INCOMING_QUEUE, MAX_MESSAGE_BYTES, OUTGOING_QUEUE, Outgoing, Piece, Transport,
 };
 
 /// Starts the reader and writer tasks over a byte-stream pair and returns its channels.

@@ -18,8 +18,9 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{
-    INCOMING_QUEUE, Incoming, MAX_MESSAGE_BYTES, OUTGOING_QUEUE, Outgoing, Piece, Transport,
+use super::message::Incoming;
+use super::transport::{
+    INCOMING_QUEUE, MAX_MESSAGE_BYTES, OUTGOING_QUEUE, Outgoing, Piece, Transport,
 };
 
 /// How often each end pings its peer, unless told otherwise (`--ping-interval-ms`). A peer that

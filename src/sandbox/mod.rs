@@ -9,6 +9,7 @@
 
 pub mod alias;
 pub mod cli;
+pub mod denial;
 pub mod fs_helper;
 pub mod plan;
 pub mod policy;

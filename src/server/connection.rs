@@ -12,13 +12,14 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-use super::ServerState;
-use super::fs::FileHandles;
-use super::handlers::{self, Call};
+use super::call::{Answer, Call};
+use super::fs_handles::FileHandles;
+use super::router;
 use super::session::{ResumeError, Session};
+use super::state::ServerState;
 use crate::protocol::session::{InitializeParams, InitializeResult};
-use crate::protocol::{ErrorCode, method};
-use crate::rpc::message::{
+use crate::protocol::{ErrorCode, Family, Method};
+use crate::rpc::encode::{
     RAW_RESULT_TAIL, encode_error, encode_parse_error, encode_raw_result, encode_result,
     raw_result_head,
 };
@@ -74,7 +75,7 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
                 tracing::debug!("client sent a response: closing connection");
                 break;
             }
-            Incoming::Notification(n) if n.method == method::INITIALIZED => {
+            Incoming::Notification(n) if n.method == Method::Initialized.name() => {
                 match std::mem::replace(&mut handshake, Handshake::AwaitingInitialize) {
                     Handshake::AwaitingInitialized(s) | Handshake::Ready(s) => {
                         handshake = Handshake::Ready(s)
@@ -93,7 +94,7 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
                 tracing::debug!(method = %n.method, "unknown notification: closing connection");
                 break;
             }
-            Incoming::Request(mut req) if req.method == method::INITIALIZE => {
+            Incoming::Request(mut req) if req.method == Method::Initialize.name() => {
                 let answer = match &handshake {
                     Handshake::AwaitingInitialize => {
                         match initialize(&state, connection, &out, req.params.take()) {
@@ -111,14 +112,15 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
                 let _ = out.send(encode_answer(&req, answer).into()).await;
             }
             Incoming::Request(req) => {
-                let Some(family) = handlers::family(&req.method) else {
-                    let err = RpcError::new(
-                        ErrorCode::MethodNotFound,
-                        format!("exec-server does not implement `{}`", req.method),
-                    );
+                // A method a client may request; the handshake was served above.
+                let Some(method) = Method::from_name(&req.method)
+                    .filter(|m| m.is_request() && m.spec().family != Family::Handshake)
+                else {
+                    let err = router::not_implemented(&req.method);
                     let _ = out.send(encode_error(&req.id, &err).into()).await;
                     continue;
                 };
+                let family = method.spec().family.label();
                 let session = match &handshake {
                     Handshake::Ready(s) => s.clone(),
                     Handshake::AwaitingInitialize => {
@@ -147,12 +149,12 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
                 };
                 let out = out.clone();
                 state.tracker.spawn(async move {
-                    let Request { id, method, params } = req;
-                    let answer = handlers::dispatch(call, &method, params).await;
+                    let Request { id, params, .. } = req;
+                    let answer = router::route(call, method, params).await;
                     let message = match answer {
-                        Ok(handlers::Answer::Value(v)) => encode_result(&id, v).into(),
-                        Ok(handlers::Answer::Encoded(json)) => encode_raw_result(&id, &json).into(),
-                        Ok(handlers::Answer::Pieces(body)) => Outgoing::Pieces(Pieces {
+                        Ok(Answer::Value(v)) => encode_result(&id, v).into(),
+                        Ok(Answer::Encoded(json)) => encode_raw_result(&id, &json).into(),
+                        Ok(Answer::Pieces(body)) => Outgoing::Pieces(Pieces {
                             head: raw_result_head(&id),
                             body,
                             tail: RAW_RESULT_TAIL,

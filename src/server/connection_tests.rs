@@ -9,7 +9,8 @@ use tokio::sync::mpsc;
 
 use super::serve;
 use crate::rpc::{Incoming, Outgoing, Transport};
-use crate::server::{ServerConfig, ServerState};
+use crate::server::config::ServerConfig;
+use crate::server::state::ServerState;
 
 async fn send(tx: &mpsc::Sender<Incoming>, v: Value) {
     tx.send(Incoming::from_value(v)).await.unwrap();

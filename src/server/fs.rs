@@ -1,5 +1,5 @@
-//! The `fs/*` family: one handler fn per method, the sandbox routing decision, and the
-//! per-connection table of `fs/open` handles.
+//! The `fs/*` family: one handler fn per method, and the sandbox routing decision. The
+//! per-connection table of `fs/open` handles is `fs_handles.rs`.
 //!
 //! The operations themselves are `crate::fs_ops` (shared with the `codex-fs` helper); they block,
 //! so every one runs in `spawn_blocking`. Errors become JSON-RPC errors through
@@ -8,66 +8,23 @@
 //! Handles live as long as the connection that opened them: `connection::serve` creates one
 //! [`FileHandles`] and closes every handle in it when the connection ends.
 
-use std::collections::HashMap;
 use std::fs::File;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-use super::handlers::{Answer, Call, to_value};
+use super::call::{Answer, Call};
+use super::fs_handles::OpenFile;
 use super::sandboxing;
 use crate::fs_ops;
 use crate::protocol::ErrorCode;
 use crate::protocol::fs::{
     CanonicalizeParams, CloseParams, CopyParams, CreateDirectoryParams, FsRequest,
-    GetMetadataParams, MAX_FILE_HANDLE_ID_BYTES, MAX_FILE_HANDLES_PER_CONNECTION,
-    MAX_READ_BLOCK_BYTES, OpenParams, OpenResult, ReadBlockParams, ReadBlockResult,
-    ReadDirectoryParams, ReadFileParams, RemoveParams, WriteFileParams,
+    GetMetadataParams, MAX_FILE_HANDLE_ID_BYTES, MAX_READ_BLOCK_BYTES, OpenParams, OpenResult,
+    ReadBlockParams, ReadBlockResult, ReadDirectoryParams, ReadFileParams, RemoveParams,
+    WriteFileParams,
 };
-use crate::protocol::method;
 use crate::protocol::sandbox::SandboxIntent;
-use crate::rpc::{RpcError, decode_params};
-
-/// Every method this module serves; `handlers::family` and `handlers::dispatch` route them here.
-pub(super) const METHODS: &[&str] = &[
-    method::FS_READ_FILE,
-    method::FS_WRITE_FILE,
-    method::FS_CREATE_DIRECTORY,
-    method::FS_GET_METADATA,
-    method::FS_READ_DIRECTORY,
-    method::FS_REMOVE,
-    method::FS_COPY,
-    method::FS_CANONICALIZE,
-    method::FS_OPEN,
-    method::FS_READ_BLOCK,
-    method::FS_CLOSE,
-];
-
-/// Runs one `fs/*` request (`name` is one of [`METHODS`]).
-pub(super) async fn dispatch(call: &Call, name: &str, params: Value) -> Result<Answer, RpcError> {
-    let value = match name {
-        method::FS_READ_FILE => return read_file(call, decode_params(params)?).await,
-        method::FS_WRITE_FILE => write_file(call, decode_params(params)?).await,
-        method::FS_CREATE_DIRECTORY => create_directory(call, decode_params(params)?).await,
-        method::FS_GET_METADATA => get_metadata(call, decode_params(params)?).await,
-        method::FS_READ_DIRECTORY => read_directory(call, decode_params(params)?).await,
-        method::FS_REMOVE => remove(call, decode_params(params)?).await,
-        method::FS_COPY => copy(call, decode_params(params)?).await,
-        method::FS_CANONICALIZE => canonicalize(call, decode_params(params)?).await,
-        method::FS_OPEN => to_value(&open(call, decode_params(params)?).await?),
-        method::FS_READ_BLOCK => to_value(&read_block(call, decode_params(params)?).await?),
-        method::FS_CLOSE => {
-            close(call, decode_params(params)?);
-            Ok(Value::Object(Default::default()))
-        }
-        other => Err(RpcError::new(
-            ErrorCode::MethodNotFound,
-            format!("method not found: {other}"),
-        )),
-    }?;
-    Ok(Answer::Value(value))
-}
+use crate::rpc::RpcError;
 
 /// Runs blocking filesystem work off the async threads.
 async fn blocking<T: Send + 'static>(
@@ -117,7 +74,7 @@ fn reads_restricted(call: &Call, sandbox: Option<&SandboxIntent>) -> Result<bool
 /// the encoding, by `perf`, `scripts/bench` "fs/readFile 64 MiB"). Errors that show before the
 /// first byte (open, type, size) are answered as errors; one half-way abandons the answer (see
 /// [`crate::rpc::Outgoing::Pieces`]).
-async fn read_file(call: &Call, p: ReadFileParams) -> Result<Answer, RpcError> {
+pub(super) async fn read_file(call: &Call, p: ReadFileParams) -> Result<Answer, RpcError> {
     let support = &call.state.sandbox;
     match sandboxing::fs_route(support, p.sandbox.as_ref(), false)? {
         sandboxing::FsRoute::InProcess => {
@@ -209,42 +166,45 @@ fn send_file_in_pieces(
 }
 
 /// `fs/writeFile`.
-async fn write_file(call: &Call, p: WriteFileParams) -> Result<Value, RpcError> {
+pub(super) async fn write_file(call: &Call, p: WriteFileParams) -> Result<Value, RpcError> {
     run(call, FsRequest::WriteFile(p)).await
 }
 
 /// `fs/createDirectory`.
-async fn create_directory(call: &Call, p: CreateDirectoryParams) -> Result<Value, RpcError> {
+pub(super) async fn create_directory(
+    call: &Call,
+    p: CreateDirectoryParams,
+) -> Result<Value, RpcError> {
     run(call, FsRequest::CreateDirectory(p)).await
 }
 
 /// `fs/getMetadata`.
-async fn get_metadata(call: &Call, p: GetMetadataParams) -> Result<Value, RpcError> {
+pub(super) async fn get_metadata(call: &Call, p: GetMetadataParams) -> Result<Value, RpcError> {
     run(call, FsRequest::GetMetadata(p)).await
 }
 
 /// `fs/readDirectory`.
-async fn read_directory(call: &Call, p: ReadDirectoryParams) -> Result<Value, RpcError> {
+pub(super) async fn read_directory(call: &Call, p: ReadDirectoryParams) -> Result<Value, RpcError> {
     run(call, FsRequest::ReadDirectory(p)).await
 }
 
 /// `fs/remove`.
-async fn remove(call: &Call, p: RemoveParams) -> Result<Value, RpcError> {
+pub(super) async fn remove(call: &Call, p: RemoveParams) -> Result<Value, RpcError> {
     run(call, FsRequest::Remove(p)).await
 }
 
 /// `fs/copy`.
-async fn copy(call: &Call, p: CopyParams) -> Result<Value, RpcError> {
+pub(super) async fn copy(call: &Call, p: CopyParams) -> Result<Value, RpcError> {
     run(call, FsRequest::Copy(p)).await
 }
 
 /// `fs/canonicalize`.
-async fn canonicalize(call: &Call, p: CanonicalizeParams) -> Result<Value, RpcError> {
+pub(super) async fn canonicalize(call: &Call, p: CanonicalizeParams) -> Result<Value, RpcError> {
     run(call, FsRequest::Canonicalize(p)).await
 }
 
 /// `fs/open`: opens a file for `fs/readBlock` under a client-chosen id.
-async fn open(call: &Call, p: OpenParams) -> Result<OpenResult, RpcError> {
+pub(super) async fn open(call: &Call, p: OpenParams) -> Result<OpenResult, RpcError> {
     if p.handle_id.len() > MAX_FILE_HANDLE_ID_BYTES {
         return Err(RpcError::invalid_request(format!(
             "file handle ID must not exceed {MAX_FILE_HANDLE_ID_BYTES} bytes"
@@ -268,7 +228,10 @@ async fn open(call: &Call, p: OpenParams) -> Result<OpenResult, RpcError> {
 }
 
 /// `fs/readBlock`: up to `len` bytes at `offset`; `eof` only on a short read.
-async fn read_block(call: &Call, p: ReadBlockParams) -> Result<ReadBlockResult, RpcError> {
+pub(super) async fn read_block(
+    call: &Call,
+    p: ReadBlockParams,
+) -> Result<ReadBlockResult, RpcError> {
     if !(1..=MAX_READ_BLOCK_BYTES).contains(&p.len) {
         return Err(RpcError::invalid_request(format!(
             "file read block length must be between 1 and {MAX_READ_BLOCK_BYTES}"
@@ -305,80 +268,6 @@ async fn read_block(call: &Call, p: ReadBlockParams) -> Result<ReadBlockResult, 
 }
 
 /// `fs/close`: an unknown handle is fine.
-fn close(call: &Call, p: CloseParams) {
+pub(super) fn close(call: &Call, p: CloseParams) {
     call.fs_handles.remove(&p.handle_id);
-}
-
-/// A file opened by `fs/open`.
-struct OpenFile {
-    /// Read with `pread`, so concurrent `fs/readBlock`s need no shared cursor.
-    file: File,
-    /// The path it was opened at, to name it in errors.
-    path: PathBuf,
-}
-
-/// The open `fs/open` handles of one connection. A `std` mutex: it is never held across an
-/// `.await`, and blocking reads hold their own `Arc` of the file, not the lock.
-#[derive(Default)]
-pub(crate) struct FileHandles {
-    /// Handle id → open file. At most [`MAX_FILE_HANDLES_PER_CONNECTION`] entries.
-    open: Mutex<HashMap<String, Arc<OpenFile>>>,
-}
-
-impl FileHandles {
-    /// The table; a panic elsewhere while it was held leaves it usable.
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<OpenFile>>> {
-        self.open.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Refuses an id in use or a full table, before the file is opened.
-    fn check_available(&self, id: &str) -> Result<(), RpcError> {
-        check_available(&self.lock(), id)
-    }
-
-    /// Adds an opened file; checks again, since another request may have raced in.
-    fn insert(&self, id: &str, file: OpenFile) -> Result<(), RpcError> {
-        let mut open = self.lock();
-        check_available(&open, id)?;
-        open.insert(id.to_string(), Arc::new(file));
-        Ok(())
-    }
-
-    /// The open file named `id`.
-    fn get(&self, id: &str) -> Option<Arc<OpenFile>> {
-        self.lock().get(id).cloned()
-    }
-
-    /// Closes `id` (nothing if unknown).
-    fn remove(&self, id: &str) {
-        self.lock().remove(id);
-    }
-
-    /// Removes `id` only if it still names `expected` (it may have been closed and reopened).
-    fn remove_if_same(&self, id: &str, expected: &Arc<OpenFile>) {
-        let mut open = self.lock();
-        if open.get(id).is_some_and(|f| Arc::ptr_eq(f, expected)) {
-            open.remove(id);
-        }
-    }
-
-    /// Closes every handle (a read in progress keeps its file until it finishes).
-    pub(crate) fn close_all(&self) {
-        self.lock().clear();
-    }
-}
-
-/// Refuses an id in use or a full table.
-fn check_available(open: &HashMap<String, Arc<OpenFile>>, id: &str) -> Result<(), RpcError> {
-    if open.contains_key(id) {
-        return Err(RpcError::invalid_request(format!(
-            "file handle `{id}` already exists"
-        )));
-    }
-    if open.len() >= MAX_FILE_HANDLES_PER_CONNECTION {
-        return Err(RpcError::invalid_request(format!(
-            "at most {MAX_FILE_HANDLES_PER_CONNECTION} file handles may be open per connection"
-        )));
-    }
-    Ok(())
 }

@@ -6,8 +6,9 @@
 //! still holds. On a normal shutdown the server has already killed them and the helper finds
 //! nothing left.
 //!
-//! One per server process (it is about this process's death), so the handle is process-wide; a
-//! server that could not start one (the executable gone, say) runs without, and says so.
+//! One [`Reaper`] per server, owned by its state: dropping it closes the pipe, which ends the
+//! helper (after it kills whatever is still held: nothing, after a clean shutdown). A server that
+//! could not start one (the executable gone, say) runs without, and says so.
 //!
 //! ```text
 //!   server ──"+123\n" "-123\n"…──► reaper (own process group; ignores INT/TERM/HUP/QUIT)
@@ -19,57 +20,60 @@ use std::collections::HashSet;
 use std::io::{BufRead as _, Write as _};
 use std::os::unix::process::CommandExt as _;
 use std::process::{ChildStdin, Command, ExitCode, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 /// The subcommand the helper runs as.
 pub const SUBCOMMAND: &str = "reap-process-groups";
 
-/// The helper's stdin, once started.
-static REAPER: OnceLock<Mutex<ChildStdin>> = OnceLock::new();
+/// The server's end of the helper: the pipe it is told groups on. Dropping it closes the pipe,
+/// and the helper exits.
+#[derive(Debug)]
+pub struct Reaper {
+    /// The helper's stdin, non-blocking (a stopped helper must not stall a spawn).
+    stdin: Mutex<ChildStdin>,
+}
 
-/// Starts the helper (once per process; later calls do nothing).
-pub fn start() -> std::io::Result<()> {
-    if REAPER.get().is_some() {
-        return Ok(());
+impl Reaper {
+    /// Starts the helper: this executable, run as `codex reap-process-groups`.
+    pub fn start() -> std::io::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .arg(SUBCOMMAND)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            // Its own group: a Ctrl-C at the server's terminal must not take it along.
+            .process_group(0)
+            .spawn()?;
+        let stdin = child.stdin.take().expect("stdin is piped");
+        // A stopped helper must not stall the server: a line that does not fit is dropped.
+        rustix::io::ioctl_fionbio(&stdin, true)?;
+        // Never waited for: it exits when its pipe closes, and is then reaped by init.
+        drop(child);
+        Ok(Self {
+            stdin: Mutex::new(stdin),
+        })
     }
-    let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
-        .arg(SUBCOMMAND)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        // Its own group: a Ctrl-C at the server's terminal must not take it along.
-        .process_group(0)
-        .spawn()?;
-    let stdin = child.stdin.take().expect("stdin is piped");
-    // A stopped helper must not stall the server: a line that does not fit is dropped.
-    rustix::io::ioctl_fionbio(&stdin, true)?;
-    // Never waited for: it exits when the server does, and is then reaped by init.
-    drop(child);
-    let _ = REAPER.set(Mutex::new(stdin));
-    Ok(())
-}
 
-/// Tells the helper about a group to kill if the server dies.
-pub fn watch(pgid: i32) {
-    tell(format!("+{pgid}\n"));
-}
+    /// Tells the helper about a group to kill if the server dies.
+    pub fn watch(&self, pgid: i32) {
+        self.tell(format!("+{pgid}\n"));
+    }
 
-/// Tells the helper a group is no longer the server's.
-pub fn forget(pgid: i32) {
-    tell(format!("-{pgid}\n"));
-}
+    /// Tells the helper a group is no longer the server's.
+    pub fn forget(&self, pgid: i32) {
+        self.tell(format!("-{pgid}\n"));
+    }
 
-fn tell(line: String) {
-    if let Some(stdin) = REAPER.get() {
+    fn tell(&self, line: String) {
         // A few bytes into a pipe the helper keeps draining: one non-blocking write, never a
         // wait. If the helper is gone (or stopped, its pipe full), there is nobody to tell.
-        let _ = stdin.lock().unwrap().write_all(line.as_bytes());
+        let _ = self.stdin.lock().unwrap().write_all(line.as_bytes());
     }
 }
 
 /// The helper's main: collects groups until stdin ends, then kills those still held.
 pub fn run() -> ExitCode {
-    super::process::ignore_termination_signals();
+    super::sys::ignore_termination_signals();
     let mut groups = HashSet::new();
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };

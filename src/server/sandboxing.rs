@@ -8,8 +8,8 @@ use std::process::Stdio;
 
 use tokio::io::AsyncWriteExt;
 
-use super::ServerConfig;
-use super::process::SpawnSpec;
+use super::config::ServerConfig;
+use super::process::spawn::SpawnSpec;
 use crate::protocol::ErrorCode;
 use crate::protocol::fs::{FsHelperAnswer, FsRequest};
 use crate::protocol::process::SandboxType;

@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use base64::Engine;
 use bytes::Bytes;
 
+use super::lifecycle::{Event, Lifecycle};
 use crate::protocol::process::{ReadChunk, ReadResult, Stream};
 use crate::rpc::Text;
 
@@ -36,10 +37,8 @@ pub struct OutputLog {
     retained: usize,
     /// Retention budget in raw bytes.
     limit: usize,
-    /// `(seq, exit code)` once the process has exited.
-    exit: Option<(u64, i32)>,
-    /// Seq of `closed` once every stream reached EOF after the exit.
-    closed: Option<u64>,
+    /// Running, exited or closed, with the seqs and code of those events.
+    lifecycle: Lifecycle,
     /// Set when the process could not be waited for.
     failure: Option<String>,
     /// The sandbox heuristic's verdict at exit.
@@ -53,8 +52,7 @@ impl OutputLog {
             chunks: VecDeque::new(),
             retained: 0,
             limit,
-            exit: None,
-            closed: None,
+            lifecycle: Lifecycle::Running,
             failure: None,
             sandbox_denied: false,
         }
@@ -94,9 +92,17 @@ impl OutputLog {
     /// Records the exit; returns its seq.
     pub fn push_exit(&mut self, code: i32, sandbox_denied: bool) -> u64 {
         let seq = self.take_seq();
-        self.exit = Some((seq, code));
+        self.apply(Event::Exit { seq, code });
         self.sandbox_denied = sandbox_denied;
         seq
+    }
+
+    /// Moves the lifecycle on. An impossible event is the pump's bug: logged, state kept.
+    fn apply(&mut self, event: Event) {
+        match self.lifecycle.next(event) {
+            Ok(next) => self.lifecycle = next,
+            Err(err) => tracing::error!(%err, "ignored"),
+        }
     }
 
     /// Records a failure to observe the process (its exit code is unknown: -1).
@@ -107,37 +113,24 @@ impl OutputLog {
     /// Records the close; returns its seq.
     pub fn push_closed(&mut self) -> u64 {
         let seq = self.take_seq();
-        self.closed = Some(seq);
+        self.apply(Event::Close { seq });
         seq
     }
 
-    /// True if the retained output (lowercased) carries a sign of a sandbox denial.
-    pub fn output_mentions_sandbox(&self) -> bool {
-        const NEEDLES: &[&str] = &[
-            "operation not permitted",
-            "permission denied",
-            "read-only file system",
-            "seccomp",
-            "sandbox",
-            "landlock",
-            "failed to write file",
-        ];
-        let mut text = Vec::with_capacity(self.retained);
+    /// The retained output, decoded, oldest first (for the sandbox-denial heuristic).
+    pub fn retained_output(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.retained);
         for c in &self.chunks {
-            if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&c.base64) {
-                text.extend_from_slice(&bytes);
+            if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(&c.base64) {
+                bytes.extend_from_slice(&decoded);
             }
         }
-        let text = String::from_utf8_lossy(&text).to_lowercase();
-        NEEDLES.iter().any(|n| text.contains(n))
+        bytes
     }
 
-    pub fn exited(&self) -> bool {
-        self.exit.is_some()
-    }
-
-    pub fn closed(&self) -> bool {
-        self.closed.is_some()
+    /// Where the process is.
+    pub fn lifecycle(&self) -> Lifecycle {
+        self.lifecycle
     }
 
     /// True if anything with a seq above `after_seq` happened.
@@ -175,9 +168,9 @@ impl OutputLog {
         ReadResult {
             chunks,
             next_seq,
-            exited: self.exit.is_some(),
-            exit_code: self.exit.map(|(_, code)| code),
-            closed: self.closed.is_some(),
+            exited: self.lifecycle.exited(),
+            exit_code: self.lifecycle.exit_code(),
+            closed: self.lifecycle.closed(),
             failure: self.failure.clone(),
             sandbox_denied: self.sandbox_denied,
         }

@@ -1,0 +1,36 @@
+//! What a handler gets ([`Call`]) and gives back ([`Answer`]).
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::fs_handles::FileHandles;
+use super::session::Session;
+use super::state::ServerState;
+use crate::rpc::{Piece, RpcError};
+
+/// What a handler needs to know about the call.
+pub(super) struct Call {
+    /// Server-wide state (config, environment info, tracker).
+    pub state: Arc<ServerState>,
+    /// The session the calling connection is attached to.
+    pub session: Arc<Session>,
+    /// The calling connection, to tell when the session moved elsewhere.
+    pub connection: u64,
+    /// The connection's `fs/open` handles; closed by `connection::serve` when it ends.
+    pub fs_handles: Arc<FileHandles>,
+}
+
+/// A method's result: a JSON value, or JSON text encoded already (a large payload that going
+/// through [`Value`] would copy and escape-scan once more), or JSON text made while it is sent
+/// (too large to hold at once; see [`crate::rpc::Outgoing::Pieces`]).
+pub(super) enum Answer {
+    Value(Value),
+    Encoded(String),
+    Pieces(tokio::sync::mpsc::Receiver<Piece>),
+}
+
+/// A typed result as the answer's JSON.
+pub(super) fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, RpcError> {
+    serde_json::to_value(v).map_err(|e| RpcError::internal(format!("failed to encode result: {e}")))
+}

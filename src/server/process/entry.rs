@@ -1,0 +1,179 @@
+//! One process of a session's table: its output log, its stdin (writes in arrival order, each
+//! `writeId` written once), and signals to its process group.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use super::output_log::OutputLog;
+use super::spawn::StdinSink;
+use super::sys;
+use crate::protocol::process::{ReadResult, WriteStatus};
+
+/// How many recent `writeId`s each process remembers for dedupe.
+const WRITE_ID_MEMORY: usize = 4096;
+
+/// Why a stdin write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("failed to write to process stdin: {0}")]
+    Io(#[source] std::io::Error),
+}
+
+/// Write-side state, behind an async lock so writes reach the child in arrival order.
+pub(super) struct StdinState {
+    /// The child's stdin, if it has one.
+    sink: StdinSink,
+    /// The last [`WRITE_ID_MEMORY`] write ids, oldest first.
+    recent: VecDeque<String>,
+    /// The same ids, for lookup.
+    seen: HashSet<String>,
+}
+
+/// One running (or finished, still retained) process.
+pub struct Process {
+    /// The client-chosen id.
+    pub(super) id: String,
+    /// The process group to signal: the child's pid (it leads its own group or session).
+    pub(super) pgid: i32,
+    /// Events so far; std mutex, never held across an await.
+    pub(super) log: Mutex<OutputLog>,
+    /// Bumped after every log change; wakes long-polls.
+    pub(super) changes: watch::Sender<u64>,
+    /// Stdin; a tokio mutex because a write may wait on a full pipe and writes must stay ordered.
+    stdin: tokio::sync::Mutex<StdinState>,
+}
+
+impl Process {
+    /// A process just spawned, whose stdin is `sink`.
+    pub(super) fn new(id: String, pgid: i32, retained_bytes: usize, sink: StdinSink) -> Self {
+        Self {
+            id,
+            pgid,
+            log: Mutex::new(OutputLog::new(retained_bytes)),
+            changes: watch::Sender::new(0),
+            stdin: tokio::sync::Mutex::new(StdinState {
+                sink,
+                recent: VecDeque::new(),
+                seen: HashSet::new(),
+            }),
+        }
+    }
+
+    /// Bumps the change counter after the log changed: wakes long-polls.
+    pub(super) fn changed(&self) {
+        self.changes.send_modify(|v| *v += 1);
+    }
+}
+
+impl Process {
+    /// Reads events after `after_seq`, waiting up to `wait` for something new. Gives up with
+    /// `Err(())` if `cancel` fires first (the session was resumed elsewhere).
+    pub async fn read(
+        &self,
+        after_seq: u64,
+        max_bytes: Option<u64>,
+        wait: std::time::Duration,
+        cancel: impl std::future::Future<Output = ()>,
+    ) -> Result<ReadResult, ()> {
+        let mut changes = self.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        tokio::pin!(cancel);
+        loop {
+            {
+                let log = self.log.lock().unwrap();
+                if log.has_news(after_seq) || tokio::time::Instant::now() >= deadline {
+                    return Ok(log.read(after_seq, max_bytes));
+                }
+            }
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return Ok(self.log.lock().unwrap().read(after_seq, max_bytes));
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = &mut cancel => return Err(()),
+            }
+        }
+    }
+
+    /// Writes `data` unless `write_id` was already written.
+    pub async fn write(&self, data: &[u8], write_id: &str) -> Result<WriteStatus, WriteError> {
+        let mut stdin = self.stdin.lock().await;
+        if stdin.seen.contains(write_id) {
+            return Ok(WriteStatus::Accepted);
+        }
+        let result = match &mut stdin.sink {
+            StdinSink::Closed => return Ok(WriteStatus::StdinClosed),
+            StdinSink::Pipe(pipe) => match pipe.write_all(data).await {
+                Ok(()) => pipe.flush().await,
+                Err(e) => Err(e),
+            },
+            StdinSink::Pty(master) => master.write_all(data).await,
+        };
+        result.map_err(WriteError::Io)?;
+        stdin.recent.push_back(write_id.to_string());
+        stdin.seen.insert(write_id.to_string());
+        if stdin.recent.len() > WRITE_ID_MEMORY
+            && let Some(old) = stdin.recent.pop_front()
+        {
+            stdin.seen.remove(&old);
+        }
+        Ok(WriteStatus::Accepted)
+    }
+
+    /// Sends SIGINT to the process group, unless everything has already ended.
+    pub fn interrupt(&self) {
+        if !self.log.lock().unwrap().lifecycle().closed() {
+            let _ = sys::signal_group(self.pgid, libc::SIGINT);
+        }
+    }
+
+    /// SIGTERM to the group now, SIGKILL after `grace` if anything of it is still there.
+    /// Returns whether the process itself was still running.
+    pub fn terminate(self: &Arc<Self>, grace: std::time::Duration, tracker: &TaskTracker) -> bool {
+        let (running, closed) = {
+            let lifecycle = self.log.lock().unwrap().lifecycle();
+            (!lifecycle.exited(), lifecycle.closed())
+        };
+        if closed {
+            return false;
+        }
+        let _ = sys::signal_group(self.pgid, libc::SIGTERM);
+        let process = self.clone();
+        tracker.spawn(async move {
+            let mut changes = process.changes.subscribe();
+            let wait_closed = async {
+                while !process.log.lock().unwrap().lifecycle().closed() {
+                    if changes.changed().await.is_err() {
+                        break;
+                    }
+                }
+            };
+            if tokio::time::timeout(grace, wait_closed).await.is_err() {
+                let _ = sys::signal_group(process.pgid, libc::SIGKILL);
+            }
+        });
+        running
+    }
+
+    /// SIGKILL to the whole group, unless everything has already ended.
+    pub fn kill(&self) {
+        if !self.log.lock().unwrap().lifecycle().closed() {
+            let _ = sys::signal_group(self.pgid, libc::SIGKILL);
+        }
+    }
+}
+
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field("id", &self.id)
+            .field("pgid", &self.pgid)
+            .finish()
+    }
+}

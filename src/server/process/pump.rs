@@ -1,0 +1,221 @@
+//! The pump: one task per child that moves its output into its [`OutputLog`], records its exit
+//! and close, sends each event on to the attached connection, and frees the id after the closed
+//! TTL. It holds a narrow handle on the world (where to send, how to free its id), not the
+//! session.
+
+use std::sync::Arc;
+
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, ChildStderr, ChildStdout};
+use tokio_util::sync::CancellationToken;
+
+use super::entry::Process;
+use super::spawn::Output;
+use crate::protocol::method;
+use crate::protocol::process::{ClosedNotification, ExitedNotification, Stream};
+use crate::pty::PtyMaster;
+use crate::rpc::Outgoing;
+use crate::rpc::encode::{encode_notification, encode_output};
+use crate::sandbox::denial;
+use crate::server::attachment::Attachment;
+
+/// Bytes read from a pipe at a time.
+const READ_BUFFER: usize = 64 * 1024;
+/// How long a sandboxed process's exit waits for trailing output before `sandboxDenied` is
+/// decided from it.
+const TRAILING_OUTPUT: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Frees a process's id in its table (if it still names that process) after the closed TTL.
+pub(super) type Release = Box<dyn FnOnce() + Send + Sync>;
+
+/// Moves one child's events into its log and on to the attached connection.
+pub(super) struct Pump {
+    /// The process whose log this pump fills.
+    pub(super) process: Arc<Process>,
+    /// Who hears the events: the session's attachment.
+    pub(super) attachment: Arc<Attachment>,
+    /// Frees the id after the closed TTL.
+    pub(super) release: Release,
+    /// How long the process stays readable after `closed`.
+    pub(super) closed_ttl: std::time::Duration,
+    /// Whether the child runs under the sandbox wrapper (exit waits for trailing output, and
+    /// `sandboxDenied` is computed).
+    pub(super) sandboxed: bool,
+    /// Server shutdown: stop waiting out the retention.
+    pub(super) cancel: CancellationToken,
+}
+
+impl Pump {
+    pub(super) async fn run(self, mut child: Child, output: Output) {
+        let (mut first, mut second) = match output {
+            Output::Pipes { stdout, stderr } => {
+                (Some(Source::Stdout(stdout)), Some(Source::Stderr(stderr)))
+            }
+            Output::Pty(master) => (Some(Source::Pty(master)), None),
+        };
+        let mut first_buf = vec![0u8; READ_BUFFER];
+        let mut second_buf = vec![0u8; READ_BUFFER];
+        // The child was reaped; for a sandboxed one its exit waits ≤ TRAILING_OUTPUT for output.
+        let mut reaped = false;
+        let mut pending_exit: Option<(
+            std::io::Result<std::process::ExitStatus>,
+            tokio::time::Instant,
+        )> = None;
+        let mut exited = false;
+        while first.is_some() || second.is_some() || !exited {
+            if first.is_none()
+                && second.is_none()
+                && let Some((status, _)) = pending_exit.take()
+            {
+                exited = true;
+                self.exit(status).await;
+                continue;
+            }
+            let deadline = pending_exit.as_ref().map(|(_, d)| *d);
+            // Biased toward output so bytes written before the exit are logged first.
+            tokio::select! {
+                biased;
+                r = read_source(&mut first, &mut first_buf), if first.is_some() => {
+                    self.consume(&mut first, r, &first_buf).await;
+                }
+                r = read_source(&mut second, &mut second_buf), if second.is_some() => {
+                    self.consume(&mut second, r, &second_buf).await;
+                }
+                status = child.wait(), if !reaped => {
+                    reaped = true;
+                    if self.sandboxed {
+                        pending_exit = Some((status, tokio::time::Instant::now() + TRAILING_OUTPUT));
+                    } else {
+                        exited = true;
+                        self.exit(status).await;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                    if let Some((status, _)) = pending_exit.take() {
+                        exited = true;
+                        self.exit(status).await;
+                    }
+                }
+            }
+        }
+        // The read buffers (128 KiB of touched heap) must not live on through the closed-TTL
+        // wait below: with 100s of finished processes retained they grew the RSS and every
+        // later fork's page-table copy (`scripts/bench`, "fan-out", `copy_page_range` by perf).
+        drop((first_buf, second_buf, child));
+        let seq = self.process.log.lock().unwrap().push_closed();
+        self.process.changed();
+        let id = self.process.id.clone();
+        self.notify(encode_notification(
+            method::PROCESS_CLOSED,
+            ClosedNotification {
+                process_id: id.clone(),
+                seq,
+            },
+        ))
+        .await;
+        tokio::select! {
+            _ = tokio::time::sleep(self.closed_ttl) => (self.release)(),
+            _ = self.cancel.cancelled() => {}
+        }
+    }
+
+    /// Logs what one read returned; EOF or an error closes the source.
+    async fn consume(&self, source: &mut Option<Source>, read: std::io::Result<usize>, buf: &[u8]) {
+        match (read, source.as_ref().map(Source::stream)) {
+            (Ok(n), Some(stream)) if n > 0 => self.output(stream, &buf[..n]).await,
+            _ => *source = None,
+        }
+    }
+
+    async fn output(&self, stream: Stream, data: &[u8]) {
+        let message = self
+            .process
+            .log
+            .lock()
+            .unwrap()
+            .push_output(stream, data.len(), |seq| {
+                encode_output(&self.process.id, seq, stream, data)
+            });
+        self.process.changed();
+        self.notify(message).await;
+    }
+
+    async fn exit(&self, status: std::io::Result<std::process::ExitStatus>) {
+        let code = match &status {
+            Ok(status) => exit_code(*status),
+            Err(_) => -1,
+        };
+        let (seq, sandbox_denied) = {
+            let mut log = self.process.log.lock().unwrap();
+            if let Err(err) = &status {
+                log.set_failure(format!("failed to wait for process: {err}"));
+            }
+            let denied = self.sandboxed
+                && denial::sandbox_denied(code, || {
+                    denial::mentions_sandbox(&log.retained_output())
+                });
+            (log.push_exit(code, denied), denied)
+        };
+        self.process.changed();
+        self.notify(encode_notification(
+            method::PROCESS_EXITED,
+            ExitedNotification {
+                process_id: self.process.id.clone(),
+                seq,
+                exit_code: code,
+                sandbox_denied,
+            },
+        ))
+        .await;
+    }
+
+    /// Sends to the attached connection, if any. Gives up when the attachment changes: the client
+    /// on the next one catches up with `process/read`, so nothing is lost.
+    async fn notify(&self, message: impl Into<Outgoing>) {
+        let message = message.into();
+        let Some((outgoing, mut generation)) = self.attachment.notifier() else {
+            return;
+        };
+        tokio::select! {
+            _ = outgoing.send(message) => {}
+            _ = generation.changed() => {}
+        }
+    }
+}
+
+/// One output source of a child.
+enum Source {
+    Stdout(ChildStdout),
+    Stderr(ChildStderr),
+    Pty(Arc<PtyMaster>),
+}
+
+impl Source {
+    fn stream(&self) -> Stream {
+        match self {
+            Self::Stdout(_) => Stream::Stdout,
+            Self::Stderr(_) => Stream::Stderr,
+            Self::Pty(_) => Stream::Pty,
+        }
+    }
+}
+
+/// Reads from a source that is known to be present (the select guard checks).
+async fn read_source(source: &mut Option<Source>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match source {
+        Some(Source::Stdout(s)) => s.read(buf).await,
+        Some(Source::Stderr(s)) => s.read(buf).await,
+        Some(Source::Pty(m)) => m.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The exit code in the reference's style: the code, or 128+N for a death by signal N.
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        (None, None) => -1,
+    }
+}

@@ -1,0 +1,153 @@
+//! The processes of one session, by client-chosen id: reserving an id, spawning, starting the
+//! pump, freeing the id after the closed TTL, killing everything on expiry or shutdown.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::entry::Process;
+use super::pump::Pump;
+use super::spawn::{SpawnError, SpawnSpec, spawn};
+use crate::server::attachment::Attachment;
+use crate::server::config::ServerConfig;
+use crate::server::reaper::Reaper;
+
+/// A slot in the table.
+pub(super) enum Slot {
+    /// The id is reserved while the child is being spawned.
+    Starting,
+    Live(Arc<Process>),
+}
+
+/// What a lookup found.
+pub enum Lookup {
+    Missing,
+    Starting,
+    Live(Arc<Process>),
+}
+
+/// The processes of one session, by client-chosen id.
+pub struct ProcessTable {
+    /// Entries; std mutex, never held across an await. Shared with each pump's release handle.
+    entries: Arc<Mutex<HashMap<String, Slot>>>,
+    /// Retention and TTLs.
+    config: ServerConfig,
+    /// Where pump and timer tasks are spawned.
+    tracker: TaskTracker,
+    /// Server shutdown: retention timers stop waiting.
+    cancel: CancellationToken,
+    /// Told each process group started and let go of.
+    reaper: Option<Arc<Reaper>>,
+    /// Who hears the session's events; each pump gets a clone.
+    attachment: Arc<Attachment>,
+}
+
+impl ProcessTable {
+    pub(crate) fn new(
+        config: ServerConfig,
+        tracker: TaskTracker,
+        cancel: CancellationToken,
+        reaper: Option<Arc<Reaper>>,
+        attachment: Arc<Attachment>,
+    ) -> Self {
+        Self {
+            entries: Arc::new(Mutex::new(HashMap::new())),
+            config,
+            tracker,
+            cancel,
+            reaper,
+            attachment,
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Lookup {
+        match self.entries.lock().unwrap().get(id) {
+            None => Lookup::Missing,
+            Some(Slot::Starting) => Lookup::Starting,
+            Some(Slot::Live(p)) => Lookup::Live(p.clone()),
+        }
+    }
+
+    pub fn terminate_grace(&self) -> std::time::Duration {
+        self.config.terminate_grace
+    }
+
+    pub fn tracker(&self) -> &TaskTracker {
+        &self.tracker
+    }
+
+    /// Kills every process group of the table (session expiry, shutdown).
+    pub fn kill_all(&self) {
+        let live: Vec<_> = self
+            .entries
+            .lock()
+            .unwrap()
+            .values()
+            .filter_map(|s| match s {
+                Slot::Live(p) => Some(p.clone()),
+                Slot::Starting => None,
+            })
+            .collect();
+        for p in live {
+            p.kill();
+        }
+    }
+
+    /// Spawns `spec` as process `id`, and starts its pump.
+    pub(crate) fn start(&self, id: String, spec: SpawnSpec) -> Result<(), SpawnError> {
+        {
+            let mut entries = self.entries.lock().unwrap();
+            if entries.contains_key(&id) {
+                return Err(SpawnError::DuplicateId);
+            }
+            entries.insert(id.clone(), Slot::Starting);
+        }
+        let spawned = match spawn(&spec) {
+            Ok(s) => s,
+            Err(err) => {
+                self.entries.lock().unwrap().remove(&id);
+                return Err(err);
+            }
+        };
+        let pgid = spawned.child.id().map(|p| p as i32).unwrap_or(-1);
+        if let Some(reaper) = &self.reaper {
+            reaper.watch(pgid);
+        }
+        let process = Arc::new(Process::new(
+            id.clone(),
+            pgid,
+            self.config.retained_output_bytes,
+            spawned.stdin,
+        ));
+        self.entries
+            .lock()
+            .unwrap()
+            .insert(id.clone(), Slot::Live(process.clone()));
+        let release = {
+            let entries = self.entries.clone();
+            let reaper = self.reaper.clone();
+            let process = process.clone();
+            Box::new(move || {
+                let mut entries = entries.lock().unwrap();
+                if matches!(entries.get(&id), Some(Slot::Live(p)) if Arc::ptr_eq(p, &process)) {
+                    entries.remove(&id);
+                    if let Some(reaper) = &reaper {
+                        reaper.forget(process.pgid);
+                    }
+                }
+            })
+        };
+        let pump = Pump {
+            process,
+            attachment: self.attachment.clone(),
+            release,
+            closed_ttl: self.config.closed_process_ttl,
+            sandboxed: spec.sandboxed,
+            cancel: self.cancel.clone(),
+        };
+        self.tracker.spawn(pump.run(spawned.child, spawned.output));
+        Ok(())
+    }
+}

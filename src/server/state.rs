@@ -1,0 +1,161 @@
+//! What every connection of one server shares: the session registry, the task tracker and the
+//! stop signal, the environment info, what the sandbox can enforce, the reaper, and the count of
+//! live connections that decides when freed heap is given back.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::config::ServerConfig;
+use super::env_info;
+use super::reaper::Reaper;
+use super::sandboxing;
+use super::session::SessionRegistry;
+use crate::protocol::session::EnvironmentInfo;
+
+/// State shared by every connection of one server.
+pub(crate) struct ServerState {
+    /// Every live session, attached or not.
+    pub(super) sessions: Arc<SessionRegistry>,
+    /// Owns every task the server spawns, so shutdown can wait for all of them.
+    pub(super) tracker: TaskTracker,
+    /// Fired once on shutdown; connection handlers stop between messages.
+    pub(super) cancel: CancellationToken,
+    /// Distinguishes connections, so a stale connection cannot detach a session a newer one holds.
+    next_connection_id: AtomicU64,
+    /// Computed once at start: the executor's shell, home, temp dir, version.
+    pub(super) environment: EnvironmentInfo,
+    /// What the sandbox can enforce here, and the helper alias links.
+    pub(super) sandbox: sandboxing::SandboxSupport,
+    /// Live connections, to give the heap back after a burst of them ends.
+    connections: std::sync::Mutex<ConnectionCount>,
+    /// Kills the groups still held if this process dies without cleaning up; dropped with the
+    /// state, which ends the helper. `None` when not asked for or it could not start.
+    _reaper: Option<Arc<Reaper>>,
+}
+
+/// Live connections, and the most there were since the heap was last given back.
+#[derive(Default)]
+struct ConnectionCount {
+    live: usize,
+    peak: usize,
+}
+
+/// A burst this large that has at least halved is worth giving the freed heap back for.
+const HEAP_TRIM_PEAK: usize = 64;
+
+impl ConnectionCount {
+    fn opened(&mut self) {
+        self.live += 1;
+        self.peak = self.peak.max(self.live);
+    }
+
+    /// True when this close is the one after which to give the heap back: a burst of at least
+    /// [`HEAP_TRIM_PEAK`] has at least halved since the last time.
+    fn closed(&mut self) -> bool {
+        self.live -= 1;
+        let trim = self.peak >= HEAP_TRIM_PEAK && self.live * 2 <= self.peak;
+        if trim {
+            self.peak = self.live;
+        }
+        trim
+    }
+}
+
+impl ServerState {
+    /// Counts a connection in.
+    pub(super) fn connection_opened(&self) {
+        self.connections.lock().unwrap().opened();
+    }
+
+    /// Counts a connection out; after a burst of them has at least halved, gives the freed heap
+    /// back to the kernel, off the async threads and a moment later (the connection's transport
+    /// tasks free their buffers just after it ends).
+    pub(super) fn connection_closed(&self) {
+        let trim = self.connections.lock().unwrap().closed();
+        if trim {
+            self.tracker.spawn(async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let _ = tokio::task::spawn_blocking(super::sys::release_free_heap).await;
+            });
+        }
+    }
+}
+
+impl ServerState {
+    pub(super) fn new(config: ServerConfig) -> Arc<Self> {
+        let tracker = TaskTracker::new();
+        let cancel = CancellationToken::new();
+        let reaper = config.reap_orphans.then(Reaper::start).and_then(|started| {
+            started
+                .inspect_err(|err| {
+                    tracing::warn!(%err, "cannot start the reaper: process groups will not be \
+                        killed if the server is killed outright")
+                })
+                .ok()
+                .map(Arc::new)
+        });
+        Arc::new(Self {
+            sessions: SessionRegistry::new(
+                config.clone(),
+                tracker.clone(),
+                cancel.clone(),
+                reaper.clone(),
+            ),
+            _reaper: reaper,
+            tracker,
+            cancel,
+            next_connection_id: AtomicU64::new(1),
+            environment: env_info::current(),
+            sandbox: sandboxing::SandboxSupport::probe(&config),
+            connections: Default::default(),
+        })
+    }
+
+    pub(super) fn connection_id(&self) -> u64 {
+        self.next_connection_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Stops everything: connections end, every managed process group is killed.
+    pub(super) async fn shutdown(&self) {
+        self.cancel.cancel();
+        self.sessions.kill_all();
+        self.tracker.close();
+        // Connection readers blocked on a silent peer are not waited for forever.
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.tracker.wait()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heap_is_given_back_once_per_halved_burst_and_never_for_a_few_connections() {
+        let mut count = ConnectionCount::default();
+        // A few connections coming and going: never.
+        for _ in 0..10 {
+            count.opened();
+            assert!(!count.closed());
+        }
+        // A burst of 100: once, when it has halved; not again on the way down to 25.
+        for _ in 0..100 {
+            count.opened();
+        }
+        let trims: Vec<usize> = (0..75)
+            .filter_map(|_| count.closed().then_some(count.live))
+            .collect();
+        assert_eq!(trims, [50]);
+        // A second burst from 25 to 125: once more, at 62.
+        for _ in 0..100 {
+            count.opened();
+        }
+        let trims: Vec<usize> = (0..125)
+            .filter_map(|_| count.closed().then_some(count.live))
+            .collect();
+        assert_eq!(trims, [62]);
+    }
+}
