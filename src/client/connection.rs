@@ -12,8 +12,8 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::Inner;
 use super::sequencer::ProcessEvent;
 use crate::protocol::method;
 use crate::protocol::process::{ClosedNotification, ExitedNotification, OutputNotification};
@@ -132,32 +132,54 @@ impl Conn {
     }
 }
 
+/// What a transport's reader hands upward; the client's core implements it (`recovery.rs`), so
+/// this file knows nothing above it.
+pub(super) trait Events: Send + Sync + 'static {
+    /// One decoded process notification from transport `conn` (or why it did not decode).
+    fn process_event(
+        self: &Arc<Self>,
+        conn: u64,
+        process_id: String,
+        event: Result<ProcessEvent, String>,
+    ) -> impl std::future::Future<Output = ()> + Send;
+
+    /// The reader of transport `conn` ended, for `reason`.
+    fn transport_ended(self: &Arc<Self>, conn: u64, reason: String);
+}
+
 /// Wraps a transport and starts its reader. Notifications are routed from the first message on,
 /// before any answer: on resume the server may send them ahead of the `initialize` answer.
-pub(super) fn start(inner: &Arc<Inner>, transport: Transport) -> Arc<Conn> {
+pub(super) fn start<E: Events>(
+    events: &Arc<E>,
+    id: u64,
+    transport: Transport,
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+) -> Arc<Conn> {
     let conn = Arc::new(Conn {
-        id: inner.next_conn_id(),
+        id,
         outgoing: transport.outgoing,
         calls: Mutex::new(Some(HashMap::new())),
         closed: CancellationToken::new(),
     });
     let mut incoming = transport.incoming;
     let reader_conn = conn.clone();
-    let reader_inner = inner.clone();
-    inner.tracker.spawn(async move {
-        let (conn, inner) = (reader_conn, reader_inner);
+    let events = events.clone();
+    let cancel = cancel.clone();
+    tracker.spawn(async move {
+        let conn = reader_conn;
         let reason = loop {
             let message = tokio::select! {
                 m = incoming.recv() => m,
                 _ = conn.closed.cancelled() => break "the client closed the connection",
-                _ = inner.cancel.cancelled() => break "the client was dropped",
+                _ = cancel.cancelled() => break "the client was dropped",
             };
             let Some(message) = message else {
                 break "the connection to the exec-server closed";
             };
             match message {
                 Incoming::Response { id, result } => conn.answer(id, result),
-                Incoming::Notification(n) => route(&inner, conn.id, n).await,
+                Incoming::Notification(n) => route(&events, conn.id, n).await,
                 Incoming::Request(r) => {
                     tracing::debug!(method = %r.method, "ignoring a request from the server")
                 }
@@ -167,13 +189,13 @@ pub(super) fn start(inner: &Arc<Inner>, transport: Transport) -> Arc<Conn> {
         };
         conn.finish();
         drop(incoming);
-        inner.transport_ended(conn.id, reason.to_string());
+        events.transport_ended(conn.id, reason.to_string());
     });
     conn
 }
 
-/// Decodes a process notification and hands it to the process table.
-async fn route(inner: &Arc<Inner>, conn: u64, n: Notification) {
+/// Decodes a process notification and hands it upward.
+async fn route<E: Events>(events: &Arc<E>, conn: u64, n: Notification) {
     let decoded = match n.method.as_str() {
         method::PROCESS_OUTPUT => serde_json::from_value::<OutputNotification>(n.params).map(|o| {
             let data = base64::engine::general_purpose::STANDARD.decode(o.chunk.as_bytes());
@@ -202,7 +224,7 @@ async fn route(inner: &Arc<Inner>, conn: u64, n: Notification) {
         }
     };
     match decoded {
-        Ok((process_id, event)) => inner.processes.route(inner, conn, &process_id, event).await,
+        Ok((process_id, event)) => events.process_event(conn, process_id, event).await,
         Err(err) => tracing::warn!(method = %n.method, %err, "undecodable notification"),
     }
 }

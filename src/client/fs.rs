@@ -8,7 +8,8 @@ use std::path::Path;
 
 use base64::Engine;
 
-use super::{ClientError, ExecServerClient};
+use super::error::ClientError;
+use super::session::ExecServerClient;
 use crate::path_uri;
 use crate::protocol::fs::{
     CloseParams, CloseResult, CreateDirectoryParams, CreateDirectoryResult, DirectoryEntry,

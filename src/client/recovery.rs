@@ -31,20 +31,25 @@
 //! starts what a new state needs (the resume task, failing every handle).
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use base64::Engine;
 use serde_json::{Value, json};
+use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::connection::{self, CallError, Conn};
+use super::connection::{self, CallError, Conn, Events};
+use super::connector::Connect;
 use super::error::ClientError;
-use super::process::{Outcome, ProcessEntry};
 use super::replay::{self, Replay};
 use super::sequencer::{CatchUp, ProcessEvent};
-use super::{ConnectionStatus, Inner};
+use super::status::{ClientOptions, ClientStats, ConnectionStatus};
+use super::table::{Outcome, ProcessEntry, ProcessTable};
 use crate::protocol::process::{ReadParams, ReadResult};
-use crate::protocol::session::{InitializeParams, InitializeResult};
+use crate::protocol::session::{EnvironmentInfo, InitializeParams, InitializeResult};
 use crate::protocol::{ErrorCode, method};
 
 /// Largest `maxBytes` of one catch-up read; the reads loop while the answer was cut short. Small
@@ -152,6 +157,81 @@ impl Drop for CloseOnDrop {
     }
 }
 
+/// State shared by the client's clones and its tasks.
+pub(super) struct Inner {
+    /// Name, deadlines, buffer sizes.
+    pub(super) options: ClientOptions,
+    /// Opens transports for resume attempts; `None` when the transport cannot be reopened (a
+    /// stdio child: its end is the server's end).
+    pub(super) connector: Option<Arc<dyn Connect>>,
+    /// The state machine (`recovery.rs`); a watch so that callers can wait for a change.
+    pub(super) state: watch::Sender<State>,
+    /// The public view of `state`.
+    pub(super) status: watch::Sender<ConnectionStatus>,
+    /// The session to resume, from the first `initialize` answer.
+    pub(super) session_id: OnceLock<String>,
+    /// From the last `initialize` answer.
+    pub(super) environment: Mutex<Option<EnvironmentInfo>>,
+    /// The processes the client follows.
+    pub(super) processes: ProcessTable,
+    /// The next JSON-RPC request id; unique across transports, so a stale answer never matches.
+    pub(super) next_request_id: AtomicI64,
+    /// The next transport id.
+    pub(super) next_conn_id: AtomicU64,
+    /// Where every task of the client runs (transport pumps, readers, the resume).
+    pub(super) tracker: TaskTracker,
+    /// Fired when the last user-facing clone is gone: every task stops.
+    pub(super) cancel: CancellationToken,
+    /// See [`ClientStats`].
+    pub(super) stats: Mutex<ClientStats>,
+}
+
+impl Inner {
+    /// A fresh request id.
+    pub(super) fn next_request_id(&self) -> i64 {
+        self.next_request_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A fresh transport id.
+    pub(super) fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+impl Inner {
+    /// Wraps a new transport and starts its reader.
+    pub(super) fn open(self: &Arc<Self>, transport: crate::rpc::Transport) -> Arc<Conn> {
+        connection::start(
+            self,
+            self.next_conn_id(),
+            transport,
+            &self.tracker,
+            &self.cancel,
+        )
+    }
+}
+
+impl Events for Inner {
+    async fn process_event(
+        self: &Arc<Self>,
+        conn: u64,
+        process_id: String,
+        event: Result<ProcessEvent, String>,
+    ) {
+        if let Some((entry, outcome)) = self.processes.route(conn, &process_id, event).await {
+            self.settle(&entry, outcome);
+        }
+    }
+
+    fn transport_ended(self: &Arc<Self>, conn: u64, reason: String) {
+        self.apply(Transition::Dropped {
+            conn,
+            reason,
+            can_reconnect: self.connector.is_some(),
+        });
+    }
+}
+
 impl Inner {
     /// Runs a transition; on entering Recovering starts the resume task, on entering Failed fails
     /// every handle. Returns whether the state changed.
@@ -188,15 +268,6 @@ impl Inner {
             ConnectionStatus::Connecting | ConnectionStatus::Connected => {}
         }
         true
-    }
-
-    /// Called by a transport's reader when it ends.
-    pub(super) fn transport_ended(self: &Arc<Self>, conn: u64, reason: String) {
-        self.apply(Transition::Dropped {
-            conn,
-            reason,
-            can_reconnect: self.connector.is_some(),
-        });
     }
 
     /// The current transport; waits while connecting or recovering.
@@ -348,7 +419,7 @@ impl Inner {
             .connect(&self.tracker)
             .await
             .map_err(|e| Attempt::Retry(e.to_string()))?;
-        let conn = connection::start(self, transport);
+        let conn = self.open(transport);
         let guard = CloseOnDrop(Some(conn.clone()));
         let session_id = self.session_id.get().cloned().unwrap_or_default();
         let params = InitializeParams {
