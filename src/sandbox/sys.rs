@@ -4,8 +4,9 @@
 //! without confining the test process; [`LinuxKernel`] makes the real calls (exercised by the
 //! sandbox integration tests, in `codex-linux-sandbox` children only).
 //!
-//! The real calls go through `rustix`, `landlock` and `seccompiler`; the two the crates do not
-//! cover (the Landlock ABI probe, `close_range`) are the only `unsafe` of `sandbox/`.
+//! The real calls go through `rustix`, `landlock` and `seccompiler`. The only `unsafe` of
+//! `sandbox/` is here: the two calls the crates do not cover (the Landlock ABI probe,
+//! `close_range`) and rustix's `unshare`, unsafe by signature.
 #![allow(unsafe_code)]
 
 use std::convert::Infallible;
