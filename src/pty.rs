@@ -1,11 +1,15 @@
 //! Pseudo-terminals: open a master/slave pair, and drive the master asynchronously. The slave
 //! becomes the child's stdin, stdout, stderr and controlling terminal (see
 //! `server::process::sys::configure_child`); the master is read for output and written for stdin.
+//! The calls are rustix's; the one `unsafe` is tokio's registration of the master.
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 
+use rustix::fs::{Mode, OFlags};
+use rustix::pty::OpenptFlags;
+use rustix::termios::Winsize;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
@@ -22,41 +26,30 @@ pub struct PtyPair {
 
 /// Opens a terminal pair of the given size.
 pub fn open(rows: u16, cols: u16) -> io::Result<PtyPair> {
-    let mut master: RawFd = -1;
-    let mut slave: RawFd = -1;
-    let size = libc::winsize {
+    let flags = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
+    let master = rustix::pty::openpt(flags)?;
+    rustix::pty::grantpt(&master)?;
+    rustix::pty::unlockpt(&master)?;
+    // The peer straight from the master (Linux 4.13+); by its /dev/pts name on older kernels.
+    let slave = match rustix::pty::ioctl_tiocgptpeer(&master, flags) {
+        Ok(slave) => slave,
+        Err(_) => {
+            let name = rustix::pty::ptsname(&master, Vec::new())?;
+            rustix::fs::open(
+                name.as_c_str(),
+                OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?
+        }
+    };
+    let size = Winsize {
         ws_row: rows,
         ws_col: cols,
         ws_xpixel: 0,
         ws_ypixel: 0,
     };
-    // SAFETY: openpty writes two fds into the provided out-pointers; name and termios may be null;
-    // winsize points to a valid struct for the duration of the call.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            &size,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: openpty succeeded, so both fds are open and owned by nobody else.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-    set_cloexec(master.as_raw_fd())?;
-    set_cloexec(slave.as_raw_fd())?;
+    rustix::termios::tcsetwinsize(&slave, size)?;
     Ok(PtyPair { master, slave })
-}
-
-fn set_cloexec(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on an fd we own; F_SETFD takes an int flag.
-    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// The master side of a terminal, readable and writable from tasks at the same time.
@@ -67,14 +60,8 @@ pub struct PtyMaster {
 impl PtyMaster {
     /// Takes ownership of a master fd and makes it non-blocking.
     pub fn new(fd: OwnedFd) -> io::Result<Self> {
-        let raw = fd.as_raw_fd();
-        // SAFETY: fcntl get/set of status flags on an fd we own.
-        unsafe {
-            let flags = libc::fcntl(raw, libc::F_GETFL);
-            if flags < 0 || libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
+        let flags = rustix::fs::fcntl_getfl(&fd)?;
+        rustix::fs::fcntl_setfl(&fd, flags | OFlags::NONBLOCK)?;
         // SAFETY: `fd` is an open OwnedFd moved into the AsyncFd, so it stays open and names the
         // same file description for the AsyncFd's whole life.
         let fd =
@@ -87,19 +74,12 @@ impl PtyMaster {
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             let mut guard = self.fd.readable().await?;
-            let result = guard.try_io(|fd| {
-                // SAFETY: reading into a valid, exclusively borrowed buffer of buf.len() bytes.
-                let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
+            let result = guard.try_io(|fd| match rustix::io::read(fd, &mut *buf) {
+                Err(rustix::io::Errno::IO) => Ok(0),
+                read => Ok(read?),
             });
             match result {
-                Ok(Ok(n)) => return Ok(n),
-                Ok(Err(err)) if err.raw_os_error() == Some(libc::EIO) => return Ok(0),
-                Ok(Err(err)) => return Err(err),
+                Ok(read) => return read,
                 Err(_would_block) => continue,
             }
         }
@@ -109,15 +89,7 @@ impl PtyMaster {
     pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
             let mut guard = self.fd.writable().await?;
-            let result = guard.try_io(|fd| {
-                // SAFETY: writing from a valid buffer of data.len() bytes.
-                let n = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
+            let result = guard.try_io(|fd| Ok(rustix::io::write(fd, data)?));
             match result {
                 Ok(Ok(n)) => data = &data[n..],
                 Ok(Err(err)) => return Err(err),
@@ -125,5 +97,59 @@ impl PtyMaster {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn new_terminal_has_the_requested_size_and_carries_bytes_both_ways() {
+        let pair = open(40, 132).unwrap();
+        let size = rustix::termios::tcgetwinsize(&pair.slave).unwrap();
+        assert_eq!((size.ws_row, size.ws_col), (40, 132));
+        for fd in [&pair.master, &pair.slave] {
+            let fd_flags = rustix::io::fcntl_getfd(fd).unwrap();
+            assert!(fd_flags.contains(rustix::io::FdFlags::CLOEXEC));
+        }
+        let slave = pair.slave;
+        let master = PtyMaster::new(pair.master).unwrap();
+
+        master.write_all(b"ping\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = rustix::io::read(&slave, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"ping\n", "a line reaches the slave");
+
+        // The line is echoed back first (the terminal starts in canonical mode with echo).
+        let mut out = Vec::new();
+        rustix::io::write(&slave, b"pong").unwrap();
+        while !out.ends_with(b"pong") {
+            let n = master.read(&mut buf).await.unwrap();
+            assert_ne!(n, 0, "end of output before pong: {out:?}");
+            out.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(out, b"ping\r\npong");
+    }
+
+    #[tokio::test]
+    async fn read_reports_end_of_output_once_the_slave_is_closed() {
+        let pair = open(DEFAULT_ROWS, DEFAULT_COLS).unwrap();
+        let master = PtyMaster::new(pair.master).unwrap();
+        rustix::io::write(&pair.slave, b"last").unwrap();
+        drop(pair.slave);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 64];
+        loop {
+            let n = master.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(
+            out, b"last",
+            "output written before the close is read first"
+        );
     }
 }

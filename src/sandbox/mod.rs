@@ -14,7 +14,7 @@ pub mod fs_helper;
 pub mod plan;
 pub mod policy;
 pub mod seccomp;
-mod sys;
+pub(crate) mod sys;
 pub mod wrapper;
 
 /// The Landlock ABI this program is written against; handled rights are this ABI's, best effort
@@ -23,5 +23,6 @@ pub const LANDLOCK_ABI: landlock::ABI = landlock::ABI::V7;
 
 /// The running kernel's Landlock ABI (0: none).
 pub fn kernel_landlock_abi() -> i32 {
-    sys::landlock_abi()
+    use sys::Kernel as _;
+    sys::LinuxKernel.landlock_abi()
 }

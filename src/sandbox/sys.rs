@@ -1,185 +1,459 @@
-//! The system calls of the sandbox wrapper, each a thin safe fn over `libc`. The only `unsafe` of
-//! `sandbox/`. Called only from `codex-linux-sandbox` (never from the server or the test process).
+//! Every kernel operation the sandbox wrapper performs, named by the [`Kernel`] trait. The wrapper
+//! (`wrapper::apply_with`) reaches the kernel only through it, so its order of steps and its
+//! fallbacks are unit-tested against the recording [`fake::FakeKernel`] without privileges and
+//! without confining the test process; [`LinuxKernel`] makes the real calls (exercised by the
+//! sandbox integration tests, in `codex-linux-sandbox` children only).
+//!
+//! The real calls go through `rustix`, `landlock` and `seccompiler`. The only `unsafe` of
+//! `sandbox/` is here: the two calls the crates do not cover (the Landlock ABI probe,
+//! `close_range`) and rustix's `unshare`, unsafe by signature.
 #![allow(unsafe_code)]
 
-use std::ffi::CString;
+use std::convert::Infallible;
+use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 
-fn check(rc: libc::c_long) -> io::Result<()> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
+use landlock::{
+    Access as _, AccessFs, AccessNet, BitFlags, NetPort, PathBeneath, PathFd, Ruleset, RulesetAttr,
+    RulesetCreatedAttr, RulesetStatus, Scope,
+};
+use rustix::fs::StatVfsMountFlags;
+use rustix::mount::{MountFlags, MountPropagationFlags};
+use rustix::thread::{CapabilitySet, CapabilitySets, UnshareFlags};
+use seccompiler::BpfProgram;
+
+use super::LANDLOCK_ABI;
+
+/// A Landlock ruleset to create and enforce on the calling thread, as planned by the wrapper.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LandlockRuleset {
+    /// File-system rights the ruleset handles (empty: the file system is not confined).
+    pub handled_fs: BitFlags<AccessFs>,
+    /// Set every scope of the pinned ABI (signals, abstract unix sockets).
+    pub scoped: bool,
+    /// Network rights the ruleset handles (empty: the network is not confined by Landlock).
+    pub handled_net: BitFlags<AccessNet>,
+    /// Paths (directory or file) and the rights granted beneath each.
+    pub paths: Vec<(PathBuf, BitFlags<AccessFs>)>,
+    /// TCP ports `connect` is allowed to.
+    pub connect_ports: Vec<u16>,
+}
+
+/// The kernel operations of the sandbox wrapper, each one step of sandbox.md §4.1.
+pub trait Kernel {
+    /// The Landlock ABI version of the running kernel; 0 when Landlock is missing or disabled.
+    fn landlock_abi(&self) -> i32;
+    /// Enters a private mount namespace (inside a new user namespace when not root) whose mounts
+    /// no longer propagate to or from the parent's.
+    fn enter_mount_namespace(&self) -> io::Result<()>;
+    /// `mount(path, path, NULL, MS_BIND | MS_REC, NULL)`.
+    fn bind_mount(&self, path: &Path) -> io::Result<()>;
+    /// The mount flags of the file system holding `path` (`statvfs(path).f_flag`).
+    fn mount_flags(&self, path: &Path) -> io::Result<StatVfsMountFlags>;
+    /// `mount(NULL, path, NULL, MS_REMOUNT | flags, NULL)`.
+    fn remount(&self, path: &Path, flags: MountFlags) -> io::Result<()>;
+    /// `prctl(PR_SET_NO_NEW_PRIVS, 1)`.
+    fn set_no_new_privs(&self) -> io::Result<()>;
+    /// Empties the bounding and ambient sets, then the effective, permitted and inheritable sets
+    /// (`capset`).
+    fn drop_capabilities(&self) -> io::Result<()>;
+    /// This thread's effective, permitted and inheritable sets (`capget`).
+    fn capabilities(&self) -> io::Result<CapabilitySets>;
+    /// Creates `ruleset`, adds its rules and enforces it on the calling thread.
+    fn landlock_restrict_self(&self, ruleset: &LandlockRuleset) -> io::Result<RulesetStatus>;
+    /// Loads a compiled seccomp filter on the calling thread.
+    fn load_seccomp(&self, program: &BpfProgram) -> io::Result<()>;
+    /// Closes every file descriptor from 3 up.
+    fn close_fds_above_stderr(&self) -> io::Result<()>;
+    /// Replaces this process with `program` (PATH lookup in the current environment); returns
+    /// only on failure.
+    fn exec(
+        &self,
+        program: &OsStr,
+        args: &[OsString],
+        arg0: Option<&OsStr>,
+    ) -> io::Result<Infallible>;
+}
+
+/// The running Linux kernel.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LinuxKernel;
+
+impl Kernel for LinuxKernel {
+    fn landlock_abi(&self) -> i32 {
+        const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+        // SAFETY: with a null attr and size 0, the call reads no memory and only returns the ABI
+        // version (neither rustix nor the landlock crate exposes this probe).
+        let v = unsafe {
+            libc::syscall(
+                libc::SYS_landlock_create_ruleset,
+                std::ptr::null::<libc::c_void>(),
+                0usize,
+                LANDLOCK_CREATE_RULESET_VERSION,
+            )
+        };
+        if v < 0 { 0 } else { v as i32 }
     }
-}
 
-fn cstring(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
-}
-
-/// The Landlock ABI version of the running kernel; 0 when Landlock is missing or disabled.
-pub fn landlock_abi() -> i32 {
-    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
-    // SAFETY: with a null attr and size 0, the call only returns the ABI version.
-    let v = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<libc::c_void>(),
-            0usize,
-            LANDLOCK_CREATE_RULESET_VERSION,
-        )
-    };
-    if v < 0 { 0 } else { v as i32 }
-}
-
-/// `prctl(PR_SET_NO_NEW_PRIVS, 1)`.
-pub fn set_no_new_privs() -> io::Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } as libc::c_long)
-}
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: libc::c_int,
-}
-
-#[repr(C)]
-#[derive(Default, Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-
-/// Drops every capability: the bounding set, ambient set, and the effective, permitted and
-/// inheritable sets; then verifies with `capget` that nothing effective or permitted is left.
-pub fn drop_all_capabilities() -> io::Result<()> {
-    // SAFETY: prctl with integer arguments only. EINVAL marks the end of known capabilities.
-    unsafe {
-        for cap in 0..64 {
-            if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 {
-                let err = io::Error::last_os_error();
-                if err.raw_os_error() == Some(libc::EINVAL) {
-                    break;
-                }
-                // EPERM: no CAP_SETPCAP, so nothing to drop from the bounding set.
-                if err.raw_os_error() != Some(libc::EPERM) {
-                    return Err(err);
-                }
+    fn enter_mount_namespace(&self) -> io::Result<()> {
+        let (uid, gid) = (rustix::process::getuid(), rustix::process::getgid());
+        if rustix::process::geteuid().is_root() {
+            // SAFETY: without CLONE_FILES the file-descriptor table stays shared, so no thread can
+            // be left holding descriptors of a table it no longer sees.
+            if unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNS) }.is_ok() {
+                return make_mounts_private();
             }
         }
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL,
-            0,
-            0,
-            0,
-        );
+        // SAFETY: as above, CLONE_FILES is not among the flags.
+        unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWUSER | UnshareFlags::NEWNS) }?;
+        std::fs::write("/proc/self/setgroups", "deny")?;
+        std::fs::write("/proc/self/uid_map", format!("{0} {0} 1", uid.as_raw()))?;
+        std::fs::write("/proc/self/gid_map", format!("{0} {0} 1", gid.as_raw()))?;
+        make_mounts_private()
     }
-    let mut header = CapHeader {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let data = [CapData::default(); 2];
-    // SAFETY: header and a two-element data array of the v3 layout, as capset expects.
-    check(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) })?;
-    let mut header = CapHeader {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let mut data = [CapData::default(); 2];
-    // SAFETY: as above; capget writes into the two-element array.
-    check(unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) })?;
-    if data.iter().any(|d| d.effective != 0 || d.permitted != 0) {
-        return Err(io::Error::other(
-            "Linux sandbox retained effective or permitted capabilities",
-        ));
-    }
-    Ok(())
-}
 
-/// Enters a private mount namespace: directly as root, else inside a new user namespace that maps
-/// the caller's uid and gid onto themselves.
-pub fn enter_mount_namespace() -> io::Result<()> {
-    // SAFETY: getuid/getgid cannot fail.
-    let (uid, gid, euid) = unsafe { (libc::getuid(), libc::getgid(), libc::geteuid()) };
-    if euid == 0 {
-        // SAFETY: unshare with a flag word.
-        if unsafe { libc::unshare(libc::CLONE_NEWNS) } == 0 {
-            return make_mounts_private();
+    fn bind_mount(&self, path: &Path) -> io::Result<()> {
+        Ok(rustix::mount::mount_bind_recursive(path, path)?)
+    }
+
+    fn mount_flags(&self, path: &Path) -> io::Result<StatVfsMountFlags> {
+        Ok(rustix::fs::statvfs(path)?.f_flag)
+    }
+
+    fn remount(&self, path: &Path, flags: MountFlags) -> io::Result<()> {
+        Ok(rustix::mount::mount_remount(path, flags, "")?)
+    }
+
+    fn set_no_new_privs(&self) -> io::Result<()> {
+        Ok(rustix::thread::set_no_new_privs(true)?)
+    }
+
+    fn drop_capabilities(&self) -> io::Result<()> {
+        for cap in 0..u64::BITS {
+            match rustix::thread::remove_capability_from_bounding_set(
+                CapabilitySet::from_bits_retain(1 << cap),
+            ) {
+                Ok(()) => {}
+                // Past the last capability this kernel knows.
+                Err(rustix::io::Errno::INVAL) => break,
+                // No CAP_SETPCAP: there is nothing this process could use them for.
+                Err(rustix::io::Errno::PERM) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match rustix::thread::clear_ambient_capability_set() {
+            // EINVAL: a kernel without ambient capabilities.
+            Ok(()) | Err(rustix::io::Errno::INVAL) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let none = CapabilitySets {
+            effective: CapabilitySet::empty(),
+            permitted: CapabilitySet::empty(),
+            inheritable: CapabilitySet::empty(),
+        };
+        Ok(rustix::thread::set_capabilities(None, none)?)
+    }
+
+    fn capabilities(&self) -> io::Result<CapabilitySets> {
+        Ok(rustix::thread::capabilities(None)?)
+    }
+
+    fn landlock_restrict_self(&self, planned: &LandlockRuleset) -> io::Result<RulesetStatus> {
+        let mut ruleset = Ruleset::default();
+        if !planned.handled_fs.is_empty() {
+            ruleset = ruleset
+                .handle_access(planned.handled_fs)
+                .map_err(io::Error::other)?;
+        }
+        if planned.scoped {
+            ruleset = ruleset
+                .scope(Scope::from_all(LANDLOCK_ABI))
+                .map_err(io::Error::other)?;
+        }
+        if !planned.handled_net.is_empty() {
+            ruleset = ruleset
+                .handle_access(planned.handled_net)
+                .map_err(io::Error::other)?;
+        }
+        let mut created = ruleset.create().map_err(io::Error::other)?;
+        for (path, access) in &planned.paths {
+            let fd = PathFd::new(path).map_err(io::Error::other)?;
+            created = created
+                .add_rule(PathBeneath::new(fd, *access))
+                .map_err(io::Error::other)?;
+        }
+        for port in &planned.connect_ports {
+            created = created
+                .add_rule(NetPort::new(*port, AccessNet::ConnectTcp))
+                .map_err(io::Error::other)?;
+        }
+        Ok(created.restrict_self().map_err(io::Error::other)?.ruleset)
+    }
+
+    fn load_seccomp(&self, program: &BpfProgram) -> io::Result<()> {
+        seccompiler::apply_filter(program).map_err(io::Error::other)
+    }
+
+    fn close_fds_above_stderr(&self) -> io::Result<()> {
+        // SAFETY: close_range takes no memory. Closing descriptors other code may own is the
+        // point: only the single-threaded wrapper calls it, right before exec.
+        let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
         }
     }
-    // SAFETY: unshare with a flag word.
-    check(unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) } as libc::c_long)?;
-    std::fs::write("/proc/self/setgroups", "deny")?;
-    std::fs::write("/proc/self/uid_map", format!("{uid} {uid} 1"))?;
-    std::fs::write("/proc/self/gid_map", format!("{gid} {gid} 1"))?;
-    make_mounts_private()
+
+    fn exec(
+        &self,
+        program: &OsStr,
+        args: &[OsString],
+        arg0: Option<&OsStr>,
+    ) -> io::Result<Infallible> {
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(args);
+        if let Some(a) = arg0 {
+            cmd.arg0(a);
+        }
+        Err(cmd.exec())
+    }
 }
 
+/// Makes every mount of the new namespace private, so bind mounts made here stay here.
 fn make_mounts_private() -> io::Result<()> {
-    let root = cstring(Path::new("/"))?;
-    // SAFETY: valid C strings or null for the unused arguments.
-    check(unsafe {
-        libc::mount(
-            std::ptr::null(),
-            root.as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        )
-    } as libc::c_long)
+    Ok(rustix::mount::mount_change(
+        "/",
+        MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+    )?)
 }
 
-/// Bind-mounts `path` onto itself and remounts it read-only, keeping the flags the kernel locks.
-pub fn bind_read_only(path: &Path) -> io::Result<()> {
-    let c = cstring(path)?;
-    // SAFETY: valid C strings or null for the unused arguments.
-    check(unsafe {
-        libc::mount(
-            c.as_ptr(),
-            c.as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND | libc::MS_REC,
-            std::ptr::null(),
-        )
-    } as libc::c_long)?;
-    // SAFETY: statvfs writes into the zeroed struct we own.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    check(unsafe { libc::statvfs(c.as_ptr(), &mut st) } as libc::c_long)?;
-    let mut flags =
-        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
-    for (st_flag, ms_flag) in [
-        (libc::ST_NOEXEC, libc::MS_NOEXEC),
-        (libc::ST_NOATIME, libc::MS_NOATIME),
-        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
-        (libc::ST_RELATIME, libc::MS_RELATIME),
-    ] {
-        if st.f_flag & st_flag != 0 {
-            flags |= ms_flag;
+/// A recording [`Kernel`] for unit tests: every call is stored with its arguments, and any call
+/// can be made to fail. Nothing reaches the real kernel.
+#[cfg(test)]
+pub mod fake {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    /// One recorded call.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Call {
+        LandlockAbi,
+        EnterMountNamespace,
+        BindMount(PathBuf),
+        MountFlags(PathBuf),
+        Remount(PathBuf, MountFlags),
+        SetNoNewPrivs,
+        DropCapabilities,
+        Capabilities,
+        LandlockRestrictSelf(LandlockRuleset),
+        /// The filter's length in instructions.
+        LoadSeccomp(usize),
+        CloseFdsAboveStderr,
+        Exec {
+            program: OsString,
+            args: Vec<OsString>,
+            arg0: Option<OsString>,
+        },
+    }
+
+    /// The operation of a [`Call`], without its arguments.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Op {
+        EnterMountNamespace,
+        BindMount,
+        MountFlags,
+        Remount,
+        SetNoNewPrivs,
+        DropCapabilities,
+        Capabilities,
+        LandlockRestrictSelf,
+        LoadSeccomp,
+        CloseFdsAboveStderr,
+        Exec,
+    }
+
+    impl Call {
+        /// The operation; `None` for the infallible ABI probe.
+        pub fn op(&self) -> Option<Op> {
+            Some(match self {
+                Call::LandlockAbi => return None,
+                Call::EnterMountNamespace => Op::EnterMountNamespace,
+                Call::BindMount(_) => Op::BindMount,
+                Call::MountFlags(_) => Op::MountFlags,
+                Call::Remount(..) => Op::Remount,
+                Call::SetNoNewPrivs => Op::SetNoNewPrivs,
+                Call::DropCapabilities => Op::DropCapabilities,
+                Call::Capabilities => Op::Capabilities,
+                Call::LandlockRestrictSelf(_) => Op::LandlockRestrictSelf,
+                Call::LoadSeccomp(_) => Op::LoadSeccomp,
+                Call::CloseFdsAboveStderr => Op::CloseFdsAboveStderr,
+                Call::Exec { .. } => Op::Exec,
+            })
         }
     }
-    // SAFETY: valid C strings or null for the unused arguments.
-    check(unsafe {
-        libc::mount(
-            std::ptr::null(),
-            c.as_ptr(),
-            std::ptr::null(),
-            flags,
-            std::ptr::null(),
-        )
-    } as libc::c_long)
-}
 
-/// Closes every fd from 3 up.
-pub fn close_fds_above_stderr() -> io::Result<()> {
-    // SAFETY: close_range on a range of fds; no memory involved.
-    check(unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) })
+    /// A kernel with Landlock ABI 7 (by default), where every call succeeds unless told to fail.
+    /// `exec` never replaces the test process: it fails with `ENOEXEC` unless told otherwise.
+    #[derive(Debug)]
+    pub struct FakeKernel {
+        /// What [`Kernel::landlock_abi`] answers.
+        pub abi: i32,
+        /// What [`Kernel::mount_flags`] answers.
+        pub mount_flags: StatVfsMountFlags,
+        /// What [`Kernel::capabilities`] answers.
+        pub capabilities: CapabilitySets,
+        /// Whether [`Kernel::landlock_restrict_self`] reports the ruleset as not enforced.
+        pub not_enforced: bool,
+        calls: RefCell<Vec<Call>>,
+        /// (operation, which call of it (0-based; `None`: every call), errno).
+        failures: Vec<(Op, Option<usize>, i32)>,
+    }
+
+    impl Default for FakeKernel {
+        fn default() -> Self {
+            Self {
+                abi: 7,
+                mount_flags: StatVfsMountFlags::empty(),
+                capabilities: CapabilitySets {
+                    effective: CapabilitySet::empty(),
+                    permitted: CapabilitySet::empty(),
+                    inheritable: CapabilitySet::empty(),
+                },
+                not_enforced: false,
+                calls: RefCell::default(),
+                failures: Vec::new(),
+            }
+        }
+    }
+
+    impl FakeKernel {
+        /// A kernel with Landlock ABI `abi`.
+        pub fn with_abi(abi: i32) -> Self {
+            Self {
+                abi,
+                ..Self::default()
+            }
+        }
+
+        /// Every call of `op` fails with `errno`.
+        pub fn fail(mut self, op: Op, errno: i32) -> Self {
+            self.failures.push((op, None, errno));
+            self
+        }
+
+        /// The `nth` call (0-based) of `op` fails with `errno`.
+        pub fn fail_nth(mut self, op: Op, nth: usize, errno: i32) -> Self {
+            self.failures.push((op, Some(nth), errno));
+            self
+        }
+
+        /// Every call made so far, in order.
+        pub fn calls(&self) -> Vec<Call> {
+            self.calls.borrow().clone()
+        }
+
+        /// The operations called so far, in order (the ABI probe left out).
+        pub fn ops(&self) -> Vec<Op> {
+            self.calls.borrow().iter().filter_map(Call::op).collect()
+        }
+
+        /// The rulesets given to `landlock_restrict_self`.
+        pub fn rulesets(&self) -> Vec<LandlockRuleset> {
+            self.calls
+                .borrow()
+                .iter()
+                .filter_map(|c| match c {
+                    Call::LandlockRestrictSelf(r) => Some(r.clone()),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        /// Records `call`; the injected error, if this call of its operation is to fail.
+        fn record(&self, call: Call) -> io::Result<()> {
+            let op = call.op();
+            let mut calls = self.calls.borrow_mut();
+            let nth = calls.iter().filter(|c| c.op() == op).count();
+            calls.push(call);
+            match self
+                .failures
+                .iter()
+                .find(|(o, n, _)| Some(*o) == op && n.is_none_or(|n| n == nth))
+            {
+                Some((_, _, errno)) => Err(io::Error::from_raw_os_error(*errno)),
+                None => Ok(()),
+            }
+        }
+    }
+
+    impl Kernel for FakeKernel {
+        fn landlock_abi(&self) -> i32 {
+            self.calls.borrow_mut().push(Call::LandlockAbi);
+            self.abi
+        }
+
+        fn enter_mount_namespace(&self) -> io::Result<()> {
+            self.record(Call::EnterMountNamespace)
+        }
+
+        fn bind_mount(&self, path: &Path) -> io::Result<()> {
+            self.record(Call::BindMount(path.to_path_buf()))
+        }
+
+        fn mount_flags(&self, path: &Path) -> io::Result<StatVfsMountFlags> {
+            self.record(Call::MountFlags(path.to_path_buf()))
+                .map(|()| self.mount_flags)
+        }
+
+        fn remount(&self, path: &Path, flags: MountFlags) -> io::Result<()> {
+            self.record(Call::Remount(path.to_path_buf(), flags))
+        }
+
+        fn set_no_new_privs(&self) -> io::Result<()> {
+            self.record(Call::SetNoNewPrivs)
+        }
+
+        fn drop_capabilities(&self) -> io::Result<()> {
+            self.record(Call::DropCapabilities)
+        }
+
+        fn capabilities(&self) -> io::Result<CapabilitySets> {
+            self.record(Call::Capabilities).map(|()| self.capabilities)
+        }
+
+        fn landlock_restrict_self(&self, ruleset: &LandlockRuleset) -> io::Result<RulesetStatus> {
+            self.record(Call::LandlockRestrictSelf(ruleset.clone()))?;
+            Ok(if self.not_enforced {
+                RulesetStatus::NotEnforced
+            } else {
+                RulesetStatus::FullyEnforced
+            })
+        }
+
+        fn load_seccomp(&self, program: &BpfProgram) -> io::Result<()> {
+            self.record(Call::LoadSeccomp(program.len()))
+        }
+
+        fn close_fds_above_stderr(&self) -> io::Result<()> {
+            self.record(Call::CloseFdsAboveStderr)
+        }
+
+        fn exec(
+            &self,
+            program: &OsStr,
+            args: &[OsString],
+            arg0: Option<&OsStr>,
+        ) -> io::Result<Infallible> {
+            self.record(Call::Exec {
+                program: program.to_owned(),
+                args: args.to_vec(),
+                arg0: arg0.map(OsStr::to_owned),
+            })?;
+            Err(io::Error::from_raw_os_error(libc::ENOEXEC))
+        }
+    }
 }

@@ -1,24 +1,25 @@
 //! `codex-linux-sandbox`: confine this very process, then exec the command. Single-threaded and
-//! run before any async runtime exists. Order (sandbox.md §4.1): chdir → private mount namespace
-//! for read-only carve-outs (when one can be had) → no_new_privs → drop every capability →
-//! Landlock `restrict_self` → seccomp → close fds above 2 → exec. Any failure refuses the run:
+//! run before any async runtime exists. Order (sandbox.md §4.1): chdir → refuse what cannot be
+//! enforced (no Landlock; managed network below ABI 4) → private mount namespace for read-only
+//! carve-outs (when one can be had; else split grants) → no_new_privs → drop every capability and
+//! verify → Landlock `restrict_self` → seccomp → close fds above 2 → exec. Every step goes through
+//! [`Kernel`](super::sys::Kernel) (unit tests: `wrapper_tests.rs`). Any failure refuses the run:
 //! `codex-linux-sandbox: <reason>` on stderr, exit 1; the command never starts unconfined.
 
 use std::convert::Infallible;
 use std::ffi::OsString;
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use landlock::{
-    ABI, Access as _, AccessFs, AccessNet, NetPort, PathBeneath, PathFd, Ruleset, RulesetAttr,
-    RulesetCreatedAttr, RulesetStatus, Scope,
-};
+use landlock::{Access as _, AccessFs, AccessNet, RulesetStatus};
+use rustix::fs::StatVfsMountFlags;
+use rustix::mount::MountFlags;
 
 use super::plan::{self, Layer, Rights};
-use super::policy::{NetworkMode, ResolvedPolicy};
-use super::{LANDLOCK_ABI, seccomp, sys};
+use super::policy::{NetworkMode, ResolvedEntry, ResolvedPolicy};
+use super::sys::{Kernel, LandlockRuleset, LinuxKernel};
+use super::{LANDLOCK_ABI, seccomp};
 
 /// Command line of the wrapper (built by the server; not meant for people).
 #[derive(Debug, Parser)]
@@ -76,19 +77,18 @@ pub enum WrapperError {
     NoNewPrivs(std::io::Error),
     #[error("failed to drop capabilities: {0}")]
     Capabilities(std::io::Error),
+    #[error(
+        "failed to drop capabilities: Linux sandbox retained effective or permitted capabilities"
+    )]
+    CapabilitiesRetained,
     #[error("Landlock: {0}")]
-    Landlock(#[from] landlock::RulesetError),
-    #[error("Landlock rule for {path}: {source}")]
-    LandlockPath {
-        path: PathBuf,
-        source: landlock::PathFdError,
-    },
+    Landlock(std::io::Error),
     #[error("Landlock restriction was not enforced by the kernel; refusing to run")]
     NotEnforced,
     #[error("seccomp: {0}")]
     Seccomp(#[from] seccomp::SeccompError),
     #[error("failed to load the seccomp filter: {0}")]
-    SeccompLoad(#[from] seccompiler::Error),
+    SeccompLoad(std::io::Error),
     #[error("failed to close inherited file descriptors: {0}")]
     CloseFds(std::io::Error),
     #[error("failed to execute {program}: {source}")]
@@ -114,7 +114,7 @@ pub struct ApplyOptions {
 /// Whether this process can enter a private mount namespace (run in a throwaway child: it does
 /// enter one). The server asks once at start, to log the split-grant fallback's cost.
 pub fn probe_mount_namespace() -> bool {
-    sys::enter_mount_namespace().is_ok()
+    LinuxKernel.enter_mount_namespace().is_ok()
 }
 
 /// The wrapper's entry point (argv[0] = `codex-linux-sandbox`).
@@ -153,61 +153,50 @@ fn run(args: WrapperArgs) -> Result<Infallible, WrapperError> {
 
 /// Confines the current process with `policy`. Irreversible.
 pub fn apply(policy: &ResolvedPolicy, options: ApplyOptions) -> Result<(), WrapperError> {
+    apply_with(&LinuxKernel, policy, options)
+}
+
+/// [`apply`] through `kernel`, in the order of sandbox.md §4.1. Every refusal (no Landlock, an ABI
+/// too old for the managed network) comes before the first call that changes anything.
+pub(crate) fn apply_with(
+    kernel: &impl Kernel,
+    policy: &ResolvedPolicy,
+    options: ApplyOptions,
+) -> Result<(), WrapperError> {
     let abi = if options.simulate_no_landlock {
         0
     } else {
-        sys::landlock_abi()
+        kernel.landlock_abi()
     };
     let managed = policy.network == NetworkMode::Managed;
-    let plan = match &policy.file_system {
-        None => None,
-        Some(entries) => {
-            if abi < 1 {
-                return Err(WrapperError::NoLandlock);
-            }
-            let mut layer = Layer::Split;
-            if options.unsplit_read_carve_outs {
-                let mut plan = plan::build(entries, Layer::Mount);
-                plan.read_only_mounts.clear();
-                Some(plan)
-            } else if options.allow_mount_namespace {
-                let mount_plan = plan::build(entries, Layer::Mount);
-                if mount_plan.read_only_mounts.is_empty() {
-                    layer = Layer::Mount;
-                } else {
-                    let mounted = sys::enter_mount_namespace().and_then(|()| {
-                        mount_plan
-                            .read_only_mounts
-                            .iter()
-                            .try_for_each(|m| sys::bind_read_only(m))
-                    });
-                    match mounted {
-                        Ok(()) => layer = Layer::Mount,
-                        // The command's stderr is not ours to write to; the server logs the
-                        // fallback once per session, `codex sandbox linux` says it itself.
-                        Err(err) if options.report_fallback => eprintln!(
-                            "codex sandbox linux: no mount namespace ({err}); read-only carve-outs use split grants: entries cannot be created or removed directly in pass-through directories"
-                        ),
-                        Err(_) => {}
-                    }
-                }
-                if layer == Layer::Mount {
-                    Some(mount_plan)
-                } else {
-                    Some(plan::build(entries, Layer::Split))
-                }
-            } else {
-                Some(plan::build(entries, layer))
-            }
-        }
-    };
+    if policy.file_system.is_some() && abi < 1 {
+        return Err(WrapperError::NoLandlock);
+    }
     if managed && abi < 4 {
         return Err(WrapperError::NoLandlockNet(abi));
     }
-    sys::set_no_new_privs().map_err(WrapperError::NoNewPrivs)?;
-    sys::drop_all_capabilities().map_err(WrapperError::Capabilities)?;
+    let plan = policy
+        .file_system
+        .as_deref()
+        .map(|entries| file_system_plan(kernel, entries, options));
+    kernel
+        .set_no_new_privs()
+        .map_err(WrapperError::NoNewPrivs)?;
+    kernel
+        .drop_capabilities()
+        .map_err(WrapperError::Capabilities)?;
+    let left = kernel.capabilities().map_err(WrapperError::Capabilities)?;
+    if !left.effective.is_empty() || !left.permitted.is_empty() {
+        return Err(WrapperError::CapabilitiesRetained);
+    }
     if plan.is_some() || managed {
-        restrict_landlock(plan.as_ref(), policy)?;
+        let ruleset = landlock_ruleset(plan.as_ref(), policy);
+        let status = kernel
+            .landlock_restrict_self(&ruleset)
+            .map_err(WrapperError::Landlock)?;
+        if status == RulesetStatus::NotEnforced {
+            return Err(WrapperError::NotEnforced);
+        }
     }
     let deny_truncate = plan.is_some() && abi < 3;
     if let Some(program) = seccomp::program(
@@ -215,9 +204,76 @@ pub fn apply(policy: &ResolvedPolicy, options: ApplyOptions) -> Result<(), Wrapp
         policy.managed_network.as_ref(),
         deny_truncate,
     )? {
-        seccompiler::apply_filter(&program)?;
+        kernel
+            .load_seccomp(&program)
+            .map_err(WrapperError::SeccompLoad)?;
     }
     Ok(())
+}
+
+/// The plan for a confined file system: the mount layer when its read-only mounts could be made
+/// (or none are needed), else the split-grant layer.
+fn file_system_plan(
+    kernel: &impl Kernel,
+    entries: &[ResolvedEntry],
+    options: ApplyOptions,
+) -> plan::Plan {
+    if options.unsplit_read_carve_outs {
+        let mut plan = plan::build(entries, Layer::Mount);
+        plan.read_only_mounts.clear();
+        return plan;
+    }
+    if !options.allow_mount_namespace {
+        return plan::build(entries, Layer::Split);
+    }
+    let mount_plan = plan::build(entries, Layer::Mount);
+    if mount_plan.read_only_mounts.is_empty() {
+        return mount_plan;
+    }
+    let mounted = kernel.enter_mount_namespace().and_then(|()| {
+        mount_plan
+            .read_only_mounts
+            .iter()
+            .try_for_each(|path| bind_read_only(kernel, path))
+    });
+    match mounted {
+        Ok(()) => mount_plan,
+        Err(err) => {
+            // The command's stderr is not ours to write to; the server logs the fallback once per
+            // session, `codex sandbox linux` says it itself.
+            if options.report_fallback {
+                eprintln!(
+                    "codex sandbox linux: no mount namespace ({err}); read-only carve-outs use split grants: entries cannot be created or removed directly in pass-through directories"
+                );
+            }
+            plan::build(entries, Layer::Split)
+        }
+    }
+}
+
+/// Bind-mounts `path` onto itself and remounts it read-only.
+fn bind_read_only(kernel: &impl Kernel, path: &Path) -> std::io::Result<()> {
+    kernel.bind_mount(path)?;
+    let current = kernel.mount_flags(path)?;
+    kernel.remount(path, read_only_remount_flags(current))
+}
+
+/// Flags of the read-only remount of a bind mount whose file system has `current` flags: the
+/// noexec and atime flags are kept, as the kernel refuses to change them when they are locked
+/// (a mount inherited into a user namespace).
+fn read_only_remount_flags(current: StatVfsMountFlags) -> MountFlags {
+    let mut flags = MountFlags::BIND | MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV;
+    for (kept, flag) in [
+        (StatVfsMountFlags::NOEXEC, MountFlags::NOEXEC),
+        (StatVfsMountFlags::NOATIME, MountFlags::NOATIME),
+        (StatVfsMountFlags::NODIRATIME, MountFlags::NODIRATIME),
+        (StatVfsMountFlags::RELATIME, MountFlags::RELATIME),
+    ] {
+        if current.contains(kept) {
+            flags |= flag;
+        }
+    }
+    flags
 }
 
 fn access_of(rights: Rights, is_dir: bool) -> landlock::BitFlags<AccessFs> {
@@ -234,69 +290,61 @@ fn access_of(rights: Rights, is_dir: bool) -> landlock::BitFlags<AccessFs> {
     }
 }
 
-fn restrict_landlock(
-    plan: Option<&plan::Plan>,
-    policy: &ResolvedPolicy,
-) -> Result<(), WrapperError> {
-    let abi: ABI = LANDLOCK_ABI;
-    let mut ruleset = Ruleset::default();
-    if plan.is_some() {
-        ruleset = ruleset
-            .handle_access(AccessFs::from_all(abi))?
-            .scope(Scope::from_all(abi))?;
-    }
-    let managed = policy.managed_network.clone().unwrap_or_default();
-    if policy.network == NetworkMode::Managed {
-        let mut net = landlock::BitFlags::from(AccessNet::ConnectTcp);
-        if !managed.allow_local_binding {
-            net |= AccessNet::BindTcp;
-        }
-        ruleset = ruleset.handle_access(net)?;
-    }
-    let mut created = ruleset.create()?;
+/// The Landlock ruleset for `plan` (the file system; `None`: not confined) and the policy's
+/// network. Paths that no longer exist get no rule.
+fn landlock_ruleset(plan: Option<&plan::Plan>, policy: &ResolvedPolicy) -> LandlockRuleset {
+    let mut ruleset = LandlockRuleset::default();
     if let Some(plan) = plan {
+        ruleset.handled_fs = AccessFs::from_all(LANDLOCK_ABI);
+        ruleset.scoped = true;
         for (path, rights) in &plan.rules {
             let Ok(meta) = std::fs::metadata(path) else {
                 continue;
             };
             let access = access_of(*rights, meta.is_dir());
-            if access.is_empty() {
-                continue;
+            if !access.is_empty() {
+                ruleset.paths.push((path.clone(), access));
             }
-            let fd = PathFd::new(path).map_err(|source| WrapperError::LandlockPath {
-                path: path.clone(),
-                source,
-            })?;
-            created = created.add_rule(PathBeneath::new(fd, access))?;
         }
     }
     if policy.network == NetworkMode::Managed {
-        for port in &managed.loopback_ports {
-            created = created.add_rule(NetPort::new(*port, AccessNet::ConnectTcp))?;
+        let managed = policy.managed_network.clone().unwrap_or_default();
+        ruleset.handled_net = AccessNet::ConnectTcp.into();
+        if !managed.allow_local_binding {
+            ruleset.handled_net |= AccessNet::BindTcp;
         }
+        ruleset.connect_ports = managed.loopback_ports.clone();
     }
-    let status = created.restrict_self()?;
-    if status.ruleset == RulesetStatus::NotEnforced {
-        return Err(WrapperError::NotEnforced);
-    }
-    Ok(())
+    ruleset
 }
 
 /// Closes every fd above 2, then execs `command` (PATH lookup in the current environment).
 pub fn exec(command: Vec<OsString>, arg0: Option<OsString>) -> Result<Infallible, WrapperError> {
-    sys::close_fds_above_stderr().map_err(WrapperError::CloseFds)?;
-    let mut parts = command.into_iter();
-    let program = parts
-        .next()
-        .ok_or_else(|| WrapperError::Args("missing command".into()))?;
-    let mut cmd = std::process::Command::new(&program);
-    cmd.args(parts);
-    if let Some(a) = arg0 {
-        cmd.arg0(a);
-    }
-    let source = cmd.exec();
+    exec_with(&LinuxKernel, command, arg0)
+}
+
+/// [`exec`] through `kernel`.
+pub(crate) fn exec_with(
+    kernel: &impl Kernel,
+    command: Vec<OsString>,
+    arg0: Option<OsString>,
+) -> Result<Infallible, WrapperError> {
+    let Some((program, args)) = command.split_first() else {
+        return Err(WrapperError::Args("missing command".into()));
+    };
+    kernel
+        .close_fds_above_stderr()
+        .map_err(WrapperError::CloseFds)?;
+    let source = match kernel.exec(program, args, arg0.as_deref()) {
+        Ok(never) => match never {},
+        Err(source) => source,
+    };
     Err(WrapperError::Exec {
         program: program.to_string_lossy().into_owned(),
         source,
     })
 }
+
+#[cfg(test)]
+#[path = "wrapper_tests.rs"]
+mod tests;
