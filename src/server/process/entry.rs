@@ -4,6 +4,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use rustix::process::Signal;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
@@ -129,7 +130,7 @@ impl Process {
     /// Sends SIGINT to the process group, unless everything has already ended.
     pub fn interrupt(&self) {
         if !self.log.lock().unwrap().lifecycle().closed() {
-            let _ = sys::signal_group(self.pgid, libc::SIGINT);
+            let _ = sys::signal_group(self.pgid, Signal::INT);
         }
     }
 
@@ -143,7 +144,7 @@ impl Process {
         if closed {
             return false;
         }
-        let _ = sys::signal_group(self.pgid, libc::SIGTERM);
+        let _ = sys::signal_group(self.pgid, Signal::TERM);
         let process = self.clone();
         tracker.spawn(async move {
             let mut changes = process.changes.subscribe();
@@ -155,7 +156,7 @@ impl Process {
                 }
             };
             if tokio::time::timeout(grace, wait_closed).await.is_err() {
-                let _ = sys::signal_group(process.pgid, libc::SIGKILL);
+                let _ = sys::signal_group(process.pgid, Signal::KILL);
             }
         });
         running
@@ -164,7 +165,7 @@ impl Process {
     /// SIGKILL to the whole group, unless everything has already ended.
     pub fn kill(&self) {
         if !self.log.lock().unwrap().lifecycle().closed() {
-            let _ = sys::signal_group(self.pgid, libc::SIGKILL);
+            let _ = sys::signal_group(self.pgid, Signal::KILL);
         }
     }
 }

@@ -4,6 +4,8 @@
 
 use std::io;
 
+use rustix::process::{Pid, Signal};
+
 /// Arranges for the child to lead a new process group (pipes) or a new session with the
 /// terminal on fd 0 as its controlling terminal (tty).
 ///
@@ -18,41 +20,30 @@ pub fn configure_child(cmd: &mut tokio::process::Command, tty: bool) {
         cmd.process_group(0);
         return;
     }
-    // SAFETY: the closure runs between fork and exec and calls only async-signal-safe
-    // functions (setsid, ioctl, prctl) with no allocation.
+    // SAFETY: the closure runs between fork and exec and makes only raw system calls (setsid,
+    // ioctl, prctl through rustix), no allocation and no lock; fd 0 is the terminal the
+    // command was given as stdin, open for the whole call.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            rustix::process::setsid()?;
+            rustix::process::ioctl_tiocsctty(std::os::fd::BorrowedFd::borrow_raw(0))?;
             // If the server dies without cleaning up, the direct child gets SIGKILL.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
             Ok(())
         });
     }
 }
 
 /// Sends `signal` to every process of the group `pgid`. ESRCH (group already gone) is `Ok`.
-pub fn signal_group(pgid: i32, signal: i32) -> io::Result<()> {
-    if pgid <= 1 {
+pub fn signal_group(pgid: i32, signal: Signal) -> io::Result<()> {
+    let Some(group) = Pid::from_raw(pgid).filter(|_| pgid > 1) else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "refusing to signal pgid <= 1",
         ));
+    };
+    match rustix::process::kill_process_group(group, signal) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(err) => Err(err.into()),
     }
-    // SAFETY: kill with a negative pid signals a process group; no memory is involved.
-    let rc = unsafe { libc::kill(-pgid, signal) };
-    if rc < 0 {
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::ESRCH) {
-            return Ok(());
-        }
-        return Err(err);
-    }
-    Ok(())
 }
