@@ -32,10 +32,10 @@
 //! - [`sequencer`]: pure ordering, dedupe and catch-up merging of one process's events.
 //! - `process.rs`: the process table, [`ProcessHandle`] and [`ProcessControl`].
 //! - `fs.rs`: typed `fs/*` calls, and streamed downloads over `fs/open`/`fs/readBlock`.
-//! - [`cli`]: `codex remote`, the command-line client built on this library.
+//! - `transfer.rs`: whole-file uploads and downloads, verified by sha256, that go on across a
+//!   dropped connection (`codex remote cp` is a thin front end on them).
 #![warn(clippy::missing_docs_in_private_items)]
 
-pub mod cli;
 mod connection;
 pub mod connector;
 mod error;
@@ -44,7 +44,7 @@ mod process;
 mod recovery;
 pub mod replay;
 pub mod sequencer;
-mod terminal;
+mod transfer;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -63,6 +63,7 @@ pub use error::ClientError;
 pub use fs::Download;
 pub use process::{ProcessControl, ProcessHandle, ProcessOutput};
 pub use sequencer::{ProcessEvent, SequenceError};
+pub use transfer::{MAX_UPLOAD_BYTES, Phase, Progress, TransferError, Transferred};
 
 use connection::CallError;
 use connector::ChildGroup;

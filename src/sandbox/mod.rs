@@ -8,7 +8,6 @@
 //! Nothing here is ever applied to the server or the test process.
 
 pub mod alias;
-pub mod cli;
 pub mod fs_helper;
 pub mod plan;
 pub mod policy;
