@@ -19,6 +19,14 @@
 //! - `sandbox` — the Linux sandbox: policy binding, Landlock/seccomp plan, the
 //!   `codex-linux-sandbox` wrapper, the `codex-fs` helper, alias links.
 //!
+//! # Features
+//! One package, three cargo features, each gating whole modules here:
+//! - `client`: `client` on top of `protocol`, `rpc`, `path_uri` and `b64` (always built). An
+//!   orchestrator embedding the client compiles no Landlock, seccomp, clap or indicatif.
+//! - `server`: `server`, `sandbox`, `pty` and `fs_ops`, with Landlock, seccomp and clap (the
+//!   `codex-linux-sandbox` wrapper parses its argv with it).
+//! - `cli` (default): both, plus `cli`, `arg0` and the `codex` binary.
+//!
 //! See `docs/design.md` for the picture these modules implement. On the path of one
 //! byte of output, the bytes are base64-encoded once, straight into the text of their
 //! `process/output` notification; the output log keeps a slice of that text for `process/read`,
@@ -26,14 +34,24 @@
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks, clippy::await_holding_lock)]
 
-pub mod arg0;
 pub mod b64;
-pub mod cli;
-pub mod client;
-pub mod fs_ops;
 pub mod path_uri;
 pub mod protocol;
-pub mod pty;
 pub mod rpc;
+
+#[cfg(feature = "client")]
+pub mod client;
+
+#[cfg(feature = "server")]
+pub mod fs_ops;
+#[cfg(feature = "server")]
+pub mod pty;
+#[cfg(feature = "server")]
 pub mod sandbox;
+#[cfg(feature = "server")]
 pub mod server;
+
+#[cfg(feature = "cli")]
+pub mod arg0;
+#[cfg(feature = "cli")]
+pub mod cli;
