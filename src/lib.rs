@@ -1,7 +1,7 @@
 //! `codex`: a remote execution server for coding agents and other orchestrators, in one binary.
 //!
 //! # Layout
-//! - `main.rs`: arg0 dispatch only ([`arg0`]: the `codex`, `codex-linux-sandbox` and `codex-fs`
+//! - `main.rs`: arg0 dispatch only (`arg0`: the `codex`, `codex-linux-sandbox` and `codex-fs`
 //!   personalities).
 //! - `cli` — the command line: the clap tree and one file per subcommand (`exec-server`,
 //!   `remote`, `sandbox`, the hidden `reap-process-groups`).

@@ -10,7 +10,8 @@
 //! The `fs/*` calls are not replayed after a resume (see [`super::replay`]): they fail with
 //! [`ClientError::Disconnected`]. The calls made here are safe to make again (a whole-file
 //! write, an open, a read at an offset), so they are, up to a bound; a download reopens the file
-//! (handles die with their connection) and goes on from where it was.
+//! (handles die with their connection: a read in flight at the drop fails, and so does one sent
+//! after the resume) and goes on from where it was.
 //!
 //! Progress is reported to a callback as [`Progress`] events, phase by phase; a front end draws
 //! them (`codex remote cp` shows a bar), an embedder may ignore them (`|_| {}`).
@@ -19,8 +20,10 @@ use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 
-use super::{ClientError, ExecServerClient};
+use super::{ClientError, ConnectionStatus, Download, ExecServerClient};
+use crate::protocol::ErrorCode;
 
 /// Largest upload: `fs/writeFile` carries the whole file in one message (base64 of 90 MiB is
 /// 120 MiB, under the server's 128 MiB message limit).
@@ -375,19 +378,15 @@ impl ExecServerClient {
         mut sink: impl FnMut(&[u8]) -> Result<(), TransferError>,
     ) -> Result<u64, TransferError> {
         let mut reopens = 0;
-        let mut download = retry_if_disconnected(|| self.open_download(path))
-            .await
-            .map_err(TransferError::remote("open", path))?;
+        let (mut download, mut opened) = self.open_watched(path).await?;
         loop {
             match download.next_block(BLOCK).await {
                 Ok(Some(block)) => sink(&block)?,
                 Ok(None) => break,
-                Err(ClientError::Disconnected { .. }) if reopens < MAX_RETRIES => {
+                Err(err) if reopens < MAX_RETRIES && handle_lost(&err, &opened) => {
                     reopens += 1;
                     let offset = download.offset();
-                    download = retry_if_disconnected(|| self.open_download(path))
-                        .await
-                        .map_err(TransferError::remote("open", path))?;
+                    (download, opened) = self.open_watched(path).await?;
                     download.seek(offset);
                 }
                 Err(err) => return Err(TransferError::remote("read", path)(err)),
@@ -397,6 +396,32 @@ impl ExecServerClient {
         // The handle dies with the connection anyway; a failed close changes nothing.
         let _ = download.close().await;
         Ok(read)
+    }
+
+    /// Opens `path` for reading, with a watch of the connection taken just before: whether the
+    /// session has been resumed since, which ends the handle.
+    async fn open_watched(
+        &self,
+        path: &Path,
+    ) -> Result<(Download, watch::Receiver<ConnectionStatus>), TransferError> {
+        let opened = self.watch_status();
+        let download = retry_if_disconnected(|| self.open_download(path))
+            .await
+            .map_err(TransferError::remote("open", path))?;
+        Ok((download, opened))
+    }
+}
+
+/// Whether a failed read lost its handle to a dropped connection: the read was in flight when it
+/// dropped, or it went out after the session was resumed on a new connection, which does not
+/// know the handle (-32004, unknown file handle).
+fn handle_lost(err: &ClientError, opened: &watch::Receiver<ConnectionStatus>) -> bool {
+    match err {
+        ClientError::Disconnected { .. } => true,
+        ClientError::Server { code, .. } if *code == ErrorCode::NotFound.code() => {
+            opened.has_changed().unwrap_or(false)
+        }
+        _ => false,
     }
 }
 
@@ -464,6 +489,35 @@ mod tests {
     #[test]
     fn hex_is_lower_case_and_two_digits_a_byte() {
         assert_eq!(hex(&[0x00, 0x0a, 0xff]), "000aff");
+    }
+
+    #[test]
+    fn a_read_lost_its_handle_when_in_flight_at_a_drop_or_refused_after_a_resume() {
+        let (status, opened) = watch::channel(ConnectionStatus::Connected);
+        let unknown_handle = ClientError::Server {
+            method: "fs/readBlock".into(),
+            code: ErrorCode::NotFound.code(),
+            message: "unknown file handle `h`".into(),
+        };
+        let other = ClientError::Server {
+            method: "fs/readBlock".into(),
+            code: ErrorCode::Internal.code(),
+            message: "Input/output error (os error 5): /f".into(),
+        };
+        let dropped = ClientError::Disconnected {
+            method: "fs/readBlock".into(),
+        };
+        assert!(handle_lost(&dropped, &opened));
+        // No resume since the open: the file itself is gone or unreadable, not the handle.
+        assert!(!handle_lost(&unknown_handle, &opened));
+        assert!(!handle_lost(&other, &opened));
+
+        status.send_replace(ConnectionStatus::Recovering {
+            reason: "cut".into(),
+        });
+        status.send_replace(ConnectionStatus::Connected);
+        assert!(handle_lost(&unknown_handle, &opened));
+        assert!(!handle_lost(&other, &opened));
     }
 
     #[test]

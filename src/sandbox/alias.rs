@@ -7,9 +7,9 @@ use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-/// Name of the sandbox wrapper personality (argv[0] of the `codex-linux-sandbox` link).
+/// Name of the sandbox wrapper personality: the link the server runs it through.
 pub const LINUX_SANDBOX_ARG0: &str = "codex-linux-sandbox";
-/// Name of the filesystem helper personality (argv[0] of the `codex-fs` link).
+/// Name of the filesystem helper personality: the link the server runs it through.
 pub const FS_HELPER_ARG0: &str = "codex-fs";
 
 /// A created alias directory; removed on drop.
