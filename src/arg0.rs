@@ -6,10 +6,7 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::process::ExitCode;
 
-/// Name of the sandbox wrapper personality.
-pub const LINUX_SANDBOX_ARG0: &str = "codex-linux-sandbox";
-/// Name of the filesystem helper personality.
-pub const FS_HELPER_ARG0: &str = "codex-fs";
+use crate::sandbox::alias::{FS_HELPER_ARG0, LINUX_SANDBOX_ARG0};
 
 /// Which personality argv[0] selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,12 +8,14 @@
 //!   as the wire's [`FsResponse`]; [`helper_answer`] wraps either outcome as the helper's line.
 //! - The single-purpose functions ([`read_file`], [`write_file`], [`copy`], …) and the streaming
 //!   pair [`open_for_read`] / [`read_block`] that the per-connection handle table uses.
-//! - [`FsError`] and its mapping to JSON-RPC codes ([`FsError::code`]), the one place where that
-//!   mapping is decided: NotFound → -32004; PermissionDenied or InvalidInput → -32600; anything
-//!   else → -32603. The message is the OS error text followed by `: <abs path>`.
+//! - [`FsError`] and its mapping to the protocol's error codes ([`FsError::code`]), the one place
+//!   where that mapping is decided: NotFound → -32004; PermissionDenied or InvalidInput → -32600;
+//!   anything else → -32603. The message is the OS error text followed by `: <abs path>`. Nothing
+//!   here knows JSON-RPC: the server's handlers turn an [`FsError`] into their error object
+//!   (`server::fs`), the `codex-fs` helper into its answer line ([`helper_answer`]).
 //!
-//! What it leaves to others: sandbox routing and handle bookkeeping (`server::fs`), the helper's
-//! process and its confinement (`sandbox/`).
+//! What it leaves to others: sandbox routing, handle bookkeeping and the JSON-RPC error object
+//! (`server::fs`), the helper's process and its confinement (`sandbox/`).
 //!
 //! Semantics follow the reference: types follow symlinks except where a method says otherwise;
 //! `remove` never follows a symlink; `copy` copies symlinks as links, skips FIFOs, sockets and
@@ -29,13 +31,12 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::path_uri::{self, PathUriError};
-use crate::protocol::ErrorCode;
 use crate::protocol::fs::{
     CanonicalizeResult, CopyResult, CreateDirectoryResult, DirectoryEntry, FsHelperAnswer,
     FsHelperError, FsRequest, FsResponse, GetMetadataResult, ReadDirectoryResult, ReadFileResult,
     RemoveResult, WriteFileResult,
 };
-use crate::rpc::{MAX_MESSAGE_BYTES, RpcError};
+use crate::protocol::{ErrorCode, MAX_MESSAGE_BYTES};
 
 /// Largest file `fs/readFile` returns: its base64 (4 bytes per 3), plus the envelope, must fit
 /// in one message of [`MAX_MESSAGE_BYTES`].
@@ -115,12 +116,6 @@ impl FsError {
                 _ => ErrorCode::Internal,
             },
         }
-    }
-}
-
-impl From<FsError> for RpcError {
-    fn from(err: FsError) -> Self {
-        RpcError::new(err.code(), err.to_string())
     }
 }
 

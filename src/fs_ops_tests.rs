@@ -1,4 +1,5 @@
-//! Unit tests of `fs_ops`: the error mapping (code and message) and the operations' edge cases
+//! Unit tests of `fs_ops`: the error mapping (code and message; the server sends both as its
+//! JSON-RPC error) and the operations' edge cases
 //! on a scratch directory. The wire behaviour is covered again end to end in `tests/fs.rs`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,19 +42,22 @@ fn os_error(errno: i32, path: &str) -> FsError {
 
 #[test]
 fn not_found_maps_to_32004_with_the_os_text_and_path() {
-    let rpc = RpcError::from(os_error(libc::ENOENT, "/tmp/x"));
-    assert_eq!(rpc.code, ErrorCode::NotFound);
+    let err = os_error(libc::ENOENT, "/tmp/x");
+    assert_eq!(err.code(), ErrorCode::NotFound);
     assert_eq!(
-        rpc.message,
+        err.to_string(),
         "No such file or directory (os error 2): /tmp/x"
     );
 }
 
 #[test]
 fn permission_denied_and_invalid_input_map_to_invalid_request() {
-    let denied = RpcError::from(os_error(libc::EACCES, "/root/x"));
-    assert_eq!(denied.code, ErrorCode::InvalidRequest);
-    assert_eq!(denied.message, "Permission denied (os error 13): /root/x");
+    let denied = os_error(libc::EACCES, "/root/x");
+    assert_eq!(denied.code(), ErrorCode::InvalidRequest);
+    assert_eq!(
+        denied.to_string(),
+        "Permission denied (os error 13): /root/x"
+    );
     let eperm = os_error(libc::EPERM, "/x");
     assert_eq!(eperm.code(), ErrorCode::InvalidRequest);
     let invalid = os_error(libc::EINVAL, "/x");
@@ -74,7 +78,7 @@ fn other_io_errors_map_to_internal() {
         assert_eq!(err.code(), ErrorCode::Internal, "errno {errno}: {err}");
     }
     assert_eq!(
-        RpcError::from(os_error(libc::EROFS, "/ro/f")).message,
+        os_error(libc::EROFS, "/ro/f").to_string(),
         "Read-only file system (os error 30): /ro/f"
     );
 }

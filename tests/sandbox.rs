@@ -239,7 +239,7 @@ fn uris(roots: &[&Path]) -> Vec<String> {
     roots.iter().map(|r| file_uri(r)).collect()
 }
 
-/// The Codex CLI 0.169.0 workspace-write intent (src/sandbox/cli.rs `workspace_write_intent`).
+/// The Codex CLI 0.169.0 workspace-write intent (src/cli/sandbox.rs `workspace_write_intent`).
 fn workspace_write(roots: &[&Path]) -> Value {
     let protected = |name: &str| {
         json!({"path": special_sub("project_roots", name), "access": "read",

@@ -4,7 +4,7 @@
 //! (see [`super::replay`]): they fail with [`ClientError::Disconnected`], and a caller that knows
 //! the call is idempotent (a read, a whole-file write) may simply make it again.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 
@@ -30,6 +30,19 @@ fn unbase64(method: &str, text: &str) -> Result<Vec<u8>, ClientError> {
 }
 
 impl ExecServerClient {
+    /// `path` made absolute against the server's working directory (from `environmentInfo`;
+    /// `/` if the server did not say).
+    pub fn remote_path(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            return path.to_path_buf();
+        }
+        let cwd = self
+            .environment_info()
+            .and_then(|e| path_uri::to_path(&e.cwd).ok())
+            .unwrap_or_else(|| PathBuf::from("/"));
+        cwd.join(path)
+    }
+
     /// `fs/readFile`: the whole file.
     pub async fn read_file(&self, path: &Path) -> Result<Vec<u8>, ClientError> {
         let params = ReadFileParams {

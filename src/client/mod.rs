@@ -38,10 +38,10 @@
 //! - `session.rs`: [`ExecServerClient`]: connecting, the first handshake, typed calls.
 //! - `process.rs`: [`ExecServerClient::start`], [`ProcessHandle`] and [`ProcessControl`].
 //! - `fs.rs`: typed `fs/*` calls, and streamed downloads over `fs/open`/`fs/readBlock`.
-//! - [`cli`]: `codex remote`, the command-line client built on this library.
+//! - `transfer.rs`: whole-file uploads and downloads, verified by sha256, that go on across a
+//!   dropped connection (`codex remote cp` is a thin front end on them).
 #![warn(clippy::missing_docs_in_private_items)]
 
-pub mod cli;
 mod connection;
 pub mod connector;
 mod error;
@@ -53,7 +53,7 @@ pub mod sequencer;
 mod session;
 mod status;
 mod table;
-mod terminal;
+mod transfer;
 
 pub use connector::{Connect, ConnectFuture, WebSocketConnector};
 pub use error::ClientError;
@@ -62,3 +62,4 @@ pub use process::{ProcessControl, ProcessHandle, ProcessOutput, start_params};
 pub use sequencer::{ProcessEvent, SequenceError};
 pub use session::ExecServerClient;
 pub use status::{ClientOptions, ClientStats, ConnectionStatus};
+pub use transfer::{MAX_UPLOAD_BYTES, Phase, Progress, TransferError, Transferred};

@@ -52,5 +52,9 @@ impl ErrorCode {
     }
 }
 
+/// Largest message either end accepts in one frame or line. A 64 MiB `fs/writeFile` is ~86 MiB
+/// of base64.
+pub const MAX_MESSAGE_BYTES: usize = 128 << 20;
+
 /// The id the server uses when answering a message whose own id could not be read.
 pub const PARSE_ERROR_ID: i64 = -1;

@@ -6,8 +6,8 @@ use tokio::sync::mpsc;
 
 use super::message::Incoming;
 
-/// Largest message we accept in one frame or line. A 64 MiB `fs/writeFile` is ~86 MiB of base64.
-pub const MAX_MESSAGE_BYTES: usize = 128 << 20;
+/// Largest message we accept in one frame or line (a limit of the protocol, declared there).
+pub use crate::protocol::MAX_MESSAGE_BYTES;
 
 /// Messages read from the peer waiting to be handled. Small: a slow handler slows its reader.
 pub(super) const INCOMING_QUEUE: usize = 64;

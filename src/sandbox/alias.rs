@@ -1,12 +1,16 @@
 //! The server's private directory of alias symlinks (`codex-linux-sandbox`, `codex-fs`) to its own
 //! executable. The server runs helpers through these links by absolute path, never through PATH.
 //! The directory is 0700 and never under /tmp or $TMPDIR, which sandboxed processes may write.
+//! The link names are defined here; the executable's arg0 dispatch (`crate::arg0`) matches on them.
 
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use crate::arg0::{FS_HELPER_ARG0, LINUX_SANDBOX_ARG0};
+/// Name of the sandbox wrapper personality: the link the server runs it through.
+pub const LINUX_SANDBOX_ARG0: &str = "codex-linux-sandbox";
+/// Name of the filesystem helper personality: the link the server runs it through.
+pub const FS_HELPER_ARG0: &str = "codex-fs";
 
 /// A created alias directory; removed on drop.
 #[derive(Debug)]

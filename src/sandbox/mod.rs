@@ -8,7 +8,6 @@
 //! Nothing here is ever applied to the server or the test process.
 
 pub mod alias;
-pub mod cli;
 pub mod denial;
 pub mod fs_helper;
 pub mod plan;
@@ -17,12 +16,4 @@ pub mod seccomp;
 pub(crate) mod sys;
 pub mod wrapper;
 
-/// The Landlock ABI this program is written against; handled rights are this ABI's, best effort
-/// down to the kernel's.
-pub const LANDLOCK_ABI: landlock::ABI = landlock::ABI::V7;
-
-/// The running kernel's Landlock ABI (0: none).
-pub fn kernel_landlock_abi() -> i32 {
-    use sys::Kernel as _;
-    sys::LinuxKernel.landlock_abi()
-}
+pub use sys::{LANDLOCK_ABI, kernel_landlock_abi};

@@ -24,7 +24,14 @@ use rustix::mount::{MountFlags, MountPropagationFlags};
 use rustix::thread::{CapabilitySet, CapabilitySets, UnshareFlags};
 use seccompiler::BpfProgram;
 
-use super::LANDLOCK_ABI;
+/// The Landlock ABI this program is written against (pinned); handled rights are this ABI's,
+/// best effort down to the kernel's.
+pub const LANDLOCK_ABI: landlock::ABI = landlock::ABI::V7;
+
+/// The running kernel's Landlock ABI (0: none).
+pub fn kernel_landlock_abi() -> i32 {
+    LinuxKernel.landlock_abi()
+}
 
 /// A Landlock ruleset to create and enforce on the calling thread, as planned by the wrapper.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

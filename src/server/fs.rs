@@ -271,3 +271,12 @@ pub(super) async fn read_block(
 pub(super) fn close(call: &Call, p: CloseParams) {
     call.fs_handles.remove(&p.handle_id);
 }
+
+/// A failed `fs/*` operation as a JSON-RPC error: [`fs_ops::FsError::code`] (protocol.md,
+/// "Filesystem") with the OS error text and the path as the message. `fs_ops` decides the code;
+/// only this handler layer knows it travels as JSON-RPC.
+impl From<fs_ops::FsError> for RpcError {
+    fn from(err: fs_ops::FsError) -> Self {
+        RpcError::new(err.code(), err.to_string())
+    }
+}

@@ -1,49 +1,15 @@
-//! The clap command tree of the `codex` personality.
+//! `codex exec-server`: its flags, and how it runs the server (process-wide start-up, the runtime,
+//! the listener, shutdown on SIGTERM/SIGINT).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-
 use crate::server::{self, ServerConfig};
 
-/// One binary for remote execution: the exec-server and its helpers.
-#[derive(Debug, Parser)]
-#[command(name = "codex", version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Serve the exec-server protocol: start processes, stream their output, take their stdin,
-    /// over JSON-RPC on a WebSocket (or stdio). Prints the bound URL as one line on stdout.
-    ExecServer(ExecServerArgs),
-    /// Talk to an exec-server: run a command remotely (`exec`), show it (`info`), move files
-    /// (`cp`, `ls`, `stat`). Survives a dropped connection by resuming the session.
-    Remote(crate::client::cli::RemoteArgs),
-    /// Run a local command under a sandbox policy, as the server does for `sandbox`.
-    #[command(subcommand)]
-    Sandbox(SandboxCommand),
-    /// The server's reaper helper: kills the process groups named on stdin once stdin ends.
-    #[command(name = crate::server::reaper::SUBCOMMAND, hide = true)]
-    ReapProcessGroups,
-}
-
-#[derive(Debug, Subcommand)]
-enum SandboxCommand {
-    /// Landlock + seccomp + no_new_privs (and a private mount namespace for read-only
-    /// carve-outs when one can be had), then exec the command.
-    Linux(crate::sandbox::cli::LinuxArgs),
-    /// Exit 0 if a private mount namespace can be had here (the server's start-up probe).
-    #[command(hide = true)]
-    ProbeMountNamespace,
-}
-
+/// `codex exec-server` arguments.
 #[derive(Debug, clap::Args)]
-struct ExecServerArgs {
+pub struct ExecServerArgs {
     /// Where to listen: `ws://IP:PORT` (an IP literal, v4 or v6; port 0 picks a free one) or
     /// `stdio` / `stdio://` (one connection over stdin/stdout, newline-delimited JSON).
     #[arg(long, default_value = "ws://127.0.0.1:0", value_parser = parse_listen)]
@@ -79,10 +45,11 @@ struct ExecServerArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     ping_interval_ms: u64,
 
+    // Why half: on 2 cores, 1 thread streamed 12% faster and echoed stdin 25% sooner than 2
+    // (`scripts/bench`, commit 470bad5).
     /// Threads that serve connections and relay process output [default: half the CPUs, at
     /// least 1]. The work itself is the processes' and the clients': a relay that takes every
-    /// core competes with them (on 2 cores, 1 thread streamed 12% faster and echoed stdin 25%
-    /// sooner than 2: `scripts/bench`). File operations run on their own threads regardless.
+    /// core competes with them. File operations run on their own threads regardless.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     worker_threads: Option<u16>,
 
@@ -114,37 +81,8 @@ pub fn parse_listen(s: &str) -> Result<Listen, String> {
         .map_err(|_| format!("invalid listen address `{s}`: {expected}"))
 }
 
-/// Runs the command line.
-pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging();
-    match cli.command {
-        Command::ExecServer(args) => exec_server(args),
-        Command::Remote(args) => crate::client::cli::run(args),
-        Command::ReapProcessGroups => crate::server::reaper::run(),
-        Command::Sandbox(SandboxCommand::Linux(args)) => crate::sandbox::cli::run(args),
-        Command::Sandbox(SandboxCommand::ProbeMountNamespace) => {
-            if crate::sandbox::wrapper::probe_mount_namespace() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-    }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
-}
-
-fn exec_server(args: ExecServerArgs) -> ExitCode {
+/// Runs `codex exec-server`.
+pub fn run(args: ExecServerArgs) -> ExitCode {
     if let Err(err) = crate::server::sys::keep_inherited_fds_from_children() {
         // Not fatal: sandboxed children close every fd above stderr themselves.
         tracing::warn!(%err, "could not mark inherited descriptors close-on-exec");

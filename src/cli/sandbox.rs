@@ -1,20 +1,47 @@
-//! `codex sandbox linux`: the server's sandbox for a local command, for users and for debugging
-//! policies. Binds the policy here, confines this process, then execs the command.
+//! `codex sandbox`: `linux`, the server's sandbox for a local command, for users and for
+//! debugging policies (binds the policy here, confines this process, then execs the command); and
+//! the hidden `probe-mount-namespace` the server runs once at start.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::policy::{self, BindContext};
-use super::wrapper::{self, ApplyOptions};
 use crate::path_uri;
 use crate::protocol::sandbox::SandboxIntent;
+use crate::sandbox::policy::{self, BindContext};
+use crate::sandbox::wrapper::{self, ApplyOptions};
+
+/// The subcommands of `codex sandbox`.
+#[derive(Debug, clap::Subcommand)]
+pub enum SandboxCommand {
+    /// Run a command confined as the server confines it on Linux: files reachable only as the
+    /// policy allows, network only as it allows, no way to gain privileges. Refuses to run the
+    /// command unconfined if the kernel lacks what the policy needs.
+    Linux(LinuxArgs),
+    /// Exit 0 if a private mount namespace can be had here (the server's start-up probe).
+    #[command(hide = true)]
+    ProbeMountNamespace,
+}
+
+/// Runs `codex sandbox ...`.
+pub fn run(command: SandboxCommand) -> ExitCode {
+    match command {
+        SandboxCommand::Linux(args) => run_linux(args),
+        SandboxCommand::ProbeMountNamespace => {
+            if wrapper::probe_mount_namespace() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
 
 /// `codex sandbox linux` arguments.
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("policy_source").required(true).args(["policy", "workspace_write", "read_only"])))]
 pub struct LinuxArgs {
-    /// A `sandbox` object as sent on `process/start` (see sandbox.md), JSON.
+    /// A `sandbox` object as sent on `process/start` (see docs/sandbox.md), JSON.
     #[arg(long, value_name = "JSON")]
     policy: Option<String>,
     /// The Codex CLI's workspace-write policy with DIR as the workspace: read everywhere, write in
@@ -24,7 +51,9 @@ pub struct LinuxArgs {
     /// Read everywhere, write nowhere, no network.
     #[arg(long)]
     read_only: bool,
-    /// Never use a mount namespace; read-only carve-outs use split grants.
+    /// Never use a mount namespace for read-only carve-outs (.git etc. inside writable roots):
+    /// use the split-grant fallback, whose cost is that entries cannot be created or removed
+    /// directly in the directories on the way down to a carve-out.
     #[arg(long)]
     no_mount_namespace: bool,
     /// The command to run.
@@ -67,7 +96,7 @@ pub fn read_only_intent() -> SandboxIntent {
 }
 
 /// Runs `codex sandbox linux`.
-pub fn run(args: LinuxArgs) -> ExitCode {
+fn run_linux(args: LinuxArgs) -> ExitCode {
     match run_inner(args) {
         Ok(never) => match never {},
         Err(e) => {

@@ -1,0 +1,542 @@
+//! Whole-file transfers between this machine and the executor, each verified by sha256 and each
+//! carried on across a dropped connection:
+//!
+//! - [`ExecServerClient::upload_from`]: reads a local file, sends it in one `fs/writeFile` (so
+//!   at most [`MAX_UPLOAD_BYTES`]), then reads the remote copy back and compares size and hash.
+//! - [`ExecServerClient::download_to`]: reads a remote file block by block into a local one,
+//!   then checks the size against `fs/getMetadata` and the hash of what arrived against a
+//!   re-read of the local file.
+//!
+//! The `fs/*` calls are not replayed after a resume (see [`super::replay`]): they fail with
+//! [`ClientError::Disconnected`]. The calls made here are safe to make again (a whole-file
+//! write, an open, a read at an offset), so they are, up to a bound; a download reopens the file
+//! (handles die with their connection: a read in flight at the drop fails, and so does one sent
+//! after the resume) and goes on from where it was.
+//!
+//! Progress is reported to a callback as [`Progress`] events, phase by phase; a front end draws
+//! them (`codex remote cp` shows a bar), an embedder may ignore them (`|_| {}`).
+
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use super::error::ClientError;
+use super::fs::Download;
+use super::session::ExecServerClient;
+use super::status::ConnectionStatus;
+use crate::protocol::ErrorCode;
+
+/// Largest upload: `fs/writeFile` carries the whole file in one message (base64 of 90 MiB is
+/// 120 MiB, under the server's 128 MiB message limit).
+pub const MAX_UPLOAD_BYTES: u64 = 90 << 20;
+/// Block size of downloads and read-backs (the protocol's largest `fs/readBlock`).
+const BLOCK: u64 = 1 << 20;
+/// How often one call is made again, or a download reopened, after a dropped connection before
+/// the transfer gives up.
+const MAX_RETRIES: u32 = 20;
+
+/// A stage of a transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading the local file to upload.
+    Reading,
+    /// Sending it: one `fs/writeFile`, so no bytes are reported until it is answered.
+    Uploading,
+    /// Reading the uploaded file back to hash it.
+    Verifying,
+    /// Receiving the remote file.
+    Downloading,
+    /// Re-reading the downloaded file from disk to hash it.
+    Checking,
+}
+
+/// What a transfer reports as it goes: each phase is a `Begin`, any number of `Advance`s, an
+/// `End` (also when the phase failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// A phase begins; `total` bytes are expected.
+    Begin {
+        /// The phase.
+        phase: Phase,
+        /// Its size in bytes.
+        total: u64,
+    },
+    /// `bytes` more bytes of the current phase are done.
+    Advance {
+        /// How many.
+        bytes: u64,
+    },
+    /// The current phase is over.
+    End,
+}
+
+/// A transfer that completed and was verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transferred {
+    /// Where the file landed: the destination, or the file of the source's name inside it when
+    /// the destination is a directory.
+    pub path: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+    /// Its sha256, lower-case hex.
+    pub sha256: String,
+}
+
+/// Why a transfer failed. The messages name the file; the cause, if any, is the
+/// [`std::error::Error::source`].
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// A local file could not be read or written.
+    #[error("cannot {action} {}", path.display())]
+    Local {
+        /// What was being done (`read`, `open`, `create`, `write`).
+        action: &'static str,
+        /// The local file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A call on the remote file failed.
+    #[error("cannot {action} remote {}", path.display())]
+    Remote {
+        /// What was being done (`stat`, `open`, `read`, `write`).
+        action: &'static str,
+        /// The remote file.
+        path: PathBuf,
+        /// The client's error.
+        source: ClientError,
+    },
+    /// The file is larger than one `fs/writeFile` can carry.
+    #[error(
+        "{} is {size} bytes; uploads are limited to {MAX_UPLOAD_BYTES} bytes (one fs/writeFile message)",
+        path.display()
+    )]
+    TooLarge {
+        /// The local file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+    },
+    /// Only files are transferred.
+    #[error("remote {} is a directory; only files are transferred", path.display())]
+    RemoteIsDirectory {
+        /// The remote path.
+        path: PathBuf,
+    },
+    /// The destination is a directory and the source has no file name to use inside it.
+    #[error("{} has no file name", path.display())]
+    NoFileName {
+        /// The source.
+        path: PathBuf,
+    },
+    /// The uploaded file, read back, differs from what was sent.
+    #[error(
+        "verification failed: sent {sent_bytes} bytes with sha256 {sent_sha256}, remote {} has \
+         {remote_bytes} bytes with sha256 {remote_sha256}",
+        path.display()
+    )]
+    UploadMismatch {
+        /// The remote file.
+        path: PathBuf,
+        /// Bytes sent.
+        sent_bytes: u64,
+        /// Hash of what was sent.
+        sent_sha256: String,
+        /// Bytes read back.
+        remote_bytes: u64,
+        /// Hash of what was read back.
+        remote_sha256: String,
+    },
+    /// The download ended with another size than the remote file's.
+    #[error(
+        "verification failed: remote {} has {expected} bytes, received {received}",
+        path.display()
+    )]
+    SizeMismatch {
+        /// The remote file.
+        path: PathBuf,
+        /// Its size by `fs/getMetadata`.
+        expected: u64,
+        /// Bytes received.
+        received: u64,
+    },
+    /// The downloaded file, re-read from disk, differs from what arrived.
+    #[error(
+        "verification failed: received sha256 {received_sha256}, but {} has sha256 {on_disk_sha256}",
+        path.display()
+    )]
+    DiskMismatch {
+        /// The local file.
+        path: PathBuf,
+        /// Hash of what arrived.
+        received_sha256: String,
+        /// Hash of the file on disk.
+        on_disk_sha256: String,
+    },
+}
+
+impl TransferError {
+    /// A [`TransferError::Local`] maker for `map_err`.
+    fn local(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Self {
+        let path = path.to_path_buf();
+        move |source| Self::Local {
+            action,
+            path,
+            source,
+        }
+    }
+
+    /// A [`TransferError::Remote`] maker for `map_err`.
+    fn remote(action: &'static str, path: &Path) -> impl FnOnce(ClientError) -> Self {
+        let path = path.to_path_buf();
+        move |source| Self::Remote {
+            action,
+            path,
+            source,
+        }
+    }
+}
+
+impl ExecServerClient {
+    /// Uploads the local file `local` to `remote` (or into it, under the local file's name, if
+    /// `remote` is a directory), then reads the remote copy back and checks its size and sha256.
+    /// Files over [`MAX_UPLOAD_BYTES`] are refused before anything is sent. Phases: `Reading`,
+    /// `Uploading`, `Verifying`.
+    pub async fn upload_from(
+        &self,
+        local: &Path,
+        remote: &Path,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<Transferred, TransferError> {
+        let size = tokio::fs::metadata(local)
+            .await
+            .map_err(TransferError::local("read", local))?
+            .len();
+        if size > MAX_UPLOAD_BYTES {
+            return Err(TransferError::TooLarge {
+                path: local.to_path_buf(),
+                size,
+            });
+        }
+        let mut target = remote.to_path_buf();
+        if let Ok(m) = self.metadata(remote).await
+            && m.is_directory
+        {
+            target.push(file_name(local)?);
+        }
+
+        progress(Progress::Begin {
+            phase: Phase::Reading,
+            total: size,
+        });
+        let read = read_local(local, Some(size), &mut progress).await;
+        progress(Progress::End);
+        let (data, sent) = read?;
+
+        progress(Progress::Begin {
+            phase: Phase::Uploading,
+            total: size,
+        });
+        let written = retry_if_disconnected(|| self.write_file(&target, &data)).await;
+        progress(Progress::End);
+        written.map_err(TransferError::remote("write", &target))?;
+        drop(data);
+
+        let (landed, remote_size) = self.remote_sha256(&target, &mut progress).await?;
+        if remote_size != size || landed != sent {
+            return Err(TransferError::UploadMismatch {
+                path: target,
+                sent_bytes: size,
+                sent_sha256: sent,
+                remote_bytes: remote_size,
+                remote_sha256: landed,
+            });
+        }
+        Ok(Transferred {
+            path: target,
+            bytes: size,
+            sha256: sent,
+        })
+    }
+
+    /// Downloads the remote file `remote` to `local` (or into it, under the remote file's name,
+    /// if `local` is a directory), reopening it after a dropped connection; then checks the size
+    /// against `fs/getMetadata` and the sha256 of what arrived against a re-read of the local
+    /// file. A download that fails half-way removes the partial file. Phases: `Downloading`,
+    /// `Checking`.
+    pub async fn download_to(
+        &self,
+        remote: &Path,
+        local: &Path,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<Transferred, TransferError> {
+        let meta = retry_if_disconnected(|| self.metadata(remote))
+            .await
+            .map_err(TransferError::remote("stat", remote))?;
+        if meta.is_directory {
+            return Err(TransferError::RemoteIsDirectory {
+                path: remote.to_path_buf(),
+            });
+        }
+        let mut target = local.to_path_buf();
+        if target.is_dir() {
+            target.push(file_name(remote)?);
+        }
+        let mut file =
+            std::fs::File::create(&target).map_err(TransferError::local("create", &target))?;
+
+        progress(Progress::Begin {
+            phase: Phase::Downloading,
+            total: meta.size,
+        });
+        let mut hasher = Sha256::new();
+        let read = self
+            .stream_remote(remote, |block| {
+                hasher.update(block);
+                file.write_all(block)
+                    .map_err(TransferError::local("write", &target))?;
+                progress(Progress::Advance {
+                    bytes: block.len() as u64,
+                });
+                Ok(())
+            })
+            .await;
+        progress(Progress::End);
+        let read = match read {
+            Ok(read) => read,
+            Err(err) => {
+                drop(file);
+                let _ = std::fs::remove_file(&target);
+                return Err(err);
+            }
+        };
+        file.sync_all()
+            .map_err(TransferError::local("write", &target))?;
+        drop(file);
+        let received = hex(&hasher.finalize());
+        if read != meta.size {
+            return Err(TransferError::SizeMismatch {
+                path: remote.to_path_buf(),
+                expected: meta.size,
+                received: read,
+            });
+        }
+
+        progress(Progress::Begin {
+            phase: Phase::Checking,
+            total: read,
+        });
+        let on_disk = read_local(&target, None, &mut progress).await;
+        progress(Progress::End);
+        let (_, on_disk) = on_disk?;
+        if on_disk != received {
+            return Err(TransferError::DiskMismatch {
+                path: target,
+                received_sha256: received,
+                on_disk_sha256: on_disk,
+            });
+        }
+        Ok(Transferred {
+            path: target,
+            bytes: read,
+            sha256: received,
+        })
+    }
+
+    /// Reads a remote file back block by block (phase `Verifying`); returns its sha256 and size.
+    async fn remote_sha256(
+        &self,
+        path: &Path,
+        progress: &mut impl FnMut(Progress),
+    ) -> Result<(String, u64), TransferError> {
+        let size = retry_if_disconnected(|| self.metadata(path))
+            .await
+            .map_err(TransferError::remote("stat", path))?
+            .size;
+        progress(Progress::Begin {
+            phase: Phase::Verifying,
+            total: size,
+        });
+        let mut hasher = Sha256::new();
+        let read = self
+            .stream_remote(path, |block| {
+                hasher.update(block);
+                progress(Progress::Advance {
+                    bytes: block.len() as u64,
+                });
+                Ok(())
+            })
+            .await;
+        progress(Progress::End);
+        Ok((hex(&hasher.finalize()), read?))
+    }
+
+    /// Reads a remote file block by block into `sink`, reopening it after a dropped connection
+    /// and going on from the same offset. Returns the bytes read.
+    async fn stream_remote(
+        &self,
+        path: &Path,
+        mut sink: impl FnMut(&[u8]) -> Result<(), TransferError>,
+    ) -> Result<u64, TransferError> {
+        let mut reopens = 0;
+        let (mut download, mut opened) = self.open_watched(path).await?;
+        loop {
+            match download.next_block(BLOCK).await {
+                Ok(Some(block)) => sink(&block)?,
+                Ok(None) => break,
+                Err(err) if reopens < MAX_RETRIES && handle_lost(&err, &opened) => {
+                    reopens += 1;
+                    let offset = download.offset();
+                    (download, opened) = self.open_watched(path).await?;
+                    download.seek(offset);
+                }
+                Err(err) => return Err(TransferError::remote("read", path)(err)),
+            }
+        }
+        let read = download.offset();
+        // The handle dies with the connection anyway; a failed close changes nothing.
+        let _ = download.close().await;
+        Ok(read)
+    }
+
+    /// Opens `path` for reading, with a watch of the connection taken just before: whether the
+    /// session has been resumed since, which ends the handle.
+    async fn open_watched(
+        &self,
+        path: &Path,
+    ) -> Result<(Download, watch::Receiver<ConnectionStatus>), TransferError> {
+        let opened = self.watch_status();
+        let download = retry_if_disconnected(|| self.open_download(path))
+            .await
+            .map_err(TransferError::remote("open", path))?;
+        Ok((download, opened))
+    }
+}
+
+/// Whether a failed read lost its handle to a dropped connection: the read was in flight when it
+/// dropped, or it went out after the session was resumed on a new connection, which does not
+/// know the handle (-32004, unknown file handle).
+fn handle_lost(err: &ClientError, opened: &watch::Receiver<ConnectionStatus>) -> bool {
+    match err {
+        ClientError::Disconnected { .. } => true,
+        ClientError::Server { code, .. } if *code == ErrorCode::NotFound.code() => {
+            opened.has_changed().unwrap_or(false)
+        }
+        _ => false,
+    }
+}
+
+/// Makes an idempotent call again after a dropped connection (the client resumes the session
+/// meanwhile), up to [`MAX_RETRIES`] times.
+async fn retry_if_disconnected<T, F, Fut>(mut call: F) -> Result<T, ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let mut attempts = 0;
+    loop {
+        match call().await {
+            Err(ClientError::Disconnected { .. }) if attempts < MAX_RETRIES => attempts += 1,
+            other => return other,
+        }
+    }
+}
+
+/// Reads a local file whole, reporting each block; returns its contents (when `size` says what
+/// to expect: the upload keeps them) and its sha256.
+async fn read_local(
+    path: &Path,
+    size: Option<u64>,
+    progress: &mut impl FnMut(Progress),
+) -> Result<(Vec<u8>, String), TransferError> {
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(TransferError::local("open", path))?;
+    let mut data = Vec::with_capacity(size.unwrap_or(0) as usize);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; BLOCK as usize];
+    loop {
+        let n = tokio::io::AsyncReadExt::read(&mut file, &mut buf)
+            .await
+            .map_err(TransferError::local("read", path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        if size.is_some() {
+            data.extend_from_slice(&buf[..n]);
+        }
+        progress(Progress::Advance { bytes: n as u64 });
+    }
+    Ok((data, hex(&hasher.finalize())))
+}
+
+/// The file name of `path`, to go inside a destination directory.
+fn file_name(path: &Path) -> Result<&std::ffi::OsStr, TransferError> {
+    path.file_name().ok_or_else(|| TransferError::NoFileName {
+        path: path.to_path_buf(),
+    })
+}
+
+/// Lower-case hex of a digest.
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_is_lower_case_and_two_digits_a_byte() {
+        assert_eq!(hex(&[0x00, 0x0a, 0xff]), "000aff");
+    }
+
+    #[test]
+    fn a_read_lost_its_handle_when_in_flight_at_a_drop_or_refused_after_a_resume() {
+        let (status, opened) = watch::channel(ConnectionStatus::Connected);
+        let unknown_handle = ClientError::Server {
+            method: "fs/readBlock".into(),
+            code: ErrorCode::NotFound.code(),
+            message: "unknown file handle `h`".into(),
+        };
+        let other = ClientError::Server {
+            method: "fs/readBlock".into(),
+            code: ErrorCode::Internal.code(),
+            message: "Input/output error (os error 5): /f".into(),
+        };
+        let dropped = ClientError::Disconnected {
+            method: "fs/readBlock".into(),
+        };
+        assert!(handle_lost(&dropped, &opened));
+        // No resume since the open: the file itself is gone or unreadable, not the handle.
+        assert!(!handle_lost(&unknown_handle, &opened));
+        assert!(!handle_lost(&other, &opened));
+
+        status.send_replace(ConnectionStatus::Recovering {
+            reason: "cut".into(),
+        });
+        status.send_replace(ConnectionStatus::Connected);
+        assert!(handle_lost(&unknown_handle, &opened));
+        assert!(!handle_lost(&other, &opened));
+    }
+
+    #[test]
+    fn errors_name_the_file_and_leave_the_cause_to_the_source() {
+        let err = TransferError::local("open", Path::new("/x/y"))(io::Error::from(
+            io::ErrorKind::NotFound,
+        ));
+        assert_eq!(err.to_string(), "cannot open /x/y");
+        assert!(std::error::Error::source(&err).is_some());
+        let too_large = TransferError::TooLarge {
+            path: PathBuf::from("/big"),
+            size: MAX_UPLOAD_BYTES + 1,
+        };
+        assert_eq!(
+            too_large.to_string(),
+            "/big is 94371841 bytes; uploads are limited to 94371840 bytes (one fs/writeFile message)"
+        );
+    }
+}
