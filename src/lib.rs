@@ -5,7 +5,8 @@
 //!   personalities).
 //! - `cli` — the command line: the clap tree and one file per subcommand (`exec-server`,
 //!   `remote`, `sandbox`, the hidden `reap-process-groups`).
-//! - [`protocol`] — every wire type, method name and error code; server and client share it.
+//! - [`protocol`] — every wire type and error code, and the one method table
+//!   ([`protocol::methods`]) that the server's router and the client's replay policy follow.
 //! - [`path_uri`] — `file:` URIs on the wire, native paths inside.
 //! - [`rpc`] — JSON-RPC framing over WebSocket and stdio, as channels of messages (a message
 //!   too large to hold at once goes in pieces: one fragmented WebSocket message, one stdio line).
@@ -14,7 +15,7 @@
 //!   helper; knows nothing of JSON-RPC.
 //! - `client` — the client library orchestrators embed (resume, ordered events, file transfers
 //!   that survive a dropped connection).
-//! - `server` — listener, connections, sessions, processes, output log, env policy.
+//! - `server` — listener, connections, the router, sessions, processes, output log, env policy.
 //! - `pty` — pseudo-terminals.
 //! - `sandbox` — the Linux sandbox: policy binding, Landlock/seccomp plan, the
 //!   `codex-linux-sandbox` wrapper, the `codex-fs` helper, alias links.
@@ -27,6 +28,7 @@
 //!   `codex-linux-sandbox` wrapper parses its argv with it).
 //! - `cli` (default): both, plus `cli`, `arg0` and the `codex` binary.
 //!
+//! No file of `src/` imports one that imports it (`scripts/check-import-cycles`, run by CI).
 //! See `docs/design.md` for the picture these modules implement. On the path of one
 //! byte of output, the bytes are base64-encoded once, straight into the text of their
 //! `process/output` notification; the output log keeps a slice of that text for `process/read`,
