@@ -146,6 +146,37 @@ async fn cwd_that_is_not_an_absolute_file_uri_is_refused_and_nothing_runs() {
     assert_unharmed(&mut server, &mut bystander, Some(&mut client)).await;
 }
 
+/// A `file:` URI with a query or fragment names no directory: the start is refused with -32602
+/// before anything runs (it used to run in the directory before the `?`, as if the rest were
+/// not there). The same URI without the suffix runs: the control.
+#[tokio::test]
+async fn cwd_file_uri_with_a_query_or_fragment_is_refused_and_nothing_runs() {
+    let (mut server, mut bystander, mut client) = setup().await;
+    let dir = TestDir::new();
+    for (i, suffix) in ["?x=1", "#x", "?", "#"].iter().enumerate() {
+        let id = format!("query-{i}");
+        // Relative: the marker lands in whatever directory the command runs in.
+        let mut params = sh(&id, &format!("touch marker-{i}"));
+        params["cwd"] = json!(format!("{}{suffix}", dir.uri()));
+        let (code, message) = client.request_err("process/start", params).await;
+        assert_eq!(code, INVALID_PARAMS, "cwd suffix {suffix:?}: {message}");
+        assert!(message.contains("cwd"), "{message}");
+        assert_no_process(&mut client, &id).await;
+    }
+    let mut params = sh("query-control", "touch marker-control");
+    params["cwd"] = json!(dir.uri());
+    client.start_process(params).await;
+    client.collect_process_events("query-control").await;
+    assert!(
+        dir.join("marker-control").exists(),
+        "the control runs in dir"
+    );
+    for i in 0..4 {
+        assert!(!dir.join(&format!("marker-{i}")).exists(), "start {i} ran");
+    }
+    assert_unharmed(&mut server, &mut bystander, Some(&mut client)).await;
+}
+
 /// protocol.md: id in use is -32600 `process ID already exists`, `ID` being the id (the reference
 /// says `process dup already exists`).
 fn assert_id_in_use(code: i64, message: &str, id: &str) {
