@@ -327,34 +327,29 @@ async fn invalid_base64_and_empty_write_id_are_refused() {
     assert_unharmed(&mut server, &mut bystander, Some(&mut client)).await;
 }
 
+/// `initialized` before `initialize` is refused like a message the server cannot take: an
+/// error with id -1, then the connection is closed, with nothing between (protocol.md).
 #[tokio::test]
-async fn initialized_before_initialize_does_not_open_the_session() {
+async fn initialized_before_initialize_is_answered_with_id_minus_one_then_closed() {
     let server = Server::start(&[]).await;
     let mut bystander = Bystander::start(&server).await;
     let mut client = server.connect().await;
     client.notify("initialized", json!({})).await;
-    // Either the server closes the connection for the out-of-order notification, or it keeps it
-    // and exec methods are still refused until initialize.
-    let id = client
-        .send_request("process/start", sh("early", "echo early"))
-        .await;
-    let mut closed = true;
-    while let Some(m) = client.next_message_or_close().await {
-        if m.get("id") == Some(&json!(id)) {
-            let (code, message) = answer_to_result(m).expect_err("exec before initialize");
-            assert_eq!(code, INVALID_REQUEST, "{message}");
-            assert_eq!(
-                message,
-                "client must call initialize before using exec methods"
-            );
-            closed = false;
-            break;
-        }
-    }
-    if !closed {
-        client.initialize().await;
-        client.request_ok("environment/info", json!({})).await;
-    }
+    let answer = client.next_message().await;
+    assert_eq!(
+        answer["id"],
+        json!(-1),
+        "the first message is the refusal: {answer}"
+    );
+    assert_eq!(
+        answer_to_result(answer),
+        Err((
+            INVALID_REQUEST,
+            "client must call initialize before sending initialized".to_string()
+        ))
+    );
+    let after = client.wait_for_close().await;
+    assert!(after.is_empty(), "messages after the refusal: {after:?}");
     bystander.check().await;
 }
 
@@ -456,4 +451,64 @@ async fn unknown_notification_closes_the_connection() {
     client.notify("process/frobnicate", json!({})).await;
     client.wait_for_close().await;
     assert_unharmed(&mut server, &mut bystander, None).await;
+}
+
+/// The largest message the server reads (protocol.md): 128 MiB.
+const MAX_MESSAGE_BYTES: usize = 128 << 20;
+
+/// A WebSocket frame over 128 MiB is answered with an error with id -1 and then the connection
+/// is closed, with no other message between. The frame is refused on its header, so the test
+/// writes only a header announcing 128 MiB + 1 bytes (masked, as a client's must be) and no
+/// payload: the same path as a real one, without sending 128 MiB.
+#[tokio::test]
+async fn websocket_message_over_128_mib_is_answered_with_id_minus_one_then_closed() {
+    let (mut server, mut bystander, mut client) = setup().await;
+    let mut header = vec![0x81, 0x80 | 127];
+    header.extend_from_slice(&(MAX_MESSAGE_BYTES as u64 + 1).to_be_bytes());
+    header.extend_from_slice(&[0x12, 0x34, 0x56, 0x78]);
+    client.write_raw_bytes(&header).await;
+    let answer = client.next_message().await;
+    assert_eq!(
+        answer["id"],
+        json!(-1),
+        "the first message is the refusal: {answer}"
+    );
+    assert_eq!(
+        answer_to_result(answer),
+        Err((
+            INVALID_REQUEST,
+            format!("message too large: the limit is {MAX_MESSAGE_BYTES} bytes")
+        ))
+    );
+    let after = client.wait_for_close().await;
+    assert!(after.is_empty(), "messages after the refusal: {after:?}");
+    assert_unharmed(&mut server, &mut bystander, None).await;
+}
+
+/// Over stdio, a line longer than 128 MiB (the real thing: 128 MiB + 1 bytes without a newline,
+/// every byte of which the server reads) is answered with an error with id -1, then the server
+/// ends the connection, which over stdio is its exit.
+#[tokio::test]
+async fn stdio_line_over_128_mib_is_answered_with_id_minus_one_then_closed() {
+    let (mut server, mut client) = StdioServer::start(&[]).await;
+    client.initialize().await;
+    client
+        .write_raw_bytes(&vec![b'x'; MAX_MESSAGE_BYTES + 1])
+        .await;
+    let answer = client.next_message().await;
+    assert_eq!(
+        answer["id"],
+        json!(-1),
+        "the first message is the refusal: {answer}"
+    );
+    assert_eq!(
+        answer_to_result(answer),
+        Err((
+            INVALID_REQUEST,
+            format!("message too large: the limit is {MAX_MESSAGE_BYTES} bytes")
+        ))
+    );
+    let after = client.wait_for_close().await;
+    assert!(after.is_empty(), "messages after the refusal: {after:?}");
+    assert!(server.wait_for_exit().await.success());
 }

@@ -372,6 +372,22 @@ impl Client {
         }
     }
 
+    /// Writes `bytes` as they are to the byte stream under the messages (the TCP socket, or the
+    /// server's stdin), with no framing: a hand-made frame header, a line without its end.
+    pub async fn write_raw_bytes(&mut self, bytes: &[u8]) {
+        let result = match &mut self.transport {
+            Transport::Ws(ws) => ws.get_mut().write_all(bytes).await,
+            Transport::Stdio { stdin, .. } => {
+                stdin
+                    .as_mut()
+                    .expect("stdin already closed")
+                    .write_all(bytes)
+                    .await
+            }
+        };
+        result.unwrap_or_else(|e| panic!("raw write failed: {e}"));
+    }
+
     pub async fn send_json(&mut self, message: &Value) {
         self.send_raw_text(&message.to_string()).await;
     }
@@ -635,6 +651,19 @@ impl Client {
             .any(|m| is_answer(m) && m["id"] == json!(id))
     }
 
+    /// Waits until one of the requests `ids` has been answered and returns the id whose answer
+    /// arrived first (nothing is consumed).
+    pub async fn wait_for_any_answer(&mut self, ids: &[i64]) -> i64 {
+        let what = format!("an answer to one of {} requests", ids.len());
+        self.wait_until(&what, |c| {
+            c.pending
+                .iter()
+                .filter(|m| is_answer(m))
+                .find_map(|m| m["id"].as_i64().filter(|id| ids.contains(id)))
+        })
+        .await
+    }
+
     /// Waits for a notification matching `pred` and consumes it.
     pub async fn wait_for_notification(
         &mut self,
@@ -702,6 +731,12 @@ impl Client {
             .get(process_id)
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Forgets every event of `process_id` received so far: for a test that starts the same id
+    /// again once the first has been freed (its seqs start at 1 again).
+    pub fn forget_process_events(&mut self, process_id: &str) {
+        self.events.remove(process_id);
     }
 
     /// Notifications received twice for the same (process, seq).
