@@ -1548,3 +1548,193 @@ async fn sigterm_stops_server_and_kills_every_process_group() {
             .await;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Limits: closed-process TTL, in-flight requests, remembered writeIds, request head size
+
+/// A closed process keeps its id for `--closed-process-ttl-ms` (its output can still be read),
+/// then frees it: before the TTL the same id is "already exists", after it the id starts again.
+#[tokio::test]
+async fn closed_process_ttl_frees_the_process_id() {
+    let ttl = Duration::from_millis(1000);
+    let server = Server::start(&["--closed-process-ttl-ms", "1000"]).await;
+    let (mut c, _) = started_client(&server).await;
+    // Before the start: the server's TTL clock starts after this instant.
+    let before_start = Instant::now();
+    c.start_process(sh("again", "echo first")).await;
+    let events = c.collect_process_events("again").await;
+    let closed_seen = Instant::now();
+    assert_eq!(output_text(&events, Some("stdout")), "first\n");
+    c.forget_process_events("again");
+
+    let (code, message) = c
+        .request_err("process/start", sh("again", "echo second"))
+        .await;
+    assert_eq!(
+        (code, message.as_str()),
+        (INVALID_REQUEST, "process again already exists"),
+        "within the TTL"
+    );
+    let read = c
+        .request_ok("process/read", json!({"processId": "again", "afterSeq": 0}))
+        .await;
+    assert_eq!(
+        read["closed"], true,
+        "still readable within the TTL: {read}"
+    );
+
+    // The TTL running out is the scenario: wait it out from when `closed` arrived (the server
+    // started it earlier), then retry until the id is free; every retry is a round trip.
+    tokio::time::sleep_until(closed_seen + ttl).await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match c.request("process/start", sh("again", "echo second")).await {
+            Ok(_) => break,
+            Err((INVALID_REQUEST, m)) if m.contains("already exists") => {
+                assert!(Instant::now() < deadline, "the id was never freed: {m}");
+            }
+            Err(e) => panic!("restart after the TTL: {e:?}"),
+        }
+    }
+    assert!(
+        before_start.elapsed() >= ttl,
+        "the id was freed before the TTL: {:?}",
+        before_start.elapsed()
+    );
+    let events = c.collect_process_events("again").await;
+    assert_eq!(output_text(&events, Some("stdout")), "second\n");
+}
+
+/// One connection runs at most 256 requests at once; the 257th waits, unread, until one of them
+/// ends. With 256 long-polls parked, `environment/info` is answered only after a long-poll has
+/// answered; with 255 (the control) it is answered while they are all still parked.
+#[tokio::test]
+async fn requests_beyond_256_in_flight_wait_for_a_free_slot() {
+    const MAX_IN_FLIGHT: usize = 256;
+    let server = Server::start(&[]).await;
+    for parked in [MAX_IN_FLIGHT - 1, MAX_IN_FLIGHT] {
+        let (mut c, _) = started_client(&server).await;
+        let dir = TestDir::new();
+        let fifo = dir.mkfifo("wake");
+        // Quiet until the test writes the FIFO: no request of this connection can wake it.
+        c.start_process(sh("quiet", &format!("cat '{}'", fifo.display())))
+            .await;
+        let mut ids = Vec::with_capacity(parked);
+        for _ in 0..parked {
+            ids.push(
+                c.send_request(
+                    "process/read",
+                    json!({"processId": "quiet", "afterSeq": 0, "waitMs": 30000}),
+                )
+                .await,
+            );
+        }
+        let info = c.send_request("environment/info", json!({})).await;
+        if parked < MAX_IN_FLIGHT {
+            // A free slot: answered at once, every long-poll still parked.
+            c.await_answer(info).await.expect("environment/info");
+            assert!(
+                !ids.iter().any(|&id| c.has_answer(id)),
+                "a long-poll answered before any output"
+            );
+            write_fifo(&fifo, b"wake\n").await;
+        } else {
+            // No free slot: the answer can only come after output wakes the long-polls, which
+            // the FIFO write below causes; so it must come after a long-poll's answer.
+            write_fifo(&fifo, b"wake\n").await;
+            let first = c
+                .wait_for_any_answer(&ids.iter().copied().chain([info]).collect::<Vec<_>>())
+                .await;
+            assert_ne!(
+                first, info,
+                "environment/info was answered while 256 requests were in flight"
+            );
+            c.await_answer(info).await.expect("environment/info");
+        }
+        for id in ids {
+            let read = c.await_answer(id).await.expect("process/read");
+            assert_eq!(read["chunks"][0]["seq"], 1, "{read}");
+        }
+        c.collect_process_events("quiet").await;
+    }
+}
+
+/// A process remembers its 4096 most recent `writeId`s: a repeat of one of them is accepted and
+/// not written again, but after 4096 newer ids the oldest is forgotten and a repeat is written.
+#[tokio::test]
+async fn oldest_write_id_is_forgotten_after_4096_newer_ones() {
+    const REMEMBERED: usize = 4096;
+    let server = Server::start(&[]).await;
+    let (mut c, _) = started_client(&server).await;
+    // Exactly the bytes expected below; anything more or less shows in the output.
+    let expected_len = 2 + REMEMBERED + 2;
+    let mut params = process_params("head", &["head", "-c", &expected_len.to_string()]);
+    params["pipeStdin"] = json!(true);
+    c.start_process(params).await;
+
+    assert_eq!(c.write_stdin("head", b"A\n", "w0").await, "accepted");
+    // w1..=w4096, pipelined: 4096 newer ids push w0 out of the memory.
+    let mut ids = Vec::with_capacity(REMEMBERED);
+    for n in 1..=REMEMBERED {
+        ids.push(
+            c.send_request(
+                "process/write",
+                json!({"processId": "head", "chunk": b64(b"."), "writeId": format!("w{n}")}),
+            )
+            .await,
+        );
+    }
+    for id in ids {
+        let answer = c.await_answer(id).await.expect("process/write");
+        assert_eq!(answer["status"], "accepted", "{answer}");
+    }
+    // w1 is still remembered: accepted, not written. w0 was forgotten: written again.
+    assert_eq!(c.write_stdin("head", b"B\n", "w1").await, "accepted");
+    assert_eq!(c.write_stdin("head", b"C\n", "w0").await, "accepted");
+    let events = c.collect_process_events("head").await;
+    let expected = format!("A\n{}C\n", ".".repeat(REMEMBERED));
+    assert_eq!(output_text(&events, Some("stdout")), expected);
+    assert_eq!(exit_code(&events), 0);
+}
+
+/// A request head over 16 KiB, or with more than 64 headers, is answered 431 and closed; the
+/// same request within both limits is served (the control).
+#[tokio::test]
+async fn oversized_request_head_is_answered_431() {
+    let server = Server::start(&[]).await;
+    let addr = server.addr();
+    let ready = |extra: &str| format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\n{extra}\r\n");
+
+    let within = ready(&format!("X-Pad: {}\r\n", "a".repeat(15 * 1024)));
+    let response = http_exchange(&addr, &within).await;
+    assert!(
+        status_of(&response).starts_with("HTTP/1.1 200"),
+        "a 15 KiB head: {response:?}"
+    );
+    // 16 KiB without the blank line that ends a head: every byte is read, then 431.
+    let mut long = format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nX-Pad: ");
+    long.push_str(&"a".repeat(16 * 1024 - long.len()));
+    assert_eq!(long.len(), 16 * 1024);
+    let response = http_exchange(&addr, &long).await;
+    assert!(
+        status_of(&response).starts_with("HTTP/1.1 431"),
+        "a 16 KiB head: {response:?}"
+    );
+
+    let headers = |n: usize| (0..n).map(|i| format!("X-H{i}: v\r\n")).collect::<String>();
+    // Host and 63 more: 64 headers, served.
+    let response = http_exchange(&addr, &ready(&headers(63))).await;
+    assert!(
+        status_of(&response).starts_with("HTTP/1.1 200"),
+        "64 headers: {response:?}"
+    );
+    let response = http_exchange(&addr, &ready(&headers(64))).await;
+    assert!(
+        status_of(&response).starts_with("HTTP/1.1 431"),
+        "65 headers: {response:?}"
+    );
+
+    // The server still serves WebSocket clients.
+    let (mut c, _) = started_client(&server).await;
+    c.request_ok("environment/info", json!({})).await;
+}
