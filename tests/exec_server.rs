@@ -1738,3 +1738,154 @@ async fn oversized_request_head_is_answered_431() {
     let (mut c, _) = started_client(&server).await;
     c.request_ok("environment/info", json!({})).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Sessions: resume against the detached TTL
+
+/// Starts `echo $$; exec sleep 30` as `id` and returns a pidfd on it.
+async fn sleeper_pidfd(c: &mut Client, id: &str) -> Pidfd {
+    c.start_process(sh(id, "echo $$; exec sleep 30")).await;
+    c.wait_for_output(id, "\n").await;
+    let text = output_text(&c.process_events(id), Some("stdout"));
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("expected a pid, got {text:?}"));
+    Pidfd::open(pid).expect("the process is running")
+}
+
+/// How a resume attempt ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Resumed {
+    /// Resumed, and the process was alive and answered for.
+    Alive,
+    /// Refused as unknown, and the process was killed.
+    Expired,
+}
+
+/// Resumes `session` on a new connection (retrying while the server has not yet seen the old
+/// one drop) and checks that the outcome is whole: resumed with `process` alive, or refused as
+/// unknown with it killed.
+async fn resume_is_whole(server: &Server, session: &str, process: &str, pidfd: &Pidfd) -> Resumed {
+    let mut c = server.connect().await;
+    let deadline = Instant::now() + DEADLINE;
+    let answer = loop {
+        match c.initialize_resume(session).await {
+            Err((SESSION_ATTACHED, _)) if Instant::now() < deadline => continue,
+            other => break other,
+        }
+    };
+    match answer {
+        Ok(_) => {
+            let read = c
+                .request_ok("process/read", json!({"processId": process, "afterSeq": 0}))
+                .await;
+            assert_eq!(
+                read["exited"], false,
+                "resumed, but its process ended: {read}"
+            );
+            assert!(!pidfd.has_exited(), "resumed, but its process was killed");
+            let term = c
+                .request_ok("process/terminate", json!({"processId": process}))
+                .await;
+            assert_eq!(term, json!({"running": true}));
+            Resumed::Alive
+        }
+        Err((code, message)) => {
+            assert_eq!(
+                (code, message),
+                (INVALID_REQUEST, format!("unknown session id {session}"))
+            );
+            pidfd
+                .wait_exit(DEADLINE, "the process of a session refused as expired")
+                .await;
+            Resumed::Expired
+        }
+    }
+}
+
+/// Resumes timed around the detached TTL after a drop, so that some land on the TTL itself: each either resumes with its process alive or is refused as unknown with
+/// its process killed, never half (refused with the process alive, or resumed with it dead). The
+/// first (at once) must resume and the last (at 3 TTLs) must be refused, so both sides are seen.
+#[tokio::test]
+async fn resume_racing_the_detached_ttl_is_whole_either_way() {
+    const SESSIONS: u32 = 16;
+    let ttl = Duration::from_millis(300);
+    let server = Server::start(&["--detached-session-ttl-ms", "300"]).await;
+    let mut setups = Vec::new();
+    for i in 0..SESSIONS {
+        let (mut c, session) = started_client(&server).await;
+        let process = format!("race-{i}");
+        let pidfd = sleeper_pidfd(&mut c, &process).await;
+        setups.push((c, session, process, pidfd));
+    }
+    let dropped = Instant::now();
+    let setups: Vec<_> = setups
+        .into_iter()
+        .map(|(c, session, process, pidfd)| {
+            drop(c);
+            (session, process, pidfd)
+        })
+        .collect();
+    let outcomes = futures_util::future::join_all(setups.iter().enumerate().map(
+        |(i, (session, process, pidfd))| {
+            let server = &server;
+            async move {
+                // The timing is the scenario: the first at once, the last three TTLs after
+                // the drop, the others spread over 0.8 to 1.2 TTLs after it (the server's clock
+                // starts a little after the drop, when it sees it).
+                let i = i as u32;
+                let at = dropped
+                    + match i {
+                        0 => Duration::ZERO,
+                        i if i == SESSIONS - 1 => ttl * 3,
+                        i => ttl * 4 / 5 + ttl * 2 / 5 * (i - 1) / (SESSIONS - 3),
+                    };
+                tokio::time::sleep_until(at).await;
+                resume_is_whole(server, session, process, pidfd).await
+            }
+        },
+    ))
+    .await;
+    assert_eq!(outcomes[0], Resumed::Alive, "{outcomes:?}");
+    assert_eq!(
+        outcomes[SESSIONS as usize - 1],
+        Resumed::Expired,
+        "{outcomes:?}"
+    );
+}
+
+/// The old connection's detach armed an expiry timer; a resume on a new connection takes the
+/// session over before it fires. When it fires, the session (held by the new connection) must
+/// not end. Once the new connection drops in turn, the session does expire: the control.
+#[tokio::test]
+async fn old_connections_expiry_timer_leaves_a_session_resumed_elsewhere() {
+    let ttl = Duration::from_millis(300);
+    let server = Server::start(&["--detached-session-ttl-ms", "300"]).await;
+    let (mut a, session) = started_client(&server).await;
+    let pidfd = sleeper_pidfd(&mut a, "kept").await;
+    let dropped = Instant::now();
+    drop(a);
+    let (mut b, _) = resume_on_new_connection(&server, &session).await;
+
+    // Past the old timer (armed at A's detach, after `dropped`): the time is the scenario. A
+    // round trip on B then shows the server has run whatever was due.
+    tokio::time::sleep_until(dropped + ttl * 2).await;
+    let read = b
+        .request_ok("process/read", json!({"processId": "kept", "afterSeq": 0}))
+        .await;
+    assert_eq!(read["exited"], false, "{read}");
+    assert!(!pidfd.has_exited(), "the old timer killed the process");
+    // B still holds the session.
+    let mut c = server.connect().await;
+    let (code, _) = c
+        .initialize_resume(&session)
+        .await
+        .expect_err("B still holds the session");
+    assert_eq!(code, SESSION_ATTACHED);
+
+    drop(b);
+    pidfd
+        .wait_exit(DEADLINE, "the process once the new connection dropped too")
+        .await;
+}
