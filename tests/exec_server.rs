@@ -776,53 +776,6 @@ async fn detached_session_expires_and_kills_processes() {
     assert_ne!(fresh, session);
 }
 
-/// A bare WebSocket to `server`, initialized: for tests that must control every frame (when to
-/// read, so when pings are answered; how a frame is cut up).
-async fn raw_session(server: &Server) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
-    use futures_util::SinkExt as _;
-    use tokio_tungstenite::tungstenite::Message;
-    let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(server.url(), tcp)
-        .await
-        .unwrap();
-    ws.send(Message::text(
-        r#"{"id":1,"method":"initialize","params":{"clientName":"raw"}}"#,
-    ))
-    .await
-    .unwrap();
-    raw_answer(&mut ws, 1).await;
-    ws.send(Message::text(r#"{"method":"initialized","params":{}}"#))
-        .await
-        .unwrap();
-    ws
-}
-
-/// The text of the answer with `id` on a bare WebSocket, skipping every other frame.
-async fn raw_answer<S>(ws: &mut S, id: i64) -> String
-where
-    S: futures_util::Stream<
-            Item = Result<
-                tokio_tungstenite::tungstenite::Message,
-                tokio_tungstenite::tungstenite::Error,
-            >,
-        > + Unpin,
-{
-    use futures_util::StreamExt as _;
-    let id = format!(r#""id":{id}"#);
-    loop {
-        let frame = tokio::time::timeout(DEADLINE, ws.next())
-            .await
-            .expect("an answer in time")
-            .expect("the connection is open")
-            .expect("a frame");
-        if let tokio_tungstenite::tungstenite::Message::Text(text) = frame
-            && text.contains(&id)
-        {
-            return text.to_string();
-        }
-    }
-}
-
 /// A peer that vanished without closing (no FIN: a suspended laptop, a pulled cable) answers no
 /// ping; after two ping intervals its connection ends and its session, processes and all, can
 /// be resumed elsewhere. Before that, the resume is refused as attached (the control).
@@ -869,41 +822,20 @@ async fn silent_peer_is_dropped_after_two_ping_intervals_and_its_session_resumes
 /// intervals: silence means no frame at all, not no requests.
 #[tokio::test]
 async fn idle_peer_that_answers_pings_stays_connected() {
-    use futures_util::{SinkExt as _, StreamExt as _};
-    use tokio_tungstenite::tungstenite::Message;
     let server = Server::start(&["--ping-interval-ms", "100"]).await;
-    let (mut sink, mut stream) = raw_session(&server).await.split();
-    // Reading (which answers pings) and nothing else, for ten intervals.
-    let mut pings = 0;
-    let idle = async {
-        while let Some(frame) = stream.next().await {
-            match frame {
-                Ok(Message::Ping(_)) => pings += 1,
-                Ok(Message::Close(_)) | Err(_) => {
-                    return Err("the server closed an idle, live connection");
-                }
-                Ok(_) => {}
-            }
-        }
-        Err("the connection ended")
-    };
-    let ended: Result<std::convert::Infallible, &str> =
-        match tokio::time::timeout(Duration::from_secs(1), idle).await {
-            Ok(result) => result,
-            Err(_) => Err("still open"),
-        };
-    assert_eq!(ended.unwrap_err(), "still open");
+    let (mut c, _) = started_client(&server).await;
+    // Reading (which answers pings) and nothing else, for ten intervals: the idleness is the
+    // scenario.
     assert!(
-        pings >= 5,
-        "the server pinged {pings} times in ten intervals"
+        c.read_idly_for(Duration::from_secs(1)).await,
+        "the server closed an idle, live connection"
     );
-    sink.send(Message::text(
-        r#"{"id":2,"method":"environment/info","params":{}}"#,
-    ))
-    .await
-    .unwrap();
-    let text = raw_answer(&mut stream, 2).await;
-    assert!(text.contains("result"), "{text}");
+    assert!(
+        c.pings() >= 5,
+        "the server pinged {} times in ten intervals",
+        c.pings()
+    );
+    c.request_ok("environment/info", json!({})).await;
 }
 
 /// A large message arriving slowly is not silence: a peer whose 1 MiB `fs/writeFile` frame takes
@@ -914,10 +846,10 @@ async fn slow_large_frame_is_not_taken_for_silence() {
     let server = Server::start(&["--ping-interval-ms", "200"]).await;
     let dir = TestDir::new();
     let path = dir.join("slow.bin");
-    let mut ws = raw_session(&server).await;
+    let (mut c, _) = started_client(&server).await;
 
     let data = vec![b'q'; 1 << 20];
-    let text = json!({"id": 2, "method": "fs/writeFile",
+    let text = json!({"id": "slow", "method": "fs/writeFile",
                       "params": {"path": file_uri(&path), "dataBase64": b64(&data)}})
     .to_string();
     // One masked text frame (RFC 6455 §5.2), written by hand so it can be sent slowly: 15 pieces
@@ -927,15 +859,13 @@ async fn slow_large_frame_is_not_taken_for_silence() {
     frame.extend_from_slice(&(text.len() as u64).to_be_bytes());
     frame.extend_from_slice(&mask);
     frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    let tcp = ws.get_mut();
     for piece in frame.chunks(frame.len().div_ceil(15)) {
-        tcp.write_all(piece)
-            .await
-            .expect("the server keeps reading");
+        c.write_raw_bytes(piece).await;
+        // The slowness is the scenario.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let text = raw_answer(&mut ws, 2).await;
-    assert!(text.contains(r#""result":{}"#), "{text}");
+    let answer = c.await_raw_answer(&json!("slow")).await;
+    assert_eq!(answer_to_result(answer), Ok(json!({})));
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 1 << 20);
 }
 
