@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
+use test_case::test_case;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::time::Instant;
 
@@ -92,24 +93,45 @@ async fn started_client(server: &Server) -> (Client, String) {
     (client, session)
 }
 
+/// Which transport a test talks over.
+#[derive(Debug, Clone, Copy)]
+enum Over {
+    /// A WebSocket to a server started with these flags.
+    WebSocket(&'static [&'static str]),
+    /// The stdio of a `--listen stdio` server.
+    Stdio,
+}
+
+/// A running server of either kind; it ends when this is dropped.
+enum Running {
+    WebSocket { _server: Server },
+    Stdio { _server: StdioServer },
+}
+
+/// A server and an initialized client on it, over `over`.
+async fn serve(over: Over) -> (Running, Client) {
+    match over {
+        Over::WebSocket(flags) => {
+            let server = Server::start(flags).await;
+            let (client, _) = started_client(&server).await;
+            (Running::WebSocket { _server: server }, client)
+        }
+        Over::Stdio => {
+            let (server, mut client) = StdioServer::start(&[]).await;
+            client.initialize().await;
+            (Running::Stdio { _server: server }, client)
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Events and retention
 
+/// The thread count is a choice, not a requirement: three threads serve like the default (a case
+/// of `output_exit_closed_share_one_sequence`), and zero is refused before anything starts,
+/// naming the flag.
 #[tokio::test]
-async fn output_exit_closed_share_one_sequence() {
-    let server = Server::start(&[]).await;
-    let (mut c, _) = started_client(&server).await;
-    output_exit_closed_share_one_sequence_scenario(&mut c).await;
-}
-
-/// The thread count is a choice, not a requirement: three threads serve like the default, and
-/// zero is refused before anything starts, naming the flag.
-#[tokio::test]
-async fn worker_threads_flag_serves_with_three_and_refuses_zero() {
-    let server = Server::start(&["--worker-threads", "3"]).await;
-    let (mut c, _) = started_client(&server).await;
-    output_exit_closed_share_one_sequence_scenario(&mut c).await;
-
+async fn worker_threads_flag_of_zero_is_refused_naming_it() {
     let out = std::process::Command::new(server_binary())
         .args(["exec-server", "--worker-threads", "0"])
         .output()
@@ -119,8 +141,13 @@ async fn worker_threads_flag_serves_with_three_and_refuses_zero() {
     assert!(stderr.contains("--worker-threads"), "{stderr}");
 }
 
-/// `output_exit_closed_share_one_sequence` on any transport (also run over stdio).
-async fn output_exit_closed_share_one_sequence_scenario(c: &mut Client) {
+#[test_case(Over::WebSocket(&[]) ; "over websocket")]
+#[test_case(Over::WebSocket(&["--worker-threads", "3"]) ; "over websocket with three worker threads")]
+#[test_case(Over::Stdio ; "over stdio")]
+#[tokio::test]
+async fn output_exit_closed_share_one_sequence(over: Over) {
+    let (_server, mut client) = serve(over).await;
+    let c = &mut client;
     let started = c
         .start_process(sh("p1", "echo out; echo err >&2; exit 3"))
         .await;
@@ -333,15 +360,12 @@ async fn retention_drops_oldest_chunks_without_renumbering() {
 // ---------------------------------------------------------------------------------------------
 // process/read and process/write
 
+#[test_case(Over::WebSocket(&[]) ; "over websocket")]
+#[test_case(Over::Stdio ; "over stdio")]
 #[tokio::test]
-async fn read_long_poll_wakes_on_output() {
-    let server = Server::start(&[]).await;
-    let (mut c, _) = started_client(&server).await;
-    read_long_poll_wakes_on_output_scenario(&mut c).await;
-}
-
-/// `read_long_poll_wakes_on_output` on any transport (also run over stdio).
-async fn read_long_poll_wakes_on_output_scenario(c: &mut Client) {
+async fn read_long_poll_wakes_on_output(over: Over) {
+    let (_server, mut client) = serve(over).await;
+    let c = &mut client;
     let mut params = sh("poll", "read line; echo \"got $line\"");
     params["pipeStdin"] = json!(true);
     c.start_process(params).await;
@@ -413,15 +437,12 @@ async fn long_poll_read_does_not_delay_other_requests() {
     c.collect_process_events("quiet").await;
 }
 
+#[test_case(Over::WebSocket(&[]) ; "over websocket")]
+#[test_case(Over::Stdio ; "over stdio")]
 #[tokio::test]
-async fn write_dedupes_repeated_write_id() {
-    let server = Server::start(&[]).await;
-    let (mut c, _) = started_client(&server).await;
-    write_dedupes_repeated_write_id_scenario(&mut c).await;
-}
-
-/// `write_dedupes_repeated_write_id` on any transport (also run over stdio).
-async fn write_dedupes_repeated_write_id_scenario(c: &mut Client) {
+async fn write_dedupes_repeated_write_id(over: Over) {
+    let (_server, mut client) = serve(over).await;
+    let c = &mut client;
     let mut params = process_params("head", &["/usr/bin/head", "-n", "2"]);
     params["pipeStdin"] = json!(true);
     c.start_process(params).await;
@@ -470,15 +491,12 @@ async fn write_without_pipe_stdin_reports_stdin_closed() {
 // ---------------------------------------------------------------------------------------------
 // PTY, terminate, signal
 
+#[test_case(Over::WebSocket(&[]) ; "over websocket")]
+#[test_case(Over::Stdio ; "over stdio")]
 #[tokio::test]
-async fn tty_process_sees_a_terminal() {
-    let server = Server::start(&[]).await;
-    let (mut c, _) = started_client(&server).await;
-    tty_process_sees_a_terminal_scenario(&mut c).await;
-}
-
-/// `tty_process_sees_a_terminal` on any transport (also run over stdio).
-async fn tty_process_sees_a_terminal_scenario(c: &mut Client) {
+async fn tty_process_sees_a_terminal(over: Over) {
+    let (_server, mut client) = serve(over).await;
+    let c = &mut client;
     let mut params = sh("tty", "test -t 0 && test -t 1 && echo tty");
     params["tty"] = json!(true);
     c.start_process(params).await;
@@ -561,15 +579,12 @@ async fn terminate_after_closed_reports_not_running() {
     assert_eq!(term, json!({"running": false}));
 }
 
+#[test_case(Over::WebSocket(&[]) ; "over websocket")]
+#[test_case(Over::Stdio ; "over stdio")]
 #[tokio::test]
-async fn interrupt_delivers_sigint() {
-    let server = Server::start(&[]).await;
-    let (mut c, _) = started_client(&server).await;
-    interrupt_delivers_sigint_scenario(&mut c).await;
-}
-
-/// `interrupt_delivers_sigint` on any transport (also run over stdio).
-async fn interrupt_delivers_sigint_scenario(c: &mut Client) {
+async fn interrupt_delivers_sigint(over: Over) {
+    let (_server, mut client) = serve(over).await;
+    let c = &mut client;
     c.start_process(sh(
         "int",
         "trap 'echo got-int; exit 7' INT; echo ready; while :; do sleep 0.1; done",
@@ -1272,13 +1287,7 @@ async fn stdio_transport_serves_one_connection() {
     assert_eq!(exit_code(&events), 0);
     let info = c.request_ok("environment/info", json!({})).await;
     assert_eq!(info["platformOs"], "linux");
-
-    // The scenarios that do not depend on the transport run here too.
-    output_exit_closed_share_one_sequence_scenario(&mut c).await;
-    read_long_poll_wakes_on_output_scenario(&mut c).await;
-    write_dedupes_repeated_write_id_scenario(&mut c).await;
-    tty_process_sees_a_terminal_scenario(&mut c).await;
-    interrupt_delivers_sigint_scenario(&mut c).await;
+    // The scenarios that do not depend on the transport run over stdio as cases of their own.
 
     c.close_stdin();
     let status = server.wait_for_exit().await;
