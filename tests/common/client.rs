@@ -681,6 +681,41 @@ impl Client {
         }
     }
 
+    /// Waits, without reading (so no ping is answered), until the server has closed its side of
+    /// the WebSocket's TCP connection (the kernel reports the FIN as POLLRDHUP; what the server
+    /// sent before it stays unread); fails the test after [`DEADLINE`].
+    pub async fn wait_for_hang_up_without_reading(&self) {
+        let Transport::Ws(ws) = &self.transport else {
+            panic!("a hang-up is watched on a WebSocket")
+        };
+        let fd = ws
+            .get_ref()
+            .inner
+            .as_fd()
+            .try_clone_to_owned()
+            .expect("dup the socket");
+        let watch = tokio::task::spawn_blocking(move || {
+            use rustix::event::{PollFd, PollFlags, Timespec};
+            let timeout = Timespec {
+                tv_sec: DEADLINE.as_secs() as _,
+                tv_nsec: 0,
+            };
+            let mut fds = [PollFd::new(&fd, PollFlags::RDHUP)];
+            loop {
+                match rustix::event::poll(&mut fds, Some(&timeout)) {
+                    Ok(0) => return false,
+                    Ok(_) => return true,
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(e) => panic!("poll: {e}"),
+                }
+            }
+        });
+        assert!(
+            watch.await.expect("poll task"),
+            "the server did not close the connection within {DEADLINE:?}"
+        );
+    }
+
     /// WebSocket pings received so far.
     pub fn pings(&self) -> usize {
         self.pings
