@@ -8,38 +8,35 @@
 //! measured in the same run on the same machine (fork+exec from Rust, a pipe, a minimal WebSocket
 //! server in this process, local file I/O), so a ratio can be read against what the machine can do.
 //!
-//! Two client flavours: `default` (like a plain tokio-tungstenite client: Nagle on, the kernel's
-//! delayed ACKs) and `ack` (TCP_NODELAY, and TCP_QUICKACK re-armed after every read, so the client
-//! never delays an ACK). The reference is said to stall ~40 ms on delayed ACKs because it never sets
+//! The client is the integration tests' (tests/common/client.rs, included below), in its lean
+//! mode: process notifications are counted, not kept, and chunks measured, not decoded. Two client
+//! flavours: `default` (like a plain tokio-tungstenite client: Nagle on, the kernel's delayed ACKs)
+//! and `ack` (TCP_NODELAY, and TCP_QUICKACK re-armed after every read, so the client never delays
+//! an ACK). The reference is said to stall ~40 ms on delayed ACKs because it never sets
 //! TCP_NODELAY; the `ack` client shows what is left without those stalls.
 //!
 //! Nothing here asserts on time: failures (a dropped connection, a wrong byte count, a timeout) are
 //! recorded per metric and reported, and the run goes on.
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use base64::Engine;
-use futures_util::stream::{SplitSink, SplitStream};
+use client::{Client, ConnectOptions, RpcError, b64_len, file_uri};
 use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+#[path = "../tests/common/client.rs"]
+mod client;
 
 const MIB: usize = 1 << 20;
 /// PATH given to every started process (the reference requires an explicit `env`).
@@ -163,7 +160,7 @@ fn parse_args() -> Result<Options> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Client transport: a TcpStream that can re-arm TCP_QUICKACK after every read
+// Client: the integration tests' client (tests/common/client.rs), lean
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,288 +171,53 @@ enum Flavour {
     Ack,
 }
 
-struct BenchStream {
-    inner: TcpStream,
-    quickack: bool,
-}
+/// How long a call may take where the measurement sets no limit of its own.
+const PATIENCE: Duration = Duration::from_secs(120);
 
-fn set_quickack(stream: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let one: libc::c_int = 1;
-    // SAFETY: a valid socket fd owned by `stream`, and a pointer/length pair to a live c_int.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_QUICKACK,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-}
-
-impl AsyncRead for BenchStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if self.quickack && matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            set_quickack(&self.inner);
-        }
-        result
-    }
-}
-
-impl AsyncWrite for BenchStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .max_message_size(None)
-        .max_frame_size(None)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Client connection: requests matched by id, process events on a channel
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Debug)]
-enum Event {
-    Output { pid: String, len: usize, seq: u64 },
-    Exited,
-    Closed { pid: String },
-}
-
-type Reply = std::result::Result<Value, String>;
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Reply>>>>;
-type Sink = SplitSink<WebSocketStream<BenchStream>, Message>;
-
-struct Conn {
-    sink: tokio::sync::Mutex<Sink>,
-    pending: Pending,
-    events: mpsc::UnboundedReceiver<Event>,
-    next_id: AtomicU64,
-    reader: JoinHandle<()>,
-    session_id: String,
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        // The reader owns the other half of the socket: without this it would stay open.
-        self.reader.abort();
-    }
-}
-
-#[derive(Deserialize)]
-struct Wire<'a> {
-    #[serde(default)]
-    id: Option<Value>,
-    #[serde(borrow, default)]
-    method: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    params: Option<WireParams<'a>>,
-    #[serde(default)]
-    result: Option<Value>,
-    #[serde(default)]
-    error: Option<Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireParams<'a> {
-    #[serde(borrow, default)]
-    process_id: Option<Cow<'a, str>>,
-    #[serde(default)]
-    seq: Option<u64>,
-    #[serde(borrow, default)]
-    chunk: Option<Cow<'a, str>>,
-}
-
-/// Decoded length of valid base64, without decoding it.
-fn b64_len(s: &str) -> usize {
-    let pad = s.bytes().rev().take_while(|&b| b == b'=').count();
-    (s.len() / 4) * 3 - pad
-}
-
-fn dispatch(text: &str, pending: &Pending, events: &mpsc::UnboundedSender<Event>) {
-    let Ok(wire) = serde_json::from_str::<Wire>(text) else {
-        return;
+/// A lean WebSocket to `url` (process notifications counted, not kept), without the handshake.
+async fn open(url: &str, flavour: Flavour) -> Result<Client> {
+    let opts = ConnectOptions {
+        at_once_acks: flavour == Flavour::Ack,
+        lean: true,
     };
-    if let Some(method) = wire.method {
-        let Some(params) = wire.params else { return };
-        let pid = params.process_id.map(Cow::into_owned).unwrap_or_default();
-        let event = match method.as_ref() {
-            "process/output" => Event::Output {
-                pid,
-                len: params.chunk.as_deref().map(b64_len).unwrap_or(0),
-                seq: params.seq.unwrap_or(0),
-            },
-            "process/exited" => Event::Exited,
-            "process/closed" => Event::Closed { pid },
-            _ => return,
-        };
-        let _ = events.send(event);
-        return;
-    }
-    let Some(id) = wire.id.as_ref().and_then(Value::as_u64) else {
-        return;
-    };
-    let Some(waiter) = pending.lock().unwrap().remove(&id) else {
-        return;
-    };
-    let reply = match (wire.result, wire.error) {
-        (_, Some(err)) => Err(err.to_string()),
-        (Some(result), None) => Ok(result),
-        (None, None) => Ok(Value::Null),
-    };
-    let _ = waiter.send(reply);
+    Ok(Client::connect(url, opts).await?)
 }
 
-async fn read_loop(
-    mut stream: SplitStream<WebSocketStream<BenchStream>>,
-    pending: Pending,
-    events: mpsc::UnboundedSender<Event>,
-) {
-    while let Some(msg) = stream.next().await {
-        match msg {
-            Ok(Message::Text(text)) => dispatch(text.as_str(), &pending, &events),
-            Ok(Message::Binary(bytes)) => {
-                if let Ok(text) = std::str::from_utf8(&bytes) {
-                    dispatch(text, &pending, &events);
-                }
-            }
-            Ok(Message::Close(_)) | Err(_) => break,
-            Ok(_) => {}
-        }
-    }
-    // The connection is gone: every waiter learns it (their senders drop).
-    pending.lock().unwrap().clear();
+/// Opens and initializes a session; returns the client and the session id.
+async fn connect(url: &str, flavour: Flavour) -> Result<(Client, String)> {
+    let mut conn = open(url, flavour).await?;
+    let answer = conn.try_initialize("exec-bench", None, PATIENCE).await?;
+    let result = rpc("initialize", answer)?;
+    let session = result["sessionId"].as_str().unwrap_or_default().to_string();
+    Ok((conn, session))
 }
 
-impl Conn {
-    /// A WebSocket to `url`, without the handshake.
-    async fn open(url: &str, flavour: Flavour) -> Result<Self> {
-        let addr = url
-            .strip_prefix("ws://")
-            .with_context(|| format!("not a ws:// URL: {url}"))?;
-        let tcp = TcpStream::connect(addr).await?;
-        tcp.set_nodelay(flavour == Flavour::Ack)?;
-        let stream = BenchStream {
-            inner: tcp,
-            quickack: flavour == Flavour::Ack,
-        };
-        let (ws, _) =
-            tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config())).await?;
-        let (sink, stream) = ws.split();
-        let pending: Pending = Arc::default();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let reader = tokio::spawn(read_loop(stream, pending.clone(), tx));
-        Ok(Self {
-            sink: tokio::sync::Mutex::new(sink),
-            pending,
-            events: rx,
-            next_id: AtomicU64::new(1),
-            reader,
-            session_id: String::new(),
-        })
-    }
-
-    /// Opens and initializes a session (or resumes `resume`).
-    async fn connect(url: &str, flavour: Flavour, resume: Option<&str>) -> Result<Self> {
-        let mut conn = Self::open(url, flavour).await?;
-        let mut params = json!({"clientName": "exec-bench"});
-        if let Some(id) = resume {
-            params["resumeSessionId"] = json!(id);
-        }
-        let result = conn.call("initialize", params).await?;
-        conn.session_id = result["sessionId"].as_str().unwrap_or_default().to_string();
-        conn.send_text(r#"{"method":"initialized","params":{}}"#.to_string())
-            .await?;
-        Ok(conn)
-    }
-
-    async fn send_text(&self, text: String) -> Result<()> {
-        self.sink
-            .lock()
-            .await
-            .send(Message::text(text))
-            .await
-            .context("websocket send")
-    }
-
-    /// Sends the text `make(id)` and returns where its answer will arrive.
-    async fn send_with_id(
-        &self,
-        make: impl FnOnce(u64) -> String,
-    ) -> Result<oneshot::Receiver<Reply>> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.pending.lock().unwrap().insert(id, tx);
-        self.send_text(make(id)).await?;
-        Ok(rx)
-    }
-
-    async fn request(&self, method: &str, params: Value) -> Result<oneshot::Receiver<Reply>> {
-        self.send_with_id(|id| json!({"id": id, "method": method, "params": params}).to_string())
-            .await
-    }
-
-    async fn call(&self, method: &str, params: Value) -> Result<Value> {
-        let rx = self.request(method, params).await?;
-        answer(method, rx).await
-    }
-
-    /// The next process event; an error if the connection ended.
-    async fn event(&mut self) -> Result<Event> {
-        self.events
-            .recv()
-            .await
-            .ok_or_else(|| anyhow!("connection dropped"))
-    }
-
-    /// Consumes events until `pid` is closed; returns its output bytes.
-    async fn wait_closed(&mut self, pid: &str) -> Result<usize> {
-        let mut bytes = 0;
-        loop {
-            match self.event().await? {
-                Event::Output { pid: p, len, .. } if p == pid => bytes += len,
-                Event::Closed { pid: p } if p == pid => return Ok(bytes),
-                _ => {}
-            }
-        }
-    }
+/// An answer as a result, an error answer as an error naming the method.
+fn rpc(method: &str, answer: std::result::Result<Value, RpcError>) -> Result<Value> {
+    answer.map_err(|(code, message)| anyhow!("{method}: error {code} {message}"))
 }
 
-async fn answer(method: &str, rx: oneshot::Receiver<Reply>) -> Result<Value> {
-    rx.await
-        .map_err(|_| anyhow!("{method}: connection dropped before the answer"))?
-        .map_err(|e| anyhow!("{method}: error {e}"))
+async fn call(conn: &mut Client, method: &str, params: Value) -> Result<Value> {
+    rpc(method, conn.try_request(method, params, PATIENCE).await?)
+}
+
+/// The answer to request `id`, sent earlier.
+async fn answer(conn: &mut Client, method: &str, id: i64) -> Result<Value> {
+    rpc(method, conn.try_await_answer(id, PATIENCE).await?)
+}
+
+/// Waits until every process of `pids` is closed.
+async fn wait_all_closed(conn: &mut Client, pids: &[String], within: Duration) -> Result<()> {
+    // Processes close in about the order they started: look at the first still open only.
+    let mut next = 0;
+    conn.try_wait_until("every process closed", within, |c| {
+        while next < pids.len() && c.tally(&pids[next]).closed {
+            next += 1;
+        }
+        (next == pids.len()).then_some(())
+    })
+    .await?;
+    Ok(())
 }
 
 fn start_params(pid: &str, argv: &[&str], pipe_stdin: bool) -> Value {
@@ -467,10 +229,6 @@ fn start_params(pid: &str, argv: &[&str], pipe_stdin: bool) -> Value {
         "tty": false,
         "pipeStdin": pipe_stdin,
     })
-}
-
-fn file_uri(path: &Path) -> String {
-    format!("file://{}", path.display())
 }
 
 fn ms(d: Duration) -> f64 {
@@ -994,7 +752,10 @@ fn start_minimal_server() -> Result<String> {
 
 async fn minimal_connection(tcp: TcpStream) -> Result<()> {
     tcp.set_nodelay(true)?;
-    let mut ws = tokio_tungstenite::accept_async_with_config(tcp, Some(ws_config())).await?;
+    let config = WebSocketConfig::default()
+        .max_message_size(None)
+        .max_frame_size(None);
+    let mut ws = tokio_tungstenite::accept_async_with_config(tcp, Some(config)).await?;
     while let Some(msg) = ws.next().await {
         let text = match msg? {
             Message::Text(t) => t.as_str().to_string(),
@@ -1042,12 +803,12 @@ async fn minimal_connection(tcp: TcpStream) -> Result<()> {
 
 /// (MB/s, server CPU ms)
 async fn floor_ws_stream(url: &str, bytes: usize) -> Result<(f64, f64)> {
-    let mut conn = Conn::open(url, Flavour::Default).await?;
+    let mut conn = open(url, Flavour::Default).await?;
     let tid = MINIMAL_TID.load(Ordering::Relaxed);
     let cpu = thread_cpu_ns(tid);
     let t = Instant::now();
-    conn.send_text(format!("stream {bytes}")).await?;
-    let got = conn.wait_closed("m").await?;
+    conn.try_send_text(format!("stream {bytes}")).await?;
+    let got = conn.try_wait_closed("m", PATIENCE).await?;
     let e = t.elapsed();
     let cpu = thread_cpu_ns(tid) - cpu;
     anyhow::ensure!(got == bytes, "got {got} bytes, not {bytes}");
@@ -1055,14 +816,14 @@ async fn floor_ws_stream(url: &str, bytes: usize) -> Result<(f64, f64)> {
 }
 
 async fn floor_ws_echo(url: &str, n: usize) -> Result<Vec<f64>> {
-    let conn = Conn::open(url, Flavour::Ack).await?;
+    let mut conn = open(url, Flavour::Ack).await?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        let rx = conn
-            .send_with_id(|id| format!(r#"{{"id":{id},"result":{{"chunk":"cGluZwo="}}}}"#))
+        let id = conn
+            .try_send_request_text(|id| format!(r#"{{"id":{id},"result":{{"chunk":"cGluZwo="}}}}"#))
             .await?;
-        answer("echo", rx).await?;
+        answer(&mut conn, "echo", id).await?;
         out.push(ms(t.elapsed()));
     }
     Ok(out)
@@ -1070,9 +831,9 @@ async fn floor_ws_echo(url: &str, n: usize) -> Result<Vec<f64>> {
 
 async fn floor_resume(url: &str) -> Result<f64> {
     let t = Instant::now();
-    let mut conn = Conn::open(url, Flavour::Default).await?;
-    conn.send_text(format!("blob {RESUME_BYTES}")).await?;
-    let got = conn.wait_closed("m").await?;
+    let mut conn = open(url, Flavour::Default).await?;
+    conn.try_send_text(format!("blob {RESUME_BYTES}")).await?;
+    let got = conn.try_wait_closed("m", PATIENCE).await?;
     anyhow::ensure!(got == RESUME_BYTES);
     Ok(ms(t.elapsed()))
 }
@@ -1082,84 +843,84 @@ async fn floor_resume(url: &str) -> Result<f64> {
 // ---------------------------------------------------------------------------------------------
 
 async fn bench_spawn(url: &str, flavour: Flavour, n: usize) -> Result<Vec<f64>> {
-    let mut conn = Conn::connect(url, flavour, None).await?;
+    let (mut conn, _) = connect(url, flavour).await?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let pid = process_id();
         let t = Instant::now();
-        let rx = conn
-            .request("process/start", start_params(&pid, &["true"], false))
+        let id = conn
+            .try_send_request("process/start", start_params(&pid, &["true"], false))
             .await?;
-        timed(Duration::from_secs(10), "spawn", conn.wait_closed(&pid)).await?;
+        conn.try_wait_closed(&pid, Duration::from_secs(10)).await?;
         out.push(ms(t.elapsed()));
-        answer("process/start", rx).await?;
+        answer(&mut conn, "process/start", id).await?;
     }
     Ok(out)
 }
 
 /// (MB/s, server CPU ms)
 async fn bench_stream(url: &str, server_pid: u32, bytes: usize) -> Result<(f64, f64)> {
-    let mut conn = Conn::connect(url, Flavour::Default, None).await?;
+    let (mut conn, _) = connect(url, Flavour::Default).await?;
     let pid = process_id();
     let n = bytes.to_string();
     let cpu = cpu_ns(server_pid);
     let t = Instant::now();
-    let rx = conn
-        .request(
+    let id = conn
+        .try_send_request(
             "process/start",
             start_params(&pid, &["head", "-c", &n, "/dev/zero"], false),
         )
         .await?;
-    let got = timed(Duration::from_secs(120), "stream", conn.wait_closed(&pid)).await?;
+    let got = conn.try_wait_closed(&pid, Duration::from_secs(120)).await?;
     let e = t.elapsed();
     let cpu = cpu_ns(server_pid).saturating_sub(cpu);
-    answer("process/start", rx).await?;
+    answer(&mut conn, "process/start", id).await?;
     anyhow::ensure!(got == bytes, "received {got} bytes, not {bytes}");
     Ok((mb_per_s(bytes, e), cpu as f64 / 1e6))
 }
 
 async fn bench_echo(url: &str, flavour: Flavour, n: usize) -> Result<Vec<f64>> {
-    let mut conn = Conn::connect(url, flavour, None).await?;
+    let (mut conn, _) = connect(url, flavour).await?;
     let pid = process_id();
-    conn.call("process/start", start_params(&pid, &["cat"], true))
-        .await?;
+    call(
+        &mut conn,
+        "process/start",
+        start_params(&pid, &["cat"], true),
+    )
+    .await?;
     let chunk = base64::engine::general_purpose::STANDARD.encode(b"ping\n");
     let mut out = Vec::with_capacity(n);
     let result = async {
         for i in 0..n {
+            let before = conn.tally(&pid).output_bytes;
             let t = Instant::now();
-            let rx = conn
-                .request(
+            let id = conn
+                .try_send_request(
                     "process/write",
                     json!({"processId": pid, "chunk": chunk, "writeId": format!("w{i}")}),
                 )
                 .await?;
-            let wait_echo = async {
-                let mut got = 0;
-                while got < 5 {
-                    match conn.event().await? {
-                        Event::Output { pid: p, len, .. } if p == pid => got += len,
-                        Event::Closed { pid: p } if p == pid => bail!("cat closed"),
-                        _ => {}
-                    }
-                }
-                Ok(())
-            };
-            timed(Duration::from_secs(10), "echo", wait_echo).await?;
+            let cat_closed = conn
+                .try_wait_until("the echo", Duration::from_secs(10), |c| {
+                    let tally = c.tally(&pid);
+                    (tally.closed || tally.output_bytes >= before + 5).then_some(tally.closed)
+                })
+                .await?;
+            if cat_closed {
+                bail!("cat closed");
+            }
             out.push(ms(t.elapsed()));
-            answer("process/write", rx).await?;
+            answer(&mut conn, "process/write", id).await?;
         }
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    let _ = conn
-        .call("process/terminate", json!({"processId": pid}))
-        .await;
+    let _ = call(&mut conn, "process/terminate", json!({"processId": pid})).await;
     result.map(|()| out)
 }
 
 async fn bench_fs_write(url: &str, dir: &Path, size: usize, n: usize) -> Result<Vec<f64>> {
-    let conn = Conn::connect(url, Flavour::Default, None).await?;
+    let (mut conn, _) = connect(url, Flavour::Default).await?;
     let path = dir.join(format!("write-{size}"));
     let data = base64::engine::general_purpose::STANDARD.encode(vec![b'y'; size]);
     let params = json!({"path": file_uri(&path), "dataBase64": data}).to_string();
@@ -1167,17 +928,13 @@ async fn bench_fs_write(url: &str, dir: &Path, size: usize, n: usize) -> Result<
     for _ in 0..n {
         let _ = std::fs::remove_file(&path);
         let t = Instant::now();
-        let rx = conn
-            .send_with_id(|id| {
+        let id = conn
+            .try_send_request_text(|id| {
                 format!(r#"{{"id":{id},"method":"fs/writeFile","params":{params}}}"#)
             })
             .await?;
-        timed(
-            Duration::from_secs(60),
-            "fs/writeFile",
-            answer("fs/writeFile", rx),
-        )
-        .await?;
+        let answer = conn.try_await_answer(id, Duration::from_secs(60)).await?;
+        rpc("fs/writeFile", answer)?;
         out.push(ms(t.elapsed()));
         let len = std::fs::metadata(&path)?.len() as usize;
         anyhow::ensure!(len == size, "file has {len} bytes, not {size}");
@@ -1186,19 +943,18 @@ async fn bench_fs_write(url: &str, dir: &Path, size: usize, n: usize) -> Result<
 }
 
 async fn bench_fs_read(url: &str, dir: &Path, size: usize, n: usize) -> Result<Vec<f64>> {
-    let conn = Conn::connect(url, Flavour::Default, None).await?;
+    let (mut conn, _) = connect(url, Flavour::Default).await?;
     let path = dir.join(format!("read-{size}"));
     std::fs::write(&path, vec![b'z'; size])?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        let result = timed(
-            Duration::from_secs(60),
-            "fs/readFile",
-            conn.call("fs/readFile", json!({"path": file_uri(&path)})),
-        )
-        .await?;
+        let params = json!({"path": file_uri(&path)});
+        let answer = conn
+            .try_request("fs/readFile", params, Duration::from_secs(60))
+            .await?;
         let e = t.elapsed();
+        let result = rpc("fs/readFile", answer)?;
         let len = result["dataBase64"].as_str().map(b64_len).unwrap_or(0);
         anyhow::ensure!(len == size, "read {len} bytes, not {size}");
         out.push(ms(e));
@@ -1207,29 +963,20 @@ async fn bench_fs_read(url: &str, dir: &Path, size: usize, n: usize) -> Result<V
 }
 
 async fn bench_fanout_one(url: &str) -> Result<f64> {
-    let mut conn = Conn::connect(url, Flavour::Default, None).await?;
+    let (mut conn, _) = connect(url, Flavour::Default).await?;
     let pids: Vec<String> = (0..100).map(|_| process_id()).collect();
     let t = Instant::now();
-    let mut replies = Vec::with_capacity(pids.len());
+    let mut ids = Vec::with_capacity(pids.len());
     for pid in &pids {
-        replies.push(
-            conn.request("process/start", start_params(pid, &["true"], false))
+        ids.push(
+            conn.try_send_request("process/start", start_params(pid, &["true"], false))
                 .await?,
         );
     }
-    let mut open: HashSet<&str> = pids.iter().map(String::as_str).collect();
-    timed(Duration::from_secs(30), "fan-out", async {
-        while !open.is_empty() {
-            if let Event::Closed { pid } = conn.event().await? {
-                open.remove(pid.as_str());
-            }
-        }
-        Ok(())
-    })
-    .await?;
+    wait_all_closed(&mut conn, &pids, Duration::from_secs(30)).await?;
     let e = t.elapsed();
-    for rx in replies {
-        answer("process/start", rx).await?;
+    for id in ids {
+        answer(&mut conn, "process/start", id).await?;
     }
     Ok(ms(e))
 }
@@ -1237,16 +984,16 @@ async fn bench_fanout_one(url: &str) -> Result<f64> {
 async fn bench_fanout_many(url: &str) -> Result<f64> {
     let mut conns = Vec::with_capacity(100);
     for _ in 0..100 {
-        conns.push(Conn::connect(url, Flavour::Default, None).await?);
+        conns.push(connect(url, Flavour::Default).await?.0);
     }
     let t = Instant::now();
     let runs = conns.iter_mut().map(|conn| async move {
         let pid = process_id();
-        let rx = conn
-            .request("process/start", start_params(&pid, &["true"], false))
+        let id = conn
+            .try_send_request("process/start", start_params(&pid, &["true"], false))
             .await?;
-        conn.wait_closed(&pid).await?;
-        answer("process/start", rx).await?;
+        conn.try_wait_closed(&pid, Duration::from_secs(30)).await?;
+        answer(conn, "process/start", id).await?;
         Ok::<_, anyhow::Error>(())
     });
     let results = timed(Duration::from_secs(30), "fan-out", async {
@@ -1261,56 +1008,48 @@ async fn bench_fanout_many(url: &str) -> Result<f64> {
 }
 
 async fn bench_resume(url: &str, flavour: Flavour) -> Result<f64> {
-    let mut conn = Conn::connect(url, flavour, None).await?;
-    let session = conn.session_id.clone();
+    let (mut conn, session) = connect(url, flavour).await?;
     let pid = process_id();
     let n = RESUME_BYTES.to_string();
-    conn.call(
+    call(
+        &mut conn,
         "process/start",
         start_params(&pid, &["head", "-c", &n, "/dev/zero"], false),
     )
     .await?;
     // Take the first chunk, then cut the TCP connection (no close frame).
-    let (mut last_seq, mut bytes) = (0, 0);
-    timed(Duration::from_secs(10), "first output", async {
-        loop {
-            if let Event::Output { pid: p, len, seq } = conn.event().await?
-                && p == pid
-            {
-                last_seq = seq;
-                bytes += len;
-                return Ok(());
-            }
-        }
-    })
-    .await?;
+    let first = conn
+        .try_wait_until("first output", Duration::from_secs(10), |c| {
+            let tally = c.tally(&pid);
+            (tally.output_bytes > 0).then_some(tally)
+        })
+        .await?;
+    let (mut last_seq, mut bytes) = (first.last_seq as u64, first.output_bytes);
     drop(conn);
     // The process finishes and the server sees the drop; what follows is the catch-up alone.
     tokio::time::sleep(Duration::from_millis(150)).await;
     let t = Instant::now();
-    let conn = timed(Duration::from_secs(10), "resume", async {
+    let mut conn = timed(Duration::from_secs(10), "resume", async {
         loop {
-            match Conn::connect(url, flavour, Some(&session)).await {
-                Ok(c) => return Ok(c),
+            let mut conn = open(url, flavour).await?;
+            match conn
+                .try_initialize("exec-bench", Some(&session), PATIENCE)
+                .await?
+            {
+                Ok(_) => return Ok(conn),
                 // -32010: the old connection is not seen to be gone yet; retry.
-                Err(e) if format!("{e:#}").contains("-32010") => {
-                    tokio::time::sleep(Duration::from_millis(5)).await
-                }
-                Err(e) => return Err(e),
+                Err((-32010, _)) => tokio::time::sleep(Duration::from_millis(5)).await,
+                Err((code, message)) => bail!("resume: error {code} {message}"),
             }
         }
     })
     .await?;
     loop {
-        let r = timed(
-            Duration::from_secs(10),
-            "process/read",
-            conn.call(
-                "process/read",
-                json!({"processId": pid, "afterSeq": last_seq, "waitMs": 1000}),
-            ),
-        )
-        .await?;
+        let params = json!({"processId": pid, "afterSeq": last_seq, "waitMs": 1000});
+        let answer = conn
+            .try_request("process/read", params, Duration::from_secs(10))
+            .await?;
+        let r = rpc("process/read", answer)?;
         let chunks = r["chunks"].as_array().cloned().unwrap_or_default();
         let mut last_chunk = None;
         for c in &chunks {
@@ -1336,7 +1075,7 @@ async fn bench_resume(url: &str, flavour: Flavour) -> Result<f64> {
 async fn rss_idle(bin: &Path) -> Result<f64> {
     let server = Server::start(bin).await?;
     let r = async {
-        drop(Conn::connect(&server.url, Flavour::Default, None).await?);
+        drop(connect(&server.url, Flavour::Default).await?);
         tokio::time::sleep(Duration::from_millis(300)).await;
         server.rss_mib()
     }
@@ -1348,43 +1087,31 @@ async fn rss_idle(bin: &Path) -> Result<f64> {
 async fn rss_live100(bin: &Path) -> Result<f64> {
     let server = Server::start(bin).await?;
     let r = async {
-        let mut conn = Conn::connect(&server.url, Flavour::Default, None).await?;
+        let (mut conn, _) = connect(&server.url, Flavour::Default).await?;
         let pids: Vec<String> = (0..100).map(|_| process_id()).collect();
-        let mut replies = Vec::new();
+        let mut ids = Vec::new();
         for pid in &pids {
-            replies.push(
-                conn.request("process/start", start_params(pid, &["sleep", "30"], false))
+            ids.push(
+                conn.try_send_request("process/start", start_params(pid, &["sleep", "30"], false))
                     .await?,
             );
         }
-        for rx in replies {
-            answer("process/start", rx).await?;
+        for id in ids {
+            answer(&mut conn, "process/start", id).await?;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         let rss = server.rss_mib();
-        let mut replies = Vec::new();
+        let mut ids = Vec::new();
         for pid in &pids {
-            replies.push(
-                conn.request("process/terminate", json!({"processId": pid}))
+            ids.push(
+                conn.try_send_request("process/terminate", json!({"processId": pid}))
                     .await?,
             );
         }
-        for rx in replies {
-            let _ = answer("process/terminate", rx).await;
+        for id in ids {
+            let _ = answer(&mut conn, "process/terminate", id).await;
         }
-        let mut open: HashSet<&str> = pids.iter().map(String::as_str).collect();
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            while !open.is_empty() {
-                match conn.event().await {
-                    Ok(Event::Closed { pid }) => {
-                        open.remove(pid.as_str());
-                    }
-                    Ok(_) => {}
-                    Err(_) => break,
-                }
-            }
-        })
-        .await;
+        let _ = wait_all_closed(&mut conn, &pids, Duration::from_secs(5)).await;
         rss
     }
     .await;
@@ -1395,15 +1122,16 @@ async fn rss_live100(bin: &Path) -> Result<f64> {
 async fn rss_after_big_output(bin: &Path) -> Result<f64> {
     let server = Server::start(bin).await?;
     let r = async {
-        let mut conn = Conn::connect(&server.url, Flavour::Default, None).await?;
+        let (mut conn, _) = connect(&server.url, Flavour::Default).await?;
         let pid = process_id();
         let n = BIG_OUTPUT.to_string();
-        conn.call(
+        call(
+            &mut conn,
             "process/start",
             start_params(&pid, &["head", "-c", &n, "/dev/zero"], false),
         )
         .await?;
-        let got = timed(Duration::from_secs(120), "100 MiB", conn.wait_closed(&pid)).await?;
+        let got = conn.try_wait_closed(&pid, Duration::from_secs(120)).await?;
         anyhow::ensure!(got == BIG_OUTPUT, "received {got} bytes");
         tokio::time::sleep(Duration::from_millis(300)).await;
         server.rss_mib()
@@ -1422,13 +1150,11 @@ async fn sessions(bin: &Path, n: usize) -> Result<(f64, f64, f64)> {
         let (mut ws_open, mut init) = (Vec::new(), Vec::new());
         for _ in 0..n {
             let t = Instant::now();
-            let conn = Conn::open(&server.url, Flavour::Default).await?;
+            let mut conn = open(&server.url, Flavour::Default).await?;
             ws_open.push(ms(t.elapsed()));
             let t = Instant::now();
-            conn.call("initialize", json!({"clientName": "exec-bench"}))
-                .await?;
-            conn.send_text(r#"{"method":"initialized","params":{}}"#.to_string())
-                .await?;
+            let answer = conn.try_initialize("exec-bench", None, PATIENCE).await?;
+            rpc("initialize", answer)?;
             init.push(ms(t.elapsed()));
             conns.push(conn);
         }
@@ -1442,20 +1168,12 @@ async fn sessions(bin: &Path, n: usize) -> Result<(f64, f64, f64)> {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         let held = server.rss_mib()?;
-        // Still alive: one request on the last connection.
-        conns
-            .last()
-            .context("no sessions")?
-            .call("environment/info", json!({}))
-            .await
-            .or_else(|e| {
-                // A server without environment/info still answers; any answer will do.
-                if format!("{e:#}").contains("error") {
-                    Ok(Value::Null)
-                } else {
-                    Err(e)
-                }
-            })?;
+        // Still alive: one request on the last connection. A server without environment/info
+        // still answers; any answer will do.
+        let last = conns.last_mut().context("no sessions")?;
+        let _any_answer = last
+            .try_request("environment/info", json!({}), PATIENCE)
+            .await?;
         drop(conns);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let dropped = server.rss_mib()?;

@@ -285,6 +285,20 @@ pub fn open_for_read(path: &Path) -> Result<File, FsError> {
     Ok(file)
 }
 
+/// [`open_for_read`] for `fs/open`: there a directory is invalid input (-32600, as the reference
+/// answers), where `fs/readFile` of one is an I/O error (-32603). Same message.
+pub fn open_handle(path: &Path) -> Result<File, FsError> {
+    open_for_read(path).map_err(|err| match err {
+        FsError::Io { source, path } if source.raw_os_error() == Some(libc::EISDIR) => {
+            FsError::Refused {
+                reason: source.to_string(),
+                path,
+            }
+        }
+        other => other,
+    })
+}
+
 /// Reads up to `len` bytes at `offset`; `eof` is true only when fewer than `len` were read.
 /// `path` only names the file in errors.
 pub fn read_block(

@@ -20,6 +20,8 @@ pub enum PathUriError {
     ForeignShape(String),
     #[error("'{0}' contains a NUL byte")]
     Nul(String),
+    #[error("'{0}' has a query or fragment; a file: URI names a path and nothing else")]
+    QueryOrFragment(String),
     #[error("'{uri}' contains '..' and {path} does not exist")]
     UnresolvedParent { uri: String, path: String },
 }
@@ -53,8 +55,12 @@ pub fn to_path(uri: &str) -> Result<PathBuf, PathUriError> {
     if !host.is_empty() && !host.eq_ignore_ascii_case("localhost") {
         return Err(PathUriError::RemoteHost(uri.to_string()));
     }
-    // A query or fragment is not part of a path.
-    let path = path.split(['?', '#']).next().unwrap_or_default();
+    // A query or fragment is no part of a path, and dropping it would run in another directory
+    // than the one named (`file:///tmp?x=1` is not `/tmp`): refused, as the reference does. A
+    // literal `?` or `#` in a file name arrives percent-encoded.
+    if path.contains(['?', '#']) {
+        return Err(PathUriError::QueryOrFragment(uri.to_string()));
+    }
     let bytes: Vec<u8> = percent_decode_str(path).collect();
     if bytes.contains(&0) {
         return Err(PathUriError::Nul(uri.to_string()));
@@ -137,6 +143,25 @@ mod tests {
             to_path("file:///a%00b"),
             Err(PathUriError::Nul(_))
         ));
+    }
+
+    #[test]
+    fn query_or_fragment_is_refused_but_an_encoded_one_is_a_file_name() {
+        for uri in [
+            "file:///tmp?x=1",
+            "file:///tmp#x",
+            "file:///tmp/?",
+            "file://localhost/a#",
+        ] {
+            assert!(
+                matches!(to_path(uri), Err(PathUriError::QueryOrFragment(_))),
+                "{uri}"
+            );
+        }
+        assert_eq!(
+            to_path("file:///tmp/a%3Fb%23c").unwrap(),
+            PathBuf::from("/tmp/a?b#c")
+        );
     }
 
     #[test]

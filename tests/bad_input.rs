@@ -146,6 +146,37 @@ async fn cwd_that_is_not_an_absolute_file_uri_is_refused_and_nothing_runs() {
     assert_unharmed(&mut server, &mut bystander, Some(&mut client)).await;
 }
 
+/// A `file:` URI with a query or fragment names no directory: the start is refused with -32602
+/// before anything runs (it used to run in the directory before the `?`, as if the rest were
+/// not there). The same URI without the suffix runs: the control.
+#[tokio::test]
+async fn cwd_file_uri_with_a_query_or_fragment_is_refused_and_nothing_runs() {
+    let (mut server, mut bystander, mut client) = setup().await;
+    let dir = TestDir::new();
+    for (i, suffix) in ["?x=1", "#x", "?", "#"].iter().enumerate() {
+        let id = format!("query-{i}");
+        // Relative: the marker lands in whatever directory the command runs in.
+        let mut params = sh(&id, &format!("touch marker-{i}"));
+        params["cwd"] = json!(format!("{}{suffix}", dir.uri()));
+        let (code, message) = client.request_err("process/start", params).await;
+        assert_eq!(code, INVALID_PARAMS, "cwd suffix {suffix:?}: {message}");
+        assert!(message.contains("cwd"), "{message}");
+        assert_no_process(&mut client, &id).await;
+    }
+    let mut params = sh("query-control", "touch marker-control");
+    params["cwd"] = json!(dir.uri());
+    client.start_process(params).await;
+    client.collect_process_events("query-control").await;
+    assert!(
+        dir.join("marker-control").exists(),
+        "the control runs in dir"
+    );
+    for i in 0..4 {
+        assert!(!dir.join(&format!("marker-{i}")).exists(), "start {i} ran");
+    }
+    assert_unharmed(&mut server, &mut bystander, Some(&mut client)).await;
+}
+
 /// protocol.md: id in use is -32600 `process ID already exists`, `ID` being the id (the reference
 /// says `process dup already exists`).
 fn assert_id_in_use(code: i64, message: &str, id: &str) {
@@ -186,47 +217,39 @@ async fn process_id_in_use_is_refused() {
     assert_unharmed(&mut server, &mut bystander, Some(&mut client)).await;
 }
 
+/// A processId over 4096 bytes is refused as invalid params naming the limit; a 1 MiB argument
+/// (over the kernel's 128 KiB per argument) is a spawn failure, -32603 with the OS's text and the
+/// program. Neither registers a process.
 #[tokio::test]
 async fn megabyte_process_id_and_argv_element_are_answered() {
     let (mut server, mut bystander, mut client) = setup().await;
     let huge = "p".repeat(1024 * 1024);
-
-    match client
-        .request("process/start", process_params(&huge, &["/bin/true"]))
-        .await
-    {
-        Ok(result) => {
-            assert_eq!(result["processId"].as_str().map(str::len), Some(huge.len()));
-            client.collect_process_events(&huge).await;
-        }
-        Err((code, message)) => {
-            let short: String = message.chars().take(200).collect();
-            assert_eq!(
-                code, INVALID_PARAMS,
-                "a refused processId is -32602: {short}"
-            );
-        }
-    }
+    let (code, message) = client
+        .request_err("process/start", process_params(&huge, &["/bin/true"]))
+        .await;
+    assert_eq!(
+        (code, message.as_str()),
+        (
+            INVALID_PARAMS,
+            "processId is 1048576 bytes; the limit is 4096"
+        )
+    );
 
     let arg = "x".repeat(1024 * 1024);
-    match client
-        .request(
+    let (code, message) = client
+        .request_err(
             "process/start",
             process_params("huge-arg", &["/bin/echo", &arg]),
         )
-        .await
-    {
-        Ok(_) => {
-            client.collect_process_events("huge-arg").await;
-        }
-        Err((code, message)) => {
-            let short: String = message.chars().take(200).collect();
-            assert!(
-                code == INVALID_PARAMS || code == INTERNAL_ERROR,
-                "a 1 MiB argument is refused as invalid params or a spawn failure, got {code}: {short}"
-            );
-        }
-    }
+        .await;
+    assert_eq!(
+        (code, message.as_str()),
+        (
+            INTERNAL_ERROR,
+            "Argument list too long (os error 7): /bin/echo"
+        )
+    );
+    assert_no_process(&mut client, "huge-arg").await;
     assert_unharmed(&mut server, &mut bystander, Some(&mut client)).await;
 }
 
@@ -296,34 +319,29 @@ async fn invalid_base64_and_empty_write_id_are_refused() {
     assert_unharmed(&mut server, &mut bystander, Some(&mut client)).await;
 }
 
+/// `initialized` before `initialize` is refused like a message the server cannot take: an
+/// error with id -1, then the connection is closed, with nothing between (protocol.md).
 #[tokio::test]
-async fn initialized_before_initialize_does_not_open_the_session() {
+async fn initialized_before_initialize_is_answered_with_id_minus_one_then_closed() {
     let server = Server::start(&[]).await;
     let mut bystander = Bystander::start(&server).await;
     let mut client = server.connect().await;
     client.notify("initialized", json!({})).await;
-    // Either the server closes the connection for the out-of-order notification, or it keeps it
-    // and exec methods are still refused until initialize.
-    let id = client
-        .send_request("process/start", sh("early", "echo early"))
-        .await;
-    let mut closed = true;
-    while let Some(m) = client.next_message_or_close().await {
-        if m.get("id") == Some(&json!(id)) {
-            let (code, message) = answer_to_result(m).expect_err("exec before initialize");
-            assert_eq!(code, INVALID_REQUEST, "{message}");
-            assert_eq!(
-                message,
-                "client must call initialize before using exec methods"
-            );
-            closed = false;
-            break;
-        }
-    }
-    if !closed {
-        client.initialize().await;
-        client.request_ok("environment/info", json!({})).await;
-    }
+    let answer = client.next_message().await;
+    assert_eq!(
+        answer["id"],
+        json!(-1),
+        "the first message is the refusal: {answer}"
+    );
+    assert_eq!(
+        answer_to_result(answer),
+        Err((
+            INVALID_REQUEST,
+            "client must call initialize before sending initialized".to_string()
+        ))
+    );
+    let after = client.wait_for_close().await;
+    assert!(after.is_empty(), "messages after the refusal: {after:?}");
     bystander.check().await;
 }
 
@@ -425,4 +443,64 @@ async fn unknown_notification_closes_the_connection() {
     client.notify("process/frobnicate", json!({})).await;
     client.wait_for_close().await;
     assert_unharmed(&mut server, &mut bystander, None).await;
+}
+
+/// The largest message the server reads (protocol.md): 128 MiB.
+const MAX_MESSAGE_BYTES: usize = 128 << 20;
+
+/// A WebSocket frame over 128 MiB is answered with an error with id -1 and then the connection
+/// is closed, with no other message between. The frame is refused on its header, so the test
+/// writes only a header announcing 128 MiB + 1 bytes (masked, as a client's must be) and no
+/// payload: the same path as a real one, without sending 128 MiB.
+#[tokio::test]
+async fn websocket_message_over_128_mib_is_answered_with_id_minus_one_then_closed() {
+    let (mut server, mut bystander, mut client) = setup().await;
+    let mut header = vec![0x81, 0x80 | 127];
+    header.extend_from_slice(&(MAX_MESSAGE_BYTES as u64 + 1).to_be_bytes());
+    header.extend_from_slice(&[0x12, 0x34, 0x56, 0x78]);
+    client.write_raw_bytes(&header).await;
+    let answer = client.next_message().await;
+    assert_eq!(
+        answer["id"],
+        json!(-1),
+        "the first message is the refusal: {answer}"
+    );
+    assert_eq!(
+        answer_to_result(answer),
+        Err((
+            INVALID_REQUEST,
+            format!("message too large: the limit is {MAX_MESSAGE_BYTES} bytes")
+        ))
+    );
+    let after = client.wait_for_close().await;
+    assert!(after.is_empty(), "messages after the refusal: {after:?}");
+    assert_unharmed(&mut server, &mut bystander, None).await;
+}
+
+/// Over stdio, a line longer than 128 MiB (the real thing: 128 MiB + 1 bytes without a newline,
+/// every byte of which the server reads) is answered with an error with id -1, then the server
+/// ends the connection, which over stdio is its exit.
+#[tokio::test]
+async fn stdio_line_over_128_mib_is_answered_with_id_minus_one_then_closed() {
+    let (mut server, mut client) = StdioServer::start(&[]).await;
+    client.initialize().await;
+    client
+        .write_raw_bytes(&vec![b'x'; MAX_MESSAGE_BYTES + 1])
+        .await;
+    let answer = client.next_message().await;
+    assert_eq!(
+        answer["id"],
+        json!(-1),
+        "the first message is the refusal: {answer}"
+    );
+    assert_eq!(
+        answer_to_result(answer),
+        Err((
+            INVALID_REQUEST,
+            format!("message too large: the limit is {MAX_MESSAGE_BYTES} bytes")
+        ))
+    );
+    let after = client.wait_for_close().await;
+    assert!(after.is_empty(), "messages after the refusal: {after:?}");
+    assert!(server.wait_for_exit().await.success());
 }

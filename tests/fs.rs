@@ -229,6 +229,55 @@ async fn non_file_uri_is_invalid_params_naming_the_field() {
     assert!(message.contains("destinationPath"), "{message}");
 }
 
+/// Like any other unusable URI (above), a path with a query or fragment is -32602 naming the
+/// member, and nothing is done: it used to mean the path before the `?`.
+#[tokio::test]
+async fn path_file_uri_with_a_query_or_fragment_is_invalid_params_and_nothing_is_done() {
+    let (_server, mut client) = ready().await;
+    let dir = TestDir::new();
+    let existing = dir.join("existing");
+    std::fs::write(&existing, b"x").unwrap();
+    let new = dir.join("new");
+    for suffix in ["?x=1", "#x"] {
+        let cases = [
+            (
+                "fs/readFile",
+                json!({"path": format!("{}{suffix}", uri(&existing))}),
+                "path",
+            ),
+            (
+                "fs/writeFile",
+                json!({"path": format!("{}{suffix}", uri(&new)), "dataBase64": b64(b"y")}),
+                "path",
+            ),
+            (
+                "fs/createDirectory",
+                json!({"path": format!("{}{suffix}", uri(&new))}),
+                "path",
+            ),
+            (
+                "fs/open",
+                json!({"handleId": "h", "path": format!("{}{suffix}", uri(&existing))}),
+                "path",
+            ),
+            (
+                "fs/copy",
+                json!({"sourcePath": uri(&existing),
+                       "destinationPath": format!("{}{suffix}", uri(&new))}),
+                "destinationPath",
+            ),
+        ];
+        for (method, params, field) in cases {
+            let (code, message) = client.request_err(method, params).await;
+            assert_eq!(code, INVALID_PARAMS, "{method} {suffix}: {message}");
+            assert!(message.contains(field), "{method}: {message}");
+        }
+        assert!(!new.exists(), "nothing was written or created ({suffix})");
+    }
+    // The handle id was not taken by the refused open.
+    open(&mut client, "h", &existing).await.unwrap();
+}
+
 #[tokio::test]
 async fn missing_path_member_is_invalid_params() {
     let (_server, mut client) = ready().await;
@@ -854,7 +903,7 @@ async fn read_block_of_unknown_handle_is_not_found_and_close_of_unknown_is_ok() 
 }
 
 #[tokio::test]
-async fn open_of_missing_path_or_directory_fails_naming_it() {
+async fn open_of_a_missing_path_is_not_found_naming_it() {
     let (_server, mut client) = ready().await;
     let dir = TestDir::new();
     let missing = dir.join("missing");
@@ -866,6 +915,17 @@ async fn open_of_missing_path_or_directory_fails_naming_it() {
     )
     .await;
     assert_eq!(code, NOT_FOUND);
+    // A failed open leaves the id free.
+    std::fs::write(dir.join("f"), b"x").unwrap();
+    open(&mut client, "h", &dir.join("f")).await.unwrap();
+}
+
+/// `fs/open` of a directory is invalid input (-32600, as the reference answers; it used to be
+/// -32603), with the OS's text and the path; `fs/readFile` of one stays -32603 (above).
+#[tokio::test]
+async fn open_of_a_directory_is_invalid_request_naming_it() {
+    let (_server, mut client) = ready().await;
+    let dir = TestDir::new();
     let (code, message) = fs_error(
         &mut client,
         "fs/open",
@@ -873,7 +933,13 @@ async fn open_of_missing_path_or_directory_fails_naming_it() {
         dir.path(),
     )
     .await;
-    assert_eq!(code, INTERNAL_ERROR, "{message}");
+    assert_eq!(
+        (code, message),
+        (
+            INVALID_REQUEST,
+            format!("Is a directory (os error 21): {}", dir.path().display())
+        )
+    );
     // A failed open leaves the id free.
     std::fs::write(dir.join("f"), b"x").unwrap();
     open(&mut client, "h", &dir.join("f")).await.unwrap();

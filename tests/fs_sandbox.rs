@@ -60,16 +60,15 @@ impl Fixture {
         self.client.request_ok(method, params).await
     }
 
-    /// Asserts the call is refused with -32600 permission denied (or -32004 / -32602 where a
-    /// path that does not resolve is refused before anything runs).
+    /// Asserts the call is refused by the sandbox: -32600 with the OS's permission denied and
+    /// the path.
     async fn refused(&mut self, method: &str, mut params: Value, sandbox: &Value) {
         params["sandbox"] = sandbox.clone();
         let (code, message) = self.client.request_err(method, params.clone()).await;
+        assert_eq!(code, INVALID_REQUEST, "{method} {params}: {message}");
         assert!(
-            code == INVALID_REQUEST && message.contains("Permission denied")
-                || code == NOT_FOUND
-                || code == INVALID_PARAMS,
-            "{method} {params}: expected a refusal, got {code} {message}"
+            message.starts_with("Permission denied (os error 13): /"),
+            "{method} {params}: {message}"
         );
     }
 }
@@ -134,12 +133,16 @@ async fn write_file_escapes_are_refused_and_workspace_writes_succeed() {
         u(&root),
         outside.file_name().unwrap().to_string_lossy()
     );
-    f.refused(
-        "fs/writeFile",
-        json!({"path": dotdot, "dataBase64": b64(b"evil")}),
-        &s,
-    )
-    .await;
+    // Refused before anything runs: a `..` resolves only against a path that exists.
+    let (code, message) = f
+        .client
+        .request_err(
+            "fs/writeFile",
+            json!({"path": dotdot, "dataBase64": b64(b"evil"), "sandbox": s}),
+        )
+        .await;
+    assert_eq!(code, INVALID_PARAMS, "{message}");
+    assert!(message.contains("contains '..'"), "{message}");
     assert!(!outside.join("x").exists() && !outside.join("y").exists());
     assert_eq!(std::fs::read(root.join(".git/config")).unwrap(), b"orig");
     assert!(!root.join(".agents").exists() && !root.join(".aws").exists());

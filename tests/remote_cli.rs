@@ -284,3 +284,54 @@ async fn remote_exec_survives_a_network_blink_and_says_so() {
     assert!(stderr.contains("reconnected"), "{stderr}");
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// `cp` uploads at most 90 MiB (one `fs/writeFile` message): a larger file is refused before
+/// anything is sent, with an error naming the file and the limit, and nothing lands remotely.
+/// The file is sparse (`set_len`), so the test costs no 90 MiB. A small file to the same place is
+/// copied: the control.
+#[tokio::test]
+async fn remote_cp_refuses_an_upload_over_90_mib_and_writes_nothing() {
+    const MAX_UPLOAD_BYTES: u64 = 90 << 20;
+    let server = Server::start(&[]).await;
+    let local = TestDir::new();
+    let big = local.join("big.bin");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(MAX_UPLOAD_BYTES + 1)
+        .unwrap();
+    let destination = TestDir::new();
+    let up = format!("remote:{}", destination.path().display());
+
+    let out = run(
+        remote(server.url(), &["cp", big.to_str().unwrap(), &up]),
+        b"",
+        DEADLINE,
+    )
+    .await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} is {} bytes; uploads are limited to {MAX_UPLOAD_BYTES} bytes",
+            big.display(),
+            MAX_UPLOAD_BYTES + 1
+        )),
+        "{stderr}"
+    );
+    let landed: Vec<_> = std::fs::read_dir(destination.path()).unwrap().collect();
+    assert!(landed.is_empty(), "written remotely: {landed:?}");
+
+    let small = local.join("small.bin");
+    std::fs::write(&small, b"small").unwrap();
+    let out = run(
+        remote(server.url(), &["cp", small.to_str().unwrap(), &up]),
+        b"",
+        DEADLINE,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read(destination.join("small.bin")).unwrap(),
+        b"small"
+    );
+}

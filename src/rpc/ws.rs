@@ -32,6 +32,9 @@ pub const PING_INTERVAL: Duration = Duration::from_secs(30);
 /// session attached, and refuse its own resume (-32010), until TCP gave up, many minutes later.
 pub const SILENT_INTERVALS: u32 = 2;
 
+/// How long the writer may still send what was queued, and a close, once the reader has ended.
+const FLUSH_WHEN_STOPPED: Duration = Duration::from_secs(1);
+
 /// Bytes read from the socket at a time. tungstenite zero-fills this much before every read and
 /// keeps it per connection: its default, 128 KiB, made 1000 idle sessions 146 MiB of RSS; 32 KiB
 /// makes them 49 MiB, and an 8 MiB `fs/writeFile` no slower (`scripts/bench`, "sessions",
@@ -123,6 +126,9 @@ where
                 Err(tungstenite::Error::Capacity(err)) => {
                     tracing::debug!(%err, "message too large");
                     let _ = in_tx.send(Incoming::TooLarge(MAX_MESSAGE_BYTES)).await;
+                    // The connection answers it and ends; the writer sends what it queued once
+                    // this reader stops, so stop when the connection has let go.
+                    let _ = tokio::time::timeout(FLUSH_WHEN_STOPPED, in_tx.closed()).await;
                     break;
                 }
                 Err(err) => {
@@ -176,11 +182,25 @@ where
                 }
             }
         };
-        tokio::select! {
-            _ = write => {}
+        let stopped = tokio::select! {
+            _ = write => false,
             // The reader ended (the peer is silent or gone): a send stuck on a full socket
             // must not keep the connection.
-            _ = writer_stop.cancelled() => {}
+            _ = writer_stop.cancelled() => true,
+        };
+        if stopped {
+            // What the connection queued before it ended still goes out, then a close: the
+            // error with id -1 for a message it refused (protocol.md). Bounded, as the peer may
+            // read nothing.
+            let flush = async {
+                while let Ok(msg) = out_rx.try_recv() {
+                    if send(&mut sink, msg).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = sink.send(Message::Close(None)).await;
+            };
+            let _ = tokio::time::timeout(FLUSH_WHEN_STOPPED, flush).await;
         }
     });
 

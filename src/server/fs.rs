@@ -219,7 +219,7 @@ pub(super) async fn open(call: &Call, p: OpenParams) -> Result<OpenResult, RpcEr
     let path = fs_ops::resolve_uri("path", &p.path)?;
     call.fs_handles.check_available(&p.handle_id)?;
     let opened = path.clone();
-    let file = blocking(move || Ok(fs_ops::open_for_read(&opened)?)).await?;
+    let file = blocking(move || Ok(fs_ops::open_handle(&opened)?)).await?;
     call.fs_handles
         .insert(&p.handle_id, OpenFile { file, path })?;
     Ok(OpenResult {
