@@ -155,3 +155,7 @@ impl SessionRegistry {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

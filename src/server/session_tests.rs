@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{ResumeError, SessionRegistry};
-use crate::server::ServerConfig;
+use crate::server::config::ServerConfig;
 
 const TTL: Duration = Duration::from_millis(100);
 
@@ -19,7 +19,7 @@ fn registry() -> Arc<SessionRegistry> {
         detached_session_ttl: TTL,
         ..ServerConfig::default()
     };
-    SessionRegistry::new(config, TaskTracker::new(), CancellationToken::new())
+    SessionRegistry::new(config, TaskTracker::new(), CancellationToken::new(), None)
 }
 
 fn outgoing() -> mpsc::Sender<crate::rpc::Outgoing> {
@@ -45,14 +45,14 @@ async fn detach_by_a_connection_that_no_longer_holds_the_session_is_ignored() {
 
     // Connection 1 ends again (or late): the session stays with connection 2.
     sessions.detach(&session, 1);
-    assert_eq!(session.attached_connection(), Some(2));
+    assert_eq!(session.attachment.attached_connection(), Some(2));
     assert!(matches!(
         sessions.resume(&session.id, 3, outgoing()),
         Err(ResumeError::Attached(_))
     ));
     // And no expiry timer was armed by it.
     elapse(TTL * 3).await;
-    assert_eq!(session.attached_connection(), Some(2));
+    assert_eq!(session.attachment.attached_connection(), Some(2));
 }
 
 #[tokio::test(start_paused = true)]
@@ -99,5 +99,5 @@ async fn resume_just_before_the_ttl_wins_and_just_after_is_unknown() {
         Err(ResumeError::Unknown(_))
     ));
     // The early one, attached when its timer fired, lives on.
-    assert_eq!(early.attached_connection(), Some(3));
+    assert_eq!(early.attachment.attached_connection(), Some(3));
 }
