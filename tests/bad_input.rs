@@ -452,13 +452,9 @@ const MAX_MESSAGE_BYTES: usize = 128 << 20;
 /// is closed, with no other message between. The frame is refused on its header, so the test
 /// writes only a header announcing 128 MiB + 1 bytes (masked, as a client's must be) and no
 /// payload: the same path as a real one, without sending 128 MiB.
-#[tokio::test]
-async fn websocket_message_over_128_mib_is_answered_with_id_minus_one_then_closed() {
-    let (mut server, mut bystander, mut client) = setup().await;
-    let mut header = vec![0x81, 0x80 | 127];
-    header.extend_from_slice(&(MAX_MESSAGE_BYTES as u64 + 1).to_be_bytes());
-    header.extend_from_slice(&[0x12, 0x34, 0x56, 0x78]);
-    client.write_raw_bytes(&header).await;
+/// The first message after an oversized one is its refusal (id -1, -32600 naming the limit), and
+/// nothing follows it but the close.
+async fn assert_refused_as_too_large_then_closed(client: &mut Client) {
     let answer = client.next_message().await;
     assert_eq!(
         answer["id"],
@@ -474,6 +470,16 @@ async fn websocket_message_over_128_mib_is_answered_with_id_minus_one_then_close
     );
     let after = client.wait_for_close().await;
     assert!(after.is_empty(), "messages after the refusal: {after:?}");
+}
+
+#[tokio::test]
+async fn websocket_message_over_128_mib_is_answered_with_id_minus_one_then_closed() {
+    let (mut server, mut bystander, mut client) = setup().await;
+    let mut header = vec![0x81, 0x80 | 127];
+    header.extend_from_slice(&(MAX_MESSAGE_BYTES as u64 + 1).to_be_bytes());
+    header.extend_from_slice(&[0x12, 0x34, 0x56, 0x78]);
+    client.write_raw_bytes(&header).await;
+    assert_refused_as_too_large_then_closed(&mut client).await;
     assert_unharmed(&mut server, &mut bystander, None).await;
 }
 
@@ -487,20 +493,6 @@ async fn stdio_line_over_128_mib_is_answered_with_id_minus_one_then_closed() {
     client
         .write_raw_bytes(&vec![b'x'; MAX_MESSAGE_BYTES + 1])
         .await;
-    let answer = client.next_message().await;
-    assert_eq!(
-        answer["id"],
-        json!(-1),
-        "the first message is the refusal: {answer}"
-    );
-    assert_eq!(
-        answer_to_result(answer),
-        Err((
-            INVALID_REQUEST,
-            format!("message too large: the limit is {MAX_MESSAGE_BYTES} bytes")
-        ))
-    );
-    let after = client.wait_for_close().await;
-    assert!(after.is_empty(), "messages after the refusal: {after:?}");
+    assert_refused_as_too_large_then_closed(&mut client).await;
     assert!(server.wait_for_exit().await.success());
 }
