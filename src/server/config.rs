@@ -20,8 +20,9 @@ pub struct ServerConfig {
     /// How often a WebSocket peer is pinged; one silent for two intervals is dropped.
     pub ping_interval: Duration,
     /// Start the reaper helper ([`super::reaper`]), so process groups die with the server even
-    /// when it is killed outright. It runs this executable as `codex reap-process-groups`, so it
-    /// needs the running program to be `codex` (off in unit tests, whose executable is not).
+    /// when it is killed outright. It runs this executable as `codex reap-process-groups`, so
+    /// only a program that is `codex` may turn it on: off by default (a program embedding the
+    /// server would be run with an argument it does not know); `codex exec-server` turns it on.
     pub reap_orphans: bool,
 }
 
@@ -35,7 +36,7 @@ impl Default for ServerConfig {
             sandbox_no_mount_namespace: false,
             sandbox_simulate_no_landlock: false,
             ping_interval: crate::rpc::ws::PING_INTERVAL,
-            reap_orphans: !cfg!(test),
+            reap_orphans: false,
         }
     }
 }
