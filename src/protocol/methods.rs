@@ -15,10 +15,16 @@ pub enum Family {
     Handshake,
     /// `environment/info`.
     EnvironmentInfo,
+    /// `environment/status`.
+    EnvironmentStatus,
+    /// `environmentConfig/*`.
+    EnvironmentConfig,
     /// `process/*`.
     Exec,
     /// `fs/*`.
     Filesystem,
+    /// `http/*`.
+    Http,
 }
 
 impl Family {
@@ -27,8 +33,11 @@ impl Family {
         match self {
             Self::Handshake => "handshake",
             Self::EnvironmentInfo => "environment info",
+            Self::EnvironmentStatus => "environment status",
+            Self::EnvironmentConfig => "environment config",
             Self::Exec => "exec",
             Self::Filesystem => "filesystem",
+            Self::Http => "http",
         }
     }
 }
@@ -242,11 +251,13 @@ mod tests {
                 spec.replay == Replay::Redone,
                 "{m}: only the handshake is redone by the recovery"
             );
-            let prefix = spec.name.split('/').next().unwrap();
-            let expected = match prefix {
-                "process" => Family::Exec,
-                "fs" => Family::Filesystem,
-                "environment" => Family::EnvironmentInfo,
+            let expected = match spec.name.split('/').collect::<Vec<_>>()[..] {
+                ["process", ..] => Family::Exec,
+                ["fs", ..] => Family::Filesystem,
+                ["http", ..] => Family::Http,
+                ["environment", "info"] => Family::EnvironmentInfo,
+                ["environment", "status"] => Family::EnvironmentStatus,
+                ["environmentConfig", ..] => Family::EnvironmentConfig,
                 _ => Family::Handshake,
             };
             assert_eq!(spec.family, expected, "{m}");

@@ -38,5 +38,43 @@ pub struct EnvironmentInfo {
     pub temp_dir: String,
     pub executor_version: String,
     #[serde(default)]
-    pub capabilities: serde_json::Map<String, serde_json::Value>,
+    pub capabilities: Capabilities,
+}
+
+/// What the executor supports beyond the core, as the reference 0.169.0 names it (every flag
+/// `false` when absent). A flag is `true` only where its behaviour is built and tested
+/// (docs/protocol.md, "Capabilities"); the client decides what to send by them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Capabilities {
+    /// `process/start` accepts `networkProxy` and the executor runs its own proxy.
+    pub network_proxy_launch: bool,
+    /// The proxy config may carry `reviewDomains` (asked of the client).
+    pub network_proxy_review_domains: bool,
+    /// The proxy may run the command with dummy credentials and re-inject the real ones.
+    pub credential_masking: bool,
+    /// The proxy config may carry `credentialProviders`.
+    pub credential_masking_custom_providers: bool,
+    /// `capabilityRoots/discoverV1` honours each root's `sandbox`.
+    pub capability_discovery_sandbox: bool,
+    /// `fs/watchMissing` / `fs/missingChanged`.
+    pub fs_watch_missing: bool,
+    /// `capabilities/discoverV2`.
+    pub capability_discovery_v2: bool,
+    /// `environmentConfig/read`.
+    pub environment_config_read: bool,
+    /// `http/request` headers may carry `valueEnvVar`.
+    pub http_header_env_vars: bool,
+    /// `fs/getMetadata`, `fs/open` + `fs/readBlock`/`fs/writeBlock` under a platform sandbox.
+    pub sandboxed_file_streaming: bool,
+    /// `fs/open` with `mode: "replace"` and `fs/writeBlock`.
+    pub file_write_streaming: bool,
+    /// `process/start.shellSnapshot` is honoured.
+    pub shell_snapshot_v2: bool,
+    /// Windows only: the MXC sandbox backend.
+    pub windows_mxc: bool,
+    /// The Linux sandbox keeps the standard devices usable when `/` is writable.
+    pub linux_root_write_preserves_devices: bool,
+    /// Approved root writes keep the devices and denied root-metadata symlink targets denied.
+    pub linux_approved_root_write_preserves_restrictions: bool,
 }

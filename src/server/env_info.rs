@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::path_uri;
-use crate::protocol::session::{EnvironmentInfo, ShellInfo};
+use crate::protocol::session::{Capabilities, EnvironmentInfo, ShellInfo};
 
 /// The executor's environment as the protocol reports it.
 pub fn current() -> EnvironmentInfo {
@@ -29,6 +29,16 @@ pub fn current() -> EnvironmentInfo {
         platform_os: "linux".to_string(),
         temp_dir: path_uri::from_path(&std::env::temp_dir()),
         executor_version: env!("CARGO_PKG_VERSION").to_string(),
-        capabilities: Default::default(),
+        // Each flag is turned on by the change that builds and tests what it promises.
+        capabilities: Capabilities {
+            environment_config_read: false,
+            http_header_env_vars: false,
+
+            fs_watch_missing: false,
+
+            file_write_streaming: false,
+            sandboxed_file_streaming: false,
+            ..Capabilities::default()
+        },
     }
 }
