@@ -124,8 +124,9 @@ class MockModel:
                 self.first_request = now
             ours = set()
             for item in req.get("input", []):
-                if item.get("type") in CALL_TYPES and str(item.get("call_id", "")).startswith("e2e"):
-                    ours.add(item["call_id"])
+                call_id = str(item.get("call_id", ""))
+                if item.get("type") in CALL_TYPES and call_id.startswith("e2e"):
+                    ours.add(call_id)
             done = 0
             for item in req.get("input", []):
                 if item.get("type") in OUTPUT_TYPES and item.get("call_id") in ours:
