@@ -1,0 +1,355 @@
+//! `environment/status`, `environmentConfig/read` and the handshake's `environmentInfo`, as a
+//! client sees them over a real socket: the answers, the gate before `initialize` and before
+//! `initialized`, and bad input (missing, ill-typed, null and huge fields).
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+/// A server with `CODEX_HOME` (and `TMPDIR`) set, and an initialized client on it.
+async fn ready_with_env(env: &[(&str, &str)]) -> (Server, Client) {
+    let server = Server::start_with(ServerOptions {
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..ServerOptions::default()
+    })
+    .await;
+    let mut client = server.connect().await;
+    client.initialize().await;
+    (server, client)
+}
+
+fn config_params(cwd: &str, config: Value, requirements: Value) -> Value {
+    json!({"cwd": cwd, "configPaths": config, "requirementsPaths": requirements})
+}
+
+// ---------------------------------------------------------------------------------------------
+// environment/status
+
+#[tokio::test]
+async fn status_is_ready_with_no_null_or_empty_params() {
+    let server = Server::start(&[]).await;
+    let mut c = server.connect().await;
+    c.initialize().await;
+    assert_eq!(
+        c.request_ok("environment/status", json!({})).await,
+        json!({"status": "ready"})
+    );
+    assert_eq!(
+        c.request_ok("environment/status", Value::Null).await,
+        json!({"status": "ready"})
+    );
+    c.send_json(&json!({"id": 77, "method": "environment/status"}))
+        .await;
+    assert_eq!(c.await_answer(77).await, Ok(json!({"status": "ready"})));
+}
+
+#[tokio::test]
+async fn status_with_any_param_is_refused_as_the_reference_does() {
+    let server = Server::start(&[]).await;
+    let mut c = server.connect().await;
+    c.initialize().await;
+    let (code, message) = c
+        .request_err("environment/status", json!({"environmentId": "x"}))
+        .await;
+    assert_eq!(code, INVALID_PARAMS);
+    assert_eq!(message, "invalid type: map, expected unit");
+    let (code, _) = c.request_err("environment/status", json!([1, 2])).await;
+    assert_eq!(code, INVALID_PARAMS);
+    let huge = "x".repeat(1 << 20);
+    let (code, _) = c
+        .request_err("environment/status", json!({ "big": huge }))
+        .await;
+    assert_eq!(code, INVALID_PARAMS);
+    // The connection still serves.
+    c.request_ok("environment/status", json!({})).await;
+}
+
+#[tokio::test]
+async fn status_and_config_are_gated_by_the_handshake_with_their_family_names() {
+    let server = Server::start(&[]).await;
+    let mut c = server.connect().await;
+    let config = config_params("file:///", json!([["model"]]), json!([]));
+    let (code, message) = c.request_err("environment/status", json!({})).await;
+    assert_eq!(code, INVALID_REQUEST);
+    assert_eq!(
+        message,
+        "client must call initialize before using environment status methods"
+    );
+    let (code, message) = c
+        .request_err("environmentConfig/read", config.clone())
+        .await;
+    assert_eq!(code, INVALID_REQUEST);
+    assert_eq!(
+        message,
+        "client must call initialize before using environment config methods"
+    );
+    c.request_ok("initialize", json!({"clientName": "test"}))
+        .await;
+    let (code, message) = c.request_err("environment/status", json!({})).await;
+    assert_eq!(code, INVALID_REQUEST);
+    assert_eq!(
+        message,
+        "client must send initialized before using environment status methods"
+    );
+    let (code, message) = c
+        .request_err("environmentConfig/read", config.clone())
+        .await;
+    assert_eq!(code, INVALID_REQUEST);
+    assert_eq!(
+        message,
+        "client must send initialized before using environment config methods"
+    );
+    c.notify("initialized", json!({})).await;
+    c.request_ok("environment/status", json!({})).await;
+    c.request_ok("environmentConfig/read", config).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// environmentConfig/read
+
+#[tokio::test]
+async fn config_read_returns_executor_mcp_servers_in_the_user_layer() {
+    let home = TestDir::new();
+    std::fs::write(
+        home.join("config.toml"),
+        "model = \"probe-model\"\n\n[features]\nshell_snapshot_v2 = true\nother = 1\n\n\
+         [mcp_servers.probe_http]\nurl = \"http://127.0.0.1:9/mcp\"\n\
+         bearer_token_env_var = \"PROBE_SECRET\"\n",
+    )
+    .unwrap();
+    let codex_home = home.path().canonicalize().unwrap();
+    let (_server, mut c) = ready_with_env(&[("CODEX_HOME", codex_home.to_str().unwrap())]).await;
+    // What the 0.169.0 client asks for to discover MCP servers.
+    let r = c
+        .request_ok(
+            "environmentConfig/read",
+            config_params(
+                "file:///nonexistent/project",
+                json!([["mcp_servers"]]),
+                json!([["mcp_servers"]]),
+            ),
+        )
+        .await;
+    let user_file = codex_home.join("config.toml");
+    assert_eq!(r["codexHomeDir"], json!(file_uri(&codex_home)));
+    assert!(r["userHomeDir"].is_string() || r["userHomeDir"].is_null());
+    assert!(r["hostname"].is_string() || r["hostname"].is_null());
+    let layers = r["config"]["layers"].as_array().unwrap();
+    let user = layers.last().expect("the user layer");
+    assert_eq!(
+        user,
+        &json!({
+            "source": format!("user ({})", user_file.display()),
+            "baseDir": file_uri(&codex_home),
+            "toml": "[mcp_servers.probe_http]\nurl = \"http://127.0.0.1:9/mcp\"\n\
+                     bearer_token_env_var = \"PROBE_SECRET\"\n",
+        })
+    );
+    assert_eq!(r["config"]["cloudInsertionIndex"], json!(0));
+    assert_eq!(r["requirements"]["cloudInsertionIndex"], json!(0));
+    // Projection: only the asked keys, missing ones dropped.
+    let r = c
+        .request_ok(
+            "environmentConfig/read",
+            config_params(
+                "file:///",
+                json!([["model"], ["features", "shell_snapshot_v2"], ["nope"]]),
+                json!([]),
+            ),
+        )
+        .await;
+    assert_eq!(
+        r["config"]["layers"].as_array().unwrap().last().unwrap()["toml"],
+        json!("model = \"probe-model\"\n\n[features]\nshell_snapshot_v2 = true\n")
+    );
+    // Nothing selected: no user layer.
+    let r = c
+        .request_ok(
+            "environmentConfig/read",
+            config_params("file:///", json!([["nope"]]), json!([["nope"]])),
+        )
+        .await;
+    let sources: Vec<&str> = r["config"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["source"].as_str().unwrap())
+        .collect();
+    assert!(
+        sources.iter().all(|s| !s.starts_with("user ")),
+        "{sources:?}"
+    );
+}
+
+#[tokio::test]
+async fn config_read_with_an_unusable_codex_home_or_config_is_an_internal_error() {
+    let home = TestDir::new();
+    let missing = home.join("missing");
+    let (_server, mut c) = ready_with_env(&[("CODEX_HOME", missing.to_str().unwrap())]).await;
+    let params = config_params("file:///", json!([["model"]]), json!([]));
+    let (code, message) = c
+        .request_err("environmentConfig/read", params.clone())
+        .await;
+    assert_eq!(code, INTERNAL_ERROR);
+    assert!(
+        message.starts_with("failed to find Codex home: "),
+        "{message}"
+    );
+    drop(c);
+
+    std::fs::write(home.join("config.toml"), "model = = 1\n").unwrap();
+    let (_server, mut c) = ready_with_env(&[("CODEX_HOME", home.path().to_str().unwrap())]).await;
+    let (code, message) = c.request_err("environmentConfig/read", params).await;
+    assert_eq!(code, INTERNAL_ERROR);
+    assert!(
+        message.starts_with("failed to load executor-local config: "),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn config_read_bad_input_is_refused_with_the_reference_texts() {
+    let home = TestDir::new();
+    let (_server, mut c) = ready_with_env(&[("CODEX_HOME", home.path().to_str().unwrap())]).await;
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            config_params("file:///", json!([]), json!([])),
+            "at least one config or requirements path is required",
+        ),
+        (
+            config_params("file:///", json!([["model"], []]), json!([])),
+            "TOML paths must contain at least one key segment",
+        ),
+        (
+            config_params("file:///", json!([]), json!([[]])),
+            "TOML paths must contain at least one key segment",
+        ),
+        (
+            config_params("relative/dir", json!([["model"]]), json!([])),
+            "invalid URI: relative URL without a base",
+        ),
+    ];
+    for (params, expected) in cases {
+        let (code, message) = c
+            .request_err("environmentConfig/read", params.clone())
+            .await;
+        assert_eq!(
+            (code, message.as_str()),
+            (INVALID_PARAMS, expected),
+            "{params}"
+        );
+    }
+    // Missing, null and ill-typed fields.
+    let full = config_params("file:///", json!([["model"]]), json!([]));
+    for field in ["cwd", "configPaths", "requirementsPaths"] {
+        let mut missing = full.clone();
+        missing.as_object_mut().unwrap().remove(field);
+        let mut null = full.clone();
+        null[field] = Value::Null;
+        let mut ill = full.clone();
+        ill[field] = json!(7);
+        for params in [missing, null, ill] {
+            let (code, message) = c
+                .request_err("environmentConfig/read", params.clone())
+                .await;
+            assert_eq!(code, INVALID_PARAMS, "{params}");
+            assert!(
+                message.contains(field) || message.contains("invalid type"),
+                "{message}"
+            );
+        }
+    }
+    let (code, _) = c
+        .request_err(
+            "environmentConfig/read",
+            config_params("file:///", json!([["model", 1]]), json!([])),
+        )
+        .await;
+    assert_eq!(code, INVALID_PARAMS);
+    for params in [Value::Null, json!({}), json!([1])] {
+        let (code, _) = c.request_err("environmentConfig/read", params).await;
+        assert_eq!(code, INVALID_PARAMS);
+    }
+    // Huge: 100,000 paths of a long key, answered (nothing selected) without harm.
+    let long_key = "k".repeat(64);
+    let many: Vec<Value> = (0..100_000).map(|_| json!([long_key, "x"])).collect();
+    let r = c
+        .request_ok(
+            "environmentConfig/read",
+            config_params("file:///", Value::Array(many), json!([])),
+        )
+        .await;
+    assert!(r["config"]["layers"].is_array());
+    c.request_ok("environment/status", json!({})).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The handshake's environmentInfo
+
+fn binary_digest() -> String {
+    let bytes = std::fs::read(server_binary()).unwrap();
+    let hex: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
+#[tokio::test]
+async fn initialize_carries_the_full_environment_info() {
+    let tmp = TestDir::new();
+    let server = Server::start_with(ServerOptions {
+        env: vec![("TMPDIR".into(), tmp.path().to_str().unwrap().into())],
+        ..ServerOptions::default()
+    })
+    .await;
+    let mut c = server.connect().await;
+    let result = c
+        .request_ok(
+            "initialize",
+            json!({"clientName": "codex-environment", "resumeSessionId": null}),
+        )
+        .await;
+    let info = &result["environmentInfo"];
+    assert_eq!(info["providerId"], json!(binary_digest()));
+    assert_eq!(info["prependPathDirs"], json!([]));
+    assert_eq!(info["temporaryDirectories"], json!([tmp.uri()]));
+    assert_eq!(info["platformOs"], json!("linux"));
+    assert_eq!(info["capabilities"]["environmentConfigRead"], json!(true));
+    for key in [
+        "shell",
+        "executorVersion",
+        "cwd",
+        "userHomeDir",
+        "tempDir",
+        "capabilities",
+    ] {
+        assert!(!info[key].is_null(), "{key} in {info}");
+    }
+    c.notify("initialized", json!({})).await;
+    assert_eq!(&c.request_ok("environment/info", json!({})).await, info);
+}
+
+#[tokio::test]
+async fn provider_id_is_stable_across_starts_and_no_tmpdir_means_no_temporary_directories() {
+    let server = Server::start_with(ServerOptions {
+        env: vec![("TMPDIR".into(), String::new())],
+        ..ServerOptions::default()
+    })
+    .await;
+    let mut c = server.connect().await;
+    c.initialize().await;
+    let first = c.request_ok("environment/info", json!({})).await;
+    assert_eq!(first["temporaryDirectories"], json!([]));
+    let other = Server::start(&[]).await;
+    let mut c = other.connect().await;
+    c.initialize().await;
+    let second = c.request_ok("environment/info", json!({})).await;
+    assert_eq!(first["providerId"], second["providerId"]);
+    assert_eq!(first["providerId"], json!(binary_digest()));
+}
