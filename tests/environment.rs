@@ -1,6 +1,7 @@
-//! `environment/status`, `environmentConfig/read` and the handshake's `environmentInfo`, as a
-//! client sees them over a real socket: the answers, the gate before `initialize` and before
-//! `initialized`, and bad input (missing, ill-typed, null and huge fields).
+//! `environment/status`, `environmentConfig/read`, the handshake's `environmentInfo` and the
+//! 0.169.0 fields of `process/start`, as a client sees them over a real socket: the answers, the
+//! gate before `initialize` and before `initialized`, and bad input (missing, ill-typed, null and
+//! huge fields).
 
 mod common;
 
@@ -352,4 +353,203 @@ async fn provider_id_is_stable_across_starts_and_no_tmpdir_means_no_temporary_di
     let second = c.request_ok("environment/info", json!({})).await;
     assert_eq!(first["providerId"], second["providerId"]);
     assert_eq!(first["providerId"], json!(binary_digest()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// process/start: metadata, shellSnapshot, networkProxy
+
+async fn ready() -> (Server, Client) {
+    let server = Server::start(&[]).await;
+    let mut c = server.connect().await;
+    c.initialize().await;
+    (server, c)
+}
+
+/// `sh -c "echo <word>"` with `field` set to `value`.
+fn echo_with(id: &str, word: &str, field: &str, value: Value) -> Value {
+    let mut p = sh(id, &format!("echo {word}"));
+    p[field] = value;
+    p
+}
+
+async fn runs_and_prints(c: &mut Client, params: Value, id: &str, word: &str) {
+    c.start_process(params).await;
+    c.wait_for_output(id, word).await;
+    c.wait_for_process_event(id, "process/closed").await;
+}
+
+#[tokio::test]
+async fn start_accepts_metadata_and_refuses_a_thread_id_that_is_not_a_uuid() {
+    let (_server, mut c) = ready().await;
+    let meta =
+        json!({"threadId": "0190a2b4-5c6d-7e8f-9a0b-1c2d3e4f5a6b", "toolCallId": "call_shell_1"});
+    runs_and_prints(
+        &mut c,
+        echo_with("m1", "meta-ok", "metadata", meta),
+        "m1",
+        "meta-ok",
+    )
+    .await;
+    runs_and_prints(
+        &mut c,
+        echo_with("m2", "empty-ok", "metadata", json!({})),
+        "m2",
+        "empty-ok",
+    )
+    .await;
+    runs_and_prints(
+        &mut c,
+        echo_with("m3", "null-ok", "metadata", Value::Null),
+        "m3",
+        "null-ok",
+    )
+    .await;
+    let bad = json!({"threadId": "not-a-uuid"});
+    let (code, message) = c
+        .request_err("process/start", echo_with("m4", "x", "metadata", bad))
+        .await;
+    assert_eq!(code, INVALID_PARAMS);
+    assert!(
+        message.contains("metadata.threadId") && message.contains("invalid character"),
+        "{message}"
+    );
+    for bad in [
+        json!(7),
+        json!({"toolCallId": 1}),
+        json!({"threadId": "x".repeat(1 << 20)}),
+    ] {
+        let (code, _) = c
+            .request_err("process/start", echo_with("m5", "x", "metadata", bad))
+            .await;
+        assert_eq!(code, INVALID_PARAMS);
+    }
+}
+
+#[tokio::test]
+async fn start_checks_a_shell_snapshot_as_the_reference_does_and_runs_the_command_as_sent() {
+    let (_server, mut c) = ready().await;
+    let mut p = process_params("s1", &["/bin/sh", "-lc", "echo snap-ok"]);
+    p["shellSnapshot"] =
+        json!({"scopeId": "thread:env", "shell": {"name": "sh", "path": "/bin/sh"}});
+    runs_and_prints(&mut c, p, "s1", "snap-ok").await;
+    let snapshot = |scope: &str, name: &str| json!({"scopeId": scope, "shell": {"name": name, "path": "/bin/sh"}});
+    let cases = [
+        (
+            snapshot("", "bash"),
+            "shell snapshot scope must be non-empty and at most 256 bytes",
+        ),
+        (
+            snapshot(&"s".repeat(257), "bash"),
+            "shell snapshot scope must be non-empty and at most 256 bytes",
+        ),
+        (
+            snapshot("t", "fish"),
+            "shell snapshots are unsupported for shell `fish`",
+        ),
+    ];
+    for (value, expected) in cases {
+        let (code, message) = c
+            .request_err(
+                "process/start",
+                echo_with("s2", "x", "shellSnapshot", value),
+            )
+            .await;
+        assert_eq!((code, message.as_str()), (INVALID_PARAMS, expected));
+    }
+    // 256 bytes is within the limit.
+    runs_and_prints(
+        &mut c,
+        echo_with(
+            "s3",
+            "edge-ok",
+            "shellSnapshot",
+            snapshot(&"s".repeat(256), "zsh"),
+        ),
+        "s3",
+        "edge-ok",
+    )
+    .await;
+    for bad in [
+        json!({"scopeId": "t"}),
+        json!({"shell": {"name": "sh", "path": "/bin/sh"}}),
+        json!({"scopeId": "t", "shell": {"name": "sh"}}),
+        json!("x"),
+    ] {
+        let (code, _) = c
+            .request_err("process/start", echo_with("s4", "x", "shellSnapshot", bad))
+            .await;
+        assert_eq!(code, INVALID_PARAMS);
+    }
+}
+
+fn proxy(enabled: bool) -> Value {
+    json!({
+        "proxy": {
+            "enabled": enabled, "enableSocks5": true, "enableSocks5Udp": false,
+            "allowUpstreamProxy": false, "dangerouslyAllowAllUnixSockets": false,
+            "mode": "limited", "allowLocalBinding": false,
+            "domains": {"example.com": "allow"},
+        },
+        "auditMetadata": {"conversationId": "c"},
+        "environmentId": "remote",
+        "executionId": null,
+    })
+}
+
+#[tokio::test]
+async fn start_refuses_an_enabled_network_proxy_rather_than_run_unproxied() {
+    let (_server, mut c) = ready().await;
+    let (code, message) = c
+        .request_err(
+            "process/start",
+            echo_with("n1", "x", "networkProxy", proxy(true)),
+        )
+        .await;
+    assert_eq!(code, INVALID_PARAMS);
+    assert!(
+        message.starts_with("invalid network proxy config: "),
+        "{message}"
+    );
+    // Nothing started: the id is free.
+    runs_and_prints(&mut c, sh("n1", "echo free-ok"), "n1", "free-ok").await;
+    // A disabled proxy asks for nothing: the command runs.
+    runs_and_prints(
+        &mut c,
+        echo_with("n2", "off-ok", "networkProxy", proxy(false)),
+        "n2",
+        "off-ok",
+    )
+    .await;
+    // Missing required members, ill-typed ones, null.
+    let mut missing = proxy(true);
+    missing["proxy"]
+        .as_object_mut()
+        .unwrap()
+        .remove("enableSocks5");
+    let (code, message) = c
+        .request_err(
+            "process/start",
+            echo_with("n3", "x", "networkProxy", missing),
+        )
+        .await;
+    assert_eq!(code, INVALID_PARAMS);
+    assert!(
+        message.contains("missing field `enableSocks5`"),
+        "{message}"
+    );
+    let mut bad_mode = proxy(false);
+    bad_mode["proxy"]["mode"] = json!("open");
+    for bad in [json!({}), json!(7), bad_mode] {
+        let (code, _) = c
+            .request_err("process/start", echo_with("n4", "x", "networkProxy", bad))
+            .await;
+        assert_eq!(code, INVALID_PARAMS);
+    }
+    runs_and_prints(
+        &mut c,
+        echo_with("n5", "null-ok", "networkProxy", Value::Null),
+        "n5",
+        "null-ok",
+    )
+    .await;
 }
