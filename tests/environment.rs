@@ -553,3 +553,48 @@ async fn start_refuses_an_enabled_network_proxy_rather_than_run_unproxied() {
     )
     .await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// --concurrent-requests
+
+#[tokio::test]
+async fn concurrent_requests_of_zero_or_not_a_count_is_refused_naming_the_flag() {
+    for value in ["0", "abc", "-1", "99999999999999999999999"] {
+        let out = std::process::Command::new(server_binary())
+            .args(["exec-server", &format!("--concurrent-requests={value}")])
+            .output()
+            .expect("run codex");
+        assert_eq!(out.status.code(), Some(2), "{value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("--concurrent-requests"),
+            "{value}: {stderr}"
+        );
+    }
+}
+
+/// N is accepted (up to the largest count) and changes nothing: with 1, the reference's
+/// one-at-a-time default, a long-polling `process/read` still delays nothing behind it.
+#[tokio::test]
+async fn concurrent_requests_is_accepted_and_requests_stay_concurrent() {
+    let _big = Server::start(&["--concurrent-requests", &usize::MAX.to_string()]).await;
+    let server = Server::start(&["--concurrent-requests", "1"]).await;
+    let mut c = server.connect().await;
+    c.initialize().await;
+    c.start_process(sh("quiet", "exec sleep 30")).await;
+    let read = c
+        .send_request(
+            "process/read",
+            json!({"processId": "quiet", "afterSeq": 0, "waitMs": 20000}),
+        )
+        .await;
+    assert_eq!(
+        c.request_ok("environment/status", json!({})).await,
+        json!({"status": "ready"})
+    );
+    assert!(!c.has_answer(read), "the long-poll should still be waiting");
+    c.request_ok("process/terminate", json!({"processId": "quiet"}))
+        .await;
+    let answer = c.await_answer(read).await.expect("process/read");
+    assert_eq!(answer["exited"], true, "{answer}");
+}
