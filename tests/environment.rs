@@ -188,6 +188,61 @@ async fn config_read_returns_executor_mcp_servers_in_the_user_layer() {
 }
 
 #[tokio::test]
+async fn config_read_includes_project_layers_of_a_trusted_project_only() {
+    let dir = TestDir::new();
+    let root = dir.path().canonicalize().unwrap();
+    let (home, trusted, untrusted) = (root.join("home"), root.join("t"), root.join("u"));
+    for d in [&home, &trusted.join(".codex"), &untrusted.join(".codex")] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    for d in [&trusted, &untrusted] {
+        std::fs::write(
+            d.join(".codex/config.toml"),
+            "[mcp_servers.proj]\nurl = \"http://127.0.0.1:9/p\"\n",
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        home.join("config.toml"),
+        format!(
+            "[projects.\"{}\"]\ntrust_level = \"trusted\"\n",
+            trusted.display()
+        ),
+    )
+    .unwrap();
+    let (_server, mut c) = ready_with_env(&[("CODEX_HOME", home.to_str().unwrap())]).await;
+    let sources = |r: &Value| -> Vec<String> {
+        r["config"]["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["source"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let r = c
+        .request_ok(
+            "environmentConfig/read",
+            config_params(&file_uri(&trusted), json!([["mcp_servers"]]), json!([])),
+        )
+        .await;
+    let project_file = trusted.join(".codex/config.toml");
+    assert_eq!(
+        sources(&r).last().map(String::as_str),
+        Some(format!("project ({})", project_file.display()).as_str())
+    );
+    let r = c
+        .request_ok(
+            "environmentConfig/read",
+            config_params(&file_uri(&untrusted), json!([["mcp_servers"]]), json!([])),
+        )
+        .await;
+    assert!(
+        sources(&r).iter().all(|s| !s.starts_with("project ")),
+        "{r}"
+    );
+}
+
+#[tokio::test]
 async fn config_read_with_an_unusable_codex_home_or_config_is_an_internal_error() {
     let home = TestDir::new();
     let missing = home.join("missing");

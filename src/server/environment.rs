@@ -1,10 +1,12 @@
 //! `environment/status` (a liveness probe) and `environmentConfig/read` (the executor's own Codex
 //! config layers, projected by key path: how a client discovers executor-side MCP servers).
 //!
-//! Layers read, lowest precedence first: the system config `/etc/codex/config.toml` and the user
-//! config `$CODEX_HOME/config.toml` (`CODEX_HOME` defaults to `~/.codex`); requirements from
-//! `/etc/codex/requirements.toml`. Project layers (`.codex/config.toml` of a trusted project) are
-//! not read: a subset of the reference, which reads them only for trusted projects.
+//! Layers read, lowest precedence first: the system config `/etc/codex/config.toml`, the user
+//! config `$CODEX_HOME/config.toml` (`CODEX_HOME` defaults to `~/.codex`), then, for a trusted
+//! project only, `.codex/config.toml` of each directory from the project root (the nearest
+//! ancestor of `cwd` holding `.git`, else `cwd`) down to `cwd`. A project is trusted when the
+//! user config says `trust_level = "trusted"` under `[projects."<cwd or project root>"]`.
+//! Requirements come from `/etc/codex/requirements.toml`.
 
 use std::path::{Path, PathBuf};
 
@@ -91,15 +93,30 @@ pub(super) fn read(env: &Env, p: &ConfigReadParams) -> Result<ConfigReadResult, 
     let mut requirements = LayerStack::default();
     if !p.config_paths.is_empty() {
         let system_file = env.system_dir.join("config.toml");
-        for (label, file) in [("system", &system_file), ("user", &user_file)] {
-            if let Some(layer) = layer(label, file, &p.config_paths)? {
+        let user = load(&user_file)?;
+        let mut files = vec![
+            ("system", system_file.clone(), load(&system_file)?),
+            ("user", user_file.clone(), user.clone()),
+        ];
+        if let Ok(cwd) = path_uri::to_path(&p.cwd) {
+            for file in project_files(&cwd, &codex_home, user.as_ref()) {
+                let table = load(&file)?;
+                files.push(("project", file, table));
+            }
+        }
+        for (label, file, table) in &files {
+            if let Some(table) = table
+                && let Some(layer) = layer(label, file, table, &p.config_paths)?
+            {
                 config.layers.push(layer);
             }
         }
     }
     if !p.requirements_paths.is_empty() {
         let file = env.system_dir.join("requirements.toml");
-        if let Some(layer) = layer("system", &file, &p.requirements_paths)? {
+        if let Some(table) = load(&file)?
+            && let Some(layer) = layer("system", &file, &table, &p.requirements_paths)?
+        {
             requirements.layers.push(layer);
         }
     }
@@ -125,8 +142,43 @@ fn codex_home(env: &Env) -> Result<PathBuf, RpcError> {
     }
 }
 
-/// One file as a projected layer; `None` when it does not exist or nothing asked for is in it.
-fn layer(label: &str, file: &Path, paths: &[Vec<String>]) -> Result<Option<Layer>, RpcError> {
+/// The `.codex/config.toml` files of a trusted project, from its root down to `cwd` (a missing
+/// `cwd`, an untrusted project, or a directory whose `.codex` is `CODEX_HOME` gives none).
+fn project_files(cwd: &Path, codex_home: &Path, user: Option<&toml::Table>) -> Vec<PathBuf> {
+    let Ok(cwd) = std::fs::canonicalize(cwd) else {
+        return Vec::new();
+    };
+    let root = cwd
+        .ancestors()
+        .find(|dir| dir.join(".git").exists())
+        .unwrap_or(&cwd)
+        .to_path_buf();
+    let trusted = |dir: &Path| {
+        user.and_then(|u| u.get("projects"))
+            .and_then(|p| p.get(dir.to_str()?))
+            .and_then(|p| p.get("trust_level"))
+            .and_then(toml::Value::as_str)
+            == Some("trusted")
+    };
+    if !trusted(&cwd) && !trusted(&root) {
+        return Vec::new();
+    }
+    let home = std::fs::canonicalize(codex_home).unwrap_or_else(|_| codex_home.to_path_buf());
+    let mut dirs: Vec<&Path> = cwd
+        .ancestors()
+        .take_while(|d| d.starts_with(&root))
+        .collect();
+    dirs.reverse();
+    dirs.into_iter()
+        .map(|d| d.join(".codex"))
+        .filter(|d| *d != home)
+        .map(|d| d.join("config.toml"))
+        .filter(|f| f.is_file())
+        .collect()
+}
+
+/// A config file as a table; `None` if it does not exist.
+fn load(file: &Path) -> Result<Option<toml::Table>, RpcError> {
     let load_err = |why: String| {
         RpcError::internal(format!(
             "failed to load executor-local config: {}: {why}",
@@ -138,10 +190,19 @@ fn layer(label: &str, file: &Path, paths: &[Vec<String>]) -> Result<Option<Layer
         Ok(None) => return Ok(None),
         Err(e) => return Err(load_err(e)),
     };
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| load_err(e.to_string()))?;
-    let selected = project(&table, paths);
+    text.parse()
+        .map(Some)
+        .map_err(|e: toml::de::Error| load_err(e.to_string()))
+}
+
+/// One file's table as a projected layer; `None` when nothing asked for is in it.
+fn layer(
+    label: &str,
+    file: &Path,
+    table: &toml::Table,
+    paths: &[Vec<String>],
+) -> Result<Option<Layer>, RpcError> {
+    let selected = project(table, paths);
     if selected.is_empty() {
         return Ok(None);
     }

@@ -142,3 +142,64 @@ fn status_takes_nothing_null_or_empty_object_only() {
     assert_eq!(err.message, "invalid type: map, expected unit");
     assert!(status(serde_json::json!([1])).is_err());
 }
+
+#[test]
+fn project_layers_come_from_root_to_cwd_of_a_trusted_project_only() {
+    let d = temp_dir().canonicalize().unwrap();
+    let (home, repo) = (d.join("codexhome"), d.join("repo"));
+    let sub = repo.join("a").join("b");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(repo.join(".git")).unwrap();
+    for dir in [&d, &repo, &sub] {
+        std::fs::create_dir_all(dir.join(".codex")).unwrap();
+        let name = dir.file_name().unwrap().to_str().unwrap();
+        std::fs::write(
+            dir.join(".codex/config.toml"),
+            format!("model = \"{name}\"\n"),
+        )
+        .unwrap();
+    }
+    let env = Env {
+        codex_home: Some(home.clone()),
+        home: None,
+        system_dir: d.join("none"),
+    };
+    let mut p = params(&[&["model"]], &[]);
+    p.cwd = path_uri::from_path(&sub);
+    // Untrusted: no project layer.
+    std::fs::write(home.join("config.toml"), "model = \"user\"\n").unwrap();
+    let r = read(&env, &p).unwrap();
+    assert_eq!(r.config.layers.len(), 1);
+    // The project root trusted: the root's layer then cwd's, above the user's; not the parent's
+    // of the root.
+    std::fs::write(
+        home.join("config.toml"),
+        format!(
+            "model = \"user\"\n[projects.\"{}\"]\ntrust_level = \"trusted\"\n",
+            repo.display()
+        ),
+    )
+    .unwrap();
+    let r = read(&env, &p).unwrap();
+    let tomls: Vec<_> = r.config.layers.iter().map(|l| l.toml.as_str()).collect();
+    assert_eq!(
+        tomls,
+        [
+            "model = \"user\"\n",
+            "model = \"repo\"\n",
+            "model = \"b\"\n"
+        ]
+    );
+    assert_eq!(
+        r.config.layers[2].source,
+        format!("project ({})", sub.join(".codex/config.toml").display())
+    );
+    assert_eq!(
+        r.config.layers[2].base_dir,
+        path_uri::from_path(&sub.join(".codex"))
+    );
+    // A cwd that does not exist: no project layer, no error.
+    p.cwd = path_uri::from_path(&repo.join("missing"));
+    assert_eq!(read(&env, &p).unwrap().config.layers.len(), 1);
+    std::fs::remove_dir_all(&d).unwrap();
+}
