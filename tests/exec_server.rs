@@ -1421,7 +1421,9 @@ async fn jsonrpc_member_and_unknown_fields_are_ignored() {
     let server = Server::start(&[]).await;
     let (mut c, _) = started_client(&server).await;
     let mut params = sh("extra", "echo extra");
-    params["metadata"] = json!({"threadId": "not-a-uuid", "anything": [1, 2]});
+    // metadata.threadId must be a UUID (as in the reference); unknown members inside are ignored.
+    params["metadata"] =
+        json!({"threadId": "0190a2b4-5c6d-7e8f-9a0b-1c2d3e4f5a6b", "anything": [1, 2]});
     params["someFutureField"] = json!({"x": 1});
     c.send_json(&json!({"jsonrpc": "2.0", "id": 7, "method": "process/start", "params": params}))
         .await;

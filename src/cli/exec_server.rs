@@ -53,6 +53,13 @@ pub struct ExecServerArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     worker_threads: Option<u16>,
 
+    /// Accepted for compatibility with the reference exec-server, where 1 (its default) handles a
+    /// connection's requests one at a time and N >= 2 up to N at once. This server always handles
+    /// a connection's requests concurrently (up to 256 in flight, each in its own task, so a
+    /// long-polling `process/read` delays nothing), whatever N is. 0 is refused.
+    #[arg(long, value_name = "COUNT", default_value = "1")]
+    concurrent_requests: std::num::NonZeroUsize,
+
     /// Behave as if the kernel had no Landlock: restricting sandboxes are refused (for tests of
     /// the fail-closed path).
     #[arg(long, hide = true)]
@@ -83,6 +90,8 @@ pub fn parse_listen(s: &str) -> Result<Listen, String> {
 
 /// Runs `codex exec-server`.
 pub fn run(args: ExecServerArgs) -> ExitCode {
+    // Accepted, not used: requests are always served concurrently (see its --help).
+    let _ = args.concurrent_requests;
     if let Err(err) = crate::server::sys::keep_inherited_fds_from_children() {
         // Not fatal: sandboxed children close every fd above stderr themselves.
         tracing::warn!(%err, "could not mark inherited descriptors close-on-exec");

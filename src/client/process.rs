@@ -50,6 +50,9 @@ where
         sandbox: None,
         enforce_managed_network: false,
         managed_network: None,
+        metadata: None,
+        shell_snapshot: None,
+        network_proxy: None,
     }
 }
 

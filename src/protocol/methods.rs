@@ -199,6 +199,13 @@ methods! {
     /// Closes an open file.
     FsClose, FS_CLOSE = "fs/close", Filesystem, Request,
         Fail: "file handles belong to the dropped connection";
+    // ----- issue 11, part "config": environment status and config.
+    /// A liveness probe: `{"status":"ready"}`.
+    EnvironmentStatus, ENVIRONMENT_STATUS = "environment/status", EnvironmentStatus, Request,
+        Resend: "reads only";
+    /// The executor's own config layers, projected by key path.
+    EnvironmentConfigRead, ENVIRONMENT_CONFIG_READ = "environmentConfig/read", EnvironmentConfig,
+        Request, Resend: "reads only";
 }
 
 impl Method {

@@ -4,6 +4,7 @@
 //! Field names follow the reference (`codex exec-server` of the Codex CLI 0.169.0): camelCase on
 //! the envelope and the method params, snake_case inside sandbox permission profiles.
 
+pub mod environment;
 pub mod fs;
 pub mod methods;
 pub mod process;

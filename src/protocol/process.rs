@@ -32,7 +32,7 @@ pub struct EnvPolicy {
     pub include_only: Vec<String>,
 }
 
-/// `process/start` params. Unknown members (`metadata`, ...) are ignored.
+/// `process/start` params. Unknown members are ignored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StartParams {
@@ -55,6 +55,83 @@ pub struct StartParams {
     pub enforce_managed_network: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed_network: Option<serde_json::Value>,
+    /// Attribution for telemetry (0.169.0); parsed and otherwise ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<ExecMetadata>,
+    /// A shell-state snapshot to reuse (capability `shellSnapshotV2`, not advertised): its shape
+    /// and limits are checked, and the command runs as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell_snapshot: Option<ShellSnapshotRequest>,
+    /// An executor-local network proxy to launch (capability `networkProxyLaunch`, not
+    /// advertised): one with `enabled: true` is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_proxy: Option<NetworkProxyLaunch>,
+}
+
+/// `process/start.metadata`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecMetadata {
+    /// A UUID (anything else is refused, as the reference does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<uuid::Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+/// `process/start.shellSnapshot`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ShellSnapshotRequest {
+    pub scope_id: String,
+    pub shell: ShellSnapshotShell,
+}
+
+/// The shell of a [`ShellSnapshotRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ShellSnapshotShell {
+    pub name: String,
+    pub path: String,
+}
+
+/// `process/start.networkProxy`: the launch config (its required members as the reference
+/// requires them; the rest kept as sent).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkProxyLaunch {
+    pub proxy: NetworkProxyConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_metadata: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_decision_timeout_ms: Option<u64>,
+}
+
+/// The proxy of a [`NetworkProxyLaunch`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkProxyConfig {
+    pub enabled: bool,
+    pub enable_socks5: bool,
+    pub enable_socks5_udp: bool,
+    pub allow_upstream_proxy: bool,
+    pub dangerously_allow_all_unix_sockets: bool,
+    pub mode: NetworkProxyMode,
+    pub allow_local_binding: bool,
+    /// `domains`, `unixSockets`, `reviewDomains`, `credentialMasking`, `credentialProviders`.
+    #[serde(flatten)]
+    pub rest: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `networkProxy.proxy.mode`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum NetworkProxyMode {
+    Limited,
+    Full,
 }
 
 /// The sandbox the executor applied to a started process.

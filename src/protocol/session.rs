@@ -37,6 +37,16 @@ pub struct EnvironmentInfo {
     pub platform_os: String,
     pub temp_dir: String,
     pub executor_version: String,
+    /// An opaque build identity: `sha256:` + the hex digest of the executable; absent when
+    /// unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_id: Option<String>,
+    /// Directories of helper programs the executor ships, to put first on a child's PATH.
+    #[serde(default)]
+    pub prepend_path_dirs: Vec<String>,
+    /// `TMPDIR` when set and non-empty (relative: against the server's cwd), else empty.
+    #[serde(default)]
+    pub temporary_directories: Vec<String>,
     #[serde(default)]
     pub capabilities: Capabilities,
 }

@@ -97,7 +97,7 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
             Incoming::Request(mut req) if req.method == Method::Initialize.name() => {
                 let answer = match &handshake {
                     Handshake::AwaitingInitialize => {
-                        match initialize(&state, connection, &out, req.params.take()) {
+                        match initialize(&state, connection, &out, req.params.take()).await {
                             Ok((session, result)) => {
                                 handshake = Handshake::AwaitingInitialized(session);
                                 Ok(result)
@@ -181,7 +181,7 @@ fn encode_answer(req: &Request, answer: Result<Value, RpcError>) -> String {
 }
 
 /// `initialize`: a new session, or the named one re-attached to this connection.
-fn initialize(
+async fn initialize(
     state: &Arc<ServerState>,
     connection: u64,
     out: &tokio::sync::mpsc::Sender<Outgoing>,
@@ -203,7 +203,7 @@ fn initialize(
     tracing::debug!(client = %p.client_name, session = %session.id, "initialized");
     let result = InitializeResult {
         session_id: session.id.clone(),
-        environment_info: Some(state.environment.clone()),
+        environment_info: Some(state.environment().await),
     };
     let value = serde_json::to_value(result)
         .map_err(|e| RpcError::internal(format!("failed to encode result: {e}")))?;

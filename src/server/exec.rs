@@ -18,6 +18,36 @@ use crate::rpc::RpcError;
 /// Longest `processId` we accept; the reference has no limit, but a megabyte id is a mistake.
 pub const MAX_PROCESS_ID_BYTES: usize = 4096;
 
+/// Longest `shellSnapshot.scopeId`, in bytes (the reference's limit).
+pub const MAX_SNAPSHOT_SCOPE_BYTES: usize = 256;
+
+/// The 0.169.0 fields of `process/start` whose capabilities we do not advertise. `metadata` is
+/// attribution only. `shellSnapshot` is checked as the reference checks it and then ignored: the
+/// command runs as sent, which is what a snapshot only speeds up. `networkProxy` with
+/// `enabled: true` is refused: running the command unproxied would drop its network policy.
+fn check_0169_fields(p: &StartParams) -> Result<(), RpcError> {
+    if let Some(snapshot) = &p.shell_snapshot {
+        if snapshot.scope_id.is_empty() || snapshot.scope_id.len() > MAX_SNAPSHOT_SCOPE_BYTES {
+            return Err(RpcError::invalid_params(format!(
+                "shell snapshot scope must be non-empty and at most {MAX_SNAPSHOT_SCOPE_BYTES} bytes"
+            )));
+        }
+        if !matches!(snapshot.shell.name.as_str(), "bash" | "zsh" | "sh") {
+            return Err(RpcError::invalid_params(format!(
+                "shell snapshots are unsupported for shell `{}`",
+                snapshot.shell.name
+            )));
+        }
+    }
+    if p.network_proxy.as_ref().is_some_and(|n| n.proxy.enabled) {
+        return Err(RpcError::invalid_params(
+            "invalid network proxy config: this executor cannot launch a network proxy \
+             (capability networkProxyLaunch is not advertised)",
+        ));
+    }
+    Ok(())
+}
+
 /// `process/start`.
 pub(super) fn start(call: &Call, p: StartParams) -> Result<StartResult, RpcError> {
     if p.process_id.len() > MAX_PROCESS_ID_BYTES {
@@ -36,6 +66,7 @@ pub(super) fn start(call: &Call, p: StartParams) -> Result<StartResult, RpcError
     }
     let cwd = path_uri::to_path(&p.cwd)
         .map_err(|e| RpcError::invalid_params(format!("invalid cwd: {e}")))?;
+    check_0169_fields(&p)?;
     let env = env_policy::build(std::env::vars_os(), p.env_policy.as_ref(), &p.env);
     let spec = SpawnSpec {
         argv: p.argv,

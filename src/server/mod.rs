@@ -15,6 +15,7 @@ mod config;
 mod connection;
 mod env_info;
 pub mod env_policy;
+mod environment;
 mod exec;
 mod fs;
 mod fs_handles;

@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use super::call::{Answer, Call, to_value};
-use super::{exec, fs};
+use super::{environment, exec, fs};
 use crate::protocol::{ErrorCode, Method};
 use crate::rpc::{RpcError, decode_params};
 
@@ -15,7 +15,7 @@ pub(super) async fn route(call: Call, method: Method, params: Value) -> Result<A
     let call = &call;
     let value = match method {
         // `environment/info`: computed once at start (`env_info.rs`).
-        Method::EnvironmentInfo => to_value(&call.state.environment),
+        Method::EnvironmentInfo => to_value(&call.state.environment().await),
         Method::ProcessStart => to_value(&exec::start(call, decode_params(params)?)?),
         Method::ProcessRead => to_value(&exec::read(call, decode_params(params)?).await?),
         Method::ProcessWrite => to_value(&exec::write(call, decode_params(params)?).await?),
@@ -37,6 +37,10 @@ pub(super) async fn route(call: Call, method: Method, params: Value) -> Result<A
         Method::FsClose => {
             fs::close(call, decode_params(params)?);
             Ok(empty())
+        }
+        Method::EnvironmentStatus => to_value(&environment::status(params)?),
+        Method::EnvironmentConfigRead => {
+            to_value(&environment::config_read(call, decode_params(params)?).await?)
         }
         Method::Initialize
         | Method::Initialized

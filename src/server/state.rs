@@ -27,7 +27,9 @@ pub(crate) struct ServerState {
     /// Distinguishes connections, so a stale connection cannot detach a session a newer one holds.
     next_connection_id: AtomicU64,
     /// Computed once at start: the executor's shell, home, temp dir, version.
-    pub(super) environment: EnvironmentInfo,
+    environment: EnvironmentInfo,
+    /// `providerId`, computed on the blocking pool from start; see [`Self::environment`].
+    provider_id: env_info::ProviderId,
     /// What the sandbox can enforce here, and the helper alias links.
     pub(super) sandbox: sandboxing::SandboxSupport,
     /// Live connections, to give the heap back after a burst of them ends.
@@ -98,6 +100,12 @@ impl ServerState {
                 .ok()
                 .map(Arc::new)
         });
+        let provider_id = env_info::ProviderId::default();
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Start the digest now, so the first `initialize` rarely waits for it.
+            let provider_id = provider_id.clone();
+            tracker.spawn(async move { provider_id.get().await });
+        }
         Arc::new(Self {
             sessions: SessionRegistry::new(
                 config.clone(),
@@ -110,9 +118,17 @@ impl ServerState {
             cancel,
             next_connection_id: AtomicU64::new(1),
             environment: env_info::current(),
+            provider_id,
             sandbox: sandboxing::SandboxSupport::probe(&config),
             connections: Default::default(),
         })
+    }
+
+    /// `environmentInfo`, with `providerId` once it is known (waits for the digest).
+    pub(super) async fn environment(&self) -> EnvironmentInfo {
+        let mut info = self.environment.clone();
+        info.provider_id = self.provider_id.get().await;
+        info
     }
 
     pub(super) fn connection_id(&self) -> u64 {
