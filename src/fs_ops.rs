@@ -299,6 +299,29 @@ pub fn open_handle(path: &Path) -> Result<File, FsError> {
     })
 }
 
+/// Opens `path` for `fs/open` with `mode: "replace"`: write-only, created or truncated in place
+/// (the same inode, so hard links, mode and ACLs are kept). The parent must exist (else
+/// NotFound); a directory is EISDIR (-32603, as the reference answers). Without blocking: a FIFO
+/// with no reader fails (ENXIO); one with a reader, or a socket, is refused.
+pub fn open_replace(path: &Path) -> Result<File, FsError> {
+    let file = create_for_write(path)?;
+    let file_type = file
+        .metadata()
+        .map_err(|e| FsError::io(e, path))?
+        .file_type();
+    if file_type.is_fifo() || file_type.is_socket() {
+        return Err(FsError::refused("not a regular file", path));
+    }
+    Ok(file)
+}
+
+/// Writes all of `data` at `offset` (a gap past the end reads as zeros). `path` only names the
+/// file in errors.
+pub fn write_block(file: &File, path: &Path, offset: u64, data: &[u8]) -> Result<(), FsError> {
+    file.write_all_at(data, offset)
+        .map_err(|e| FsError::io(e, path))
+}
+
 /// Reads up to `len` bytes at `offset`; `eof` is true only when fewer than `len` were read.
 /// `path` only names the file in errors.
 pub fn read_block(

@@ -13,9 +13,9 @@ use super::session::ExecServerClient;
 use crate::path_uri;
 use crate::protocol::fs::{
     CloseParams, CloseResult, CreateDirectoryParams, CreateDirectoryResult, DirectoryEntry,
-    GetMetadataParams, GetMetadataResult, OpenParams, OpenResult, ReadBlockParams, ReadBlockResult,
-    ReadDirectoryParams, ReadDirectoryResult, ReadFileParams, ReadFileResult, RemoveParams,
-    RemoveResult, WriteFileParams, WriteFileResult,
+    GetMetadataParams, GetMetadataResult, OpenMode, OpenParams, OpenResult, ReadBlockParams,
+    ReadBlockResult, ReadDirectoryParams, ReadDirectoryResult, ReadFileParams, ReadFileResult,
+    RemoveParams, RemoveResult, WriteFileParams, WriteFileResult,
 };
 use crate::protocol::method;
 
@@ -117,6 +117,7 @@ impl ExecServerClient {
         let params = OpenParams {
             handle_id: handle_id.clone(),
             path: path_uri::from_path(path),
+            mode: OpenMode::Read,
             sandbox: None,
         };
         let _: OpenResult = self.call(method::FS_OPEN, &params).await?;

@@ -166,15 +166,31 @@ pub struct CanonicalizeResult {
     pub path: String,
 }
 
-/// `fs/open` params: opens `path` for reading under the client-chosen `handleId`.
+/// `fs/open` params: opens `path` under the client-chosen `handleId`, for `fs/readBlock` or
+/// (`mode: "replace"`) `fs/writeBlock`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct OpenParams {
     /// At most [`MAX_FILE_HANDLE_ID_BYTES`] bytes, unique among the connection's open handles.
     pub handle_id: String,
     pub path: String,
+    /// `read` when omitted.
+    #[serde(default)]
+    pub mode: OpenMode,
     #[serde(default)]
     pub sandbox: Option<SandboxIntent>,
+}
+
+/// What an `fs/open` handle is for.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OpenMode {
+    /// Read-only, for `fs/readBlock`.
+    #[default]
+    Read,
+    /// Write-only, for `fs/writeBlock`: the file is created or truncated in place (hard links,
+    /// mode and ACLs are kept); its parent must exist.
+    Replace,
 }
 
 /// `fs/open` result.
@@ -206,6 +222,21 @@ pub struct ReadBlockResult {
     pub eof: bool,
 }
 
+/// `fs/writeBlock` params: writes `chunk` at `offset` of a `replace` handle (a gap before it
+/// reads as zeros).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WriteBlockParams {
+    pub handle_id: String,
+    pub offset: u64,
+    /// Base64 of 1 to [`MAX_WRITE_BLOCK_BYTES`] bytes.
+    pub chunk: String,
+}
+
+/// `fs/writeBlock` result: `{}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WriteBlockResult {}
+
 /// `fs/close` params. Closing an unknown handle succeeds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -225,6 +256,8 @@ pub const MAX_FILE_HANDLE_ID_BYTES: usize = 32;
 pub const MAX_FILE_HANDLES_PER_CONNECTION: usize = 128;
 /// Largest `len` of one `fs/readBlock`.
 pub const MAX_READ_BLOCK_BYTES: u64 = 1 << 20;
+/// Largest decoded `chunk` of one `fs/writeBlock`.
+pub const MAX_WRITE_BLOCK_BYTES: usize = 1 << 20;
 
 /// One self-contained filesystem operation, tagged by method name: the request the `codex-fs`
 /// helper reads from stdin. The streaming methods (`fs/open`, `fs/readBlock`, `fs/close`) hold
@@ -447,6 +480,27 @@ mod tests {
         let p: ReadFileParams =
             serde_json::from_value(json!({"path": "file:///x", "futureField": 1})).unwrap();
         assert_eq!(p.path, "file:///x");
+    }
+
+    #[test]
+    fn open_mode_defaults_to_read_and_names_its_variants() {
+        let p: OpenParams =
+            serde_json::from_value(json!({"handleId": "h", "path": "file:///x"})).unwrap();
+        assert_eq!(p.mode, OpenMode::Read);
+        let p: OpenParams = serde_json::from_value(
+            json!({"handleId": "h", "path": "file:///x", "mode": "replace"}),
+        )
+        .unwrap();
+        assert_eq!(p.mode, OpenMode::Replace);
+        let err = serde_json::from_value::<OpenParams>(
+            json!({"handleId": "h", "path": "file:///x", "mode": "bogus"}),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("unknown variant `bogus`, expected `read` or `replace`"),
+            "{err}"
+        );
     }
 
     #[test]

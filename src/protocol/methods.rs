@@ -199,6 +199,10 @@ methods! {
     /// Closes an open file.
     FsClose, FS_CLOSE = "fs/close", Filesystem, Request,
         Fail: "file handles belong to the dropped connection";
+    // Issue 11, streamed writes (`fileWriteStreaming`).
+    /// Writes a block of a file opened with `mode: "replace"`.
+    FsWriteBlock, FS_WRITE_BLOCK = "fs/writeBlock", Filesystem, Request,
+        Fail: "file handles belong to the dropped connection";
 }
 
 impl Method {

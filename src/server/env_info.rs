@@ -36,7 +36,7 @@ pub fn current() -> EnvironmentInfo {
 
             fs_watch_missing: false,
 
-            file_write_streaming: false,
+            file_write_streaming: true,
             sandboxed_file_streaming: false,
             ..Capabilities::default()
         },

@@ -38,6 +38,7 @@ pub(super) async fn route(call: Call, method: Method, params: Value) -> Result<A
             fs::close(call, decode_params(params)?);
             Ok(empty())
         }
+        Method::FsWriteBlock => to_value(&fs::write_block(call, decode_params(params)?).await?),
         Method::Initialize
         | Method::Initialized
         | Method::ProcessOutput
