@@ -24,6 +24,9 @@ fn default_true() -> bool {
 #[serde(rename_all = "camelCase")]
 pub struct ReadFileParams {
     pub path: String,
+    /// `false`: refuse a path with a symbolic link in any component (omitted: follow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_symlinks: Option<bool>,
     #[serde(default)]
     pub sandbox: Option<SandboxIntent>,
 }
@@ -43,6 +46,9 @@ pub struct WriteFileParams {
     pub path: String,
     /// Base64 of the new contents.
     pub data_base64: String,
+    /// `false`: refuse a path with a symbolic link in any component (omitted: follow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_symlinks: Option<bool>,
     #[serde(default)]
     pub sandbox: Option<SandboxIntent>,
 }
@@ -59,6 +65,9 @@ pub struct CreateDirectoryParams {
     /// Create missing parents too, and accept an existing directory (default true).
     #[serde(default = "default_true")]
     pub recursive: bool,
+    /// `false`: refuse a path with a symbolic link in any component (omitted: follow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_symlinks: Option<bool>,
     #[serde(default)]
     pub sandbox: Option<SandboxIntent>,
 }
@@ -72,6 +81,9 @@ pub struct CreateDirectoryResult {}
 #[serde(rename_all = "camelCase")]
 pub struct GetMetadataParams {
     pub path: String,
+    /// `false`: refuse a path with a symbolic link in any component (omitted: follow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_symlinks: Option<bool>,
     #[serde(default)]
     pub sandbox: Option<SandboxIntent>,
 }
@@ -125,6 +137,9 @@ pub struct RemoveParams {
     /// A missing path is not an error (default true).
     #[serde(default = "default_true")]
     pub force: bool,
+    /// `false`: refuse a path with a symbolic link in any component (omitted: follow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_symlinks: Option<bool>,
     #[serde(default)]
     pub sandbox: Option<SandboxIntent>,
 }
@@ -298,6 +313,33 @@ impl FsRequest {
         }
     }
 
+    /// `followSymlinks: false` of the methods that take it: the path may hold no symlink.
+    pub fn no_follow(&self) -> bool {
+        let follow = match self {
+            Self::ReadFile(p) => p.follow_symlinks,
+            Self::WriteFile(p) => p.follow_symlinks,
+            Self::CreateDirectory(p) => p.follow_symlinks,
+            Self::GetMetadata(p) => p.follow_symlinks,
+            Self::Remove(p) => p.follow_symlinks,
+            Self::ReadDirectory(_) | Self::Copy(_) | Self::Canonicalize(_) => None,
+        };
+        follow == Some(false)
+    }
+
+    /// The `path` member (`sourcePath` for `fs/copy`).
+    pub fn path(&self) -> &str {
+        match self {
+            Self::ReadFile(p) => &p.path,
+            Self::WriteFile(p) => &p.path,
+            Self::CreateDirectory(p) => &p.path,
+            Self::GetMetadata(p) => &p.path,
+            Self::ReadDirectory(p) => &p.path,
+            Self::Remove(p) => &p.path,
+            Self::Copy(p) => &p.source_path,
+            Self::Canonicalize(p) => &p.path,
+        }
+    }
+
     /// The request's `sandbox`.
     pub fn sandbox(&self) -> Option<&SandboxIntent> {
         match self {
@@ -412,6 +454,7 @@ mod tests {
             FsRequest::WriteFile(WriteFileParams {
                 path: "file:///tmp/x".into(),
                 data_base64: "aGk=".into(),
+                follow_symlinks: None,
                 sandbox: None,
             })
         );

@@ -85,6 +85,9 @@ pub(super) async fn read_file(call: &Call, p: ReadFileParams) -> Result<Answer, 
     match sandboxing::fs_route(support, p.sandbox.as_ref(), false)? {
         sandboxing::FsRoute::InProcess => {
             let (path, file, size) = blocking(move || {
+                if p.follow_symlinks == Some(false) {
+                    fs_ops::check_no_symlinks("path", &p.path)?;
+                }
                 let path = fs_ops::resolve_uri("path", &p.path)?;
                 let file = fs_ops::open_for_read(&path)?;
                 let meta = file.metadata().map_err(|e| fs_ops::FsError::io(e, &path))?;
