@@ -33,8 +33,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::path_uri::{self, PathUriError};
 use crate::protocol::fs::{
     CanonicalizeResult, CopyResult, CreateDirectoryResult, DirectoryEntry, FsHelperAnswer,
-    FsHelperError, FsRequest, FsResponse, GetMetadataResult, ReadDirectoryResult, ReadFileResult,
-    RemoveResult, WriteFileResult,
+    FsHelperError, FsRequest, FsResponse, GetMetadataResult, OpenMode, ReadDirectoryResult,
+    ReadFileResult, RemoveResult, WriteFileResult,
 };
 use crate::protocol::{ErrorCode, MAX_MESSAGE_BYTES};
 
@@ -154,6 +154,12 @@ pub enum FsOp {
     Canonicalize {
         path: PathBuf,
     },
+    /// `fs/open` in the helper, which hands the descriptor back ([`open_for_handle`]).
+    Open {
+        path: PathBuf,
+        mode: OpenMode,
+        handle_id: String,
+    },
 }
 
 /// A `file:` URI member as a native path, or the error naming the member.
@@ -238,6 +244,11 @@ impl FsOp {
             FsRequest::Canonicalize(p) => FsOp::Canonicalize {
                 path: resolve_uri("path", &p.path)?,
             },
+            FsRequest::Open(p) => FsOp::Open {
+                path: resolve_uri("path", &p.path)?,
+                mode: p.mode,
+                handle_id: p.handle_id,
+            },
         })
     }
 }
@@ -279,6 +290,12 @@ pub fn execute(op: FsOp) -> Result<FsResponse, FsError> {
         FsOp::Canonicalize { path } => FsResponse::Canonicalize(CanonicalizeResult {
             path: path_uri::from_path(&canonicalize(&path)?),
         }),
+        FsOp::Open { path, .. } => {
+            return Err(FsError::refused(
+                "opening a file requires descriptor handoff",
+                &path,
+            ));
+        }
     })
 }
 
@@ -357,6 +374,14 @@ pub fn open_replace(path: &Path) -> Result<File, FsError> {
 pub fn write_block(file: &File, path: &Path, offset: u64, data: &[u8]) -> Result<(), FsError> {
     file.write_all_at(data, offset)
         .map_err(|e| FsError::io(e, path))
+}
+
+/// Opens `path` for an `fs/open` handle of `mode`.
+pub fn open_for_handle(path: &Path, mode: OpenMode) -> Result<File, FsError> {
+    match mode {
+        OpenMode::Read => open_handle(path),
+        OpenMode::Replace => open_replace(path),
+    }
 }
 
 /// Reads up to `len` bytes at `offset`; `eof` is true only when fewer than `len` were read.

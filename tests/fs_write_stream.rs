@@ -1,7 +1,7 @@
 //! Streamed writes (capability `fileWriteStreaming`): `fs/open` with `mode: "replace"` and
 //! `fs/writeBlock`, as a client sees them over a real socket: positional writes with zero-filled
 //! gaps, truncation in place, the block and offset limits, the handle checks, bad input, the
-//! handshake gate, the sandbox refusal and the advertised capability.
+//! handshake gate and the advertised capability (under a sandbox: fs_sandbox_streaming.rs).
 //!
 //! The harness is `common/mod.rs`. Every test starts its own server.
 
@@ -402,44 +402,6 @@ async fn replace_handles_share_the_128_handle_limit_with_read_handles() {
 }
 
 #[tokio::test]
-async fn replace_open_under_a_sandbox_restricting_writes_is_refused() {
-    let (_server, mut client) = ready().await;
-    let dir = TestDir::new();
-    let path = dir.join("f");
-    std::fs::write(&path, b"keep").unwrap();
-    let sandbox = json!({
-        "permissions": {"type": "managed", "network": "restricted", "file_system": {
-            "type": "restricted", "entries": [
-                {"path": {"type": "special", "value": {"kind": "root"}}, "access": "read"},
-                {"path": {"type": "special", "value": {"kind": "project_roots"}}, "access": "write"}
-            ]}},
-        "windowsSandboxLevel": "disabled",
-        "cwd": file_uri(dir.path()),
-        "workspaceRoots": [file_uri(dir.path())]
-    });
-    // The same sandbox lets a read handle open in the server (reads are not restricted).
-    client
-        .request_ok(
-            "fs/open",
-            json!({"handleId": "r", "path": file_uri(&path), "sandbox": sandbox}),
-        )
-        .await;
-    assert_eq!(
-        client
-            .request_err(
-                "fs/open",
-                json!({"handleId": "w", "path": file_uri(&path), "mode": "replace", "sandbox": sandbox}),
-            )
-            .await,
-        (
-            INVALID_REQUEST,
-            "streaming file writes do not support platform sandboxing".to_string()
-        )
-    );
-    assert_eq!(std::fs::read(&path).unwrap(), b"keep", "not truncated");
-}
-
-#[tokio::test]
 async fn file_write_streaming_is_advertised() {
     let server = Server::start(&[]).await;
     let mut client = server.connect().await;
@@ -448,9 +410,4 @@ async fn file_write_streaming_is_advertised() {
         .await;
     let capabilities = &result["environmentInfo"]["capabilities"];
     assert_eq!(capabilities["fileWriteStreaming"], json!(true), "{result}");
-    assert_eq!(
-        capabilities["sandboxedFileStreaming"],
-        json!(false),
-        "{result}"
-    );
 }

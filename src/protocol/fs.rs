@@ -275,8 +275,9 @@ pub const MAX_READ_BLOCK_BYTES: u64 = 1 << 20;
 pub const MAX_WRITE_BLOCK_BYTES: usize = 1 << 20;
 
 /// One self-contained filesystem operation, tagged by method name: the request the `codex-fs`
-/// helper reads from stdin. The streaming methods (`fs/open`, `fs/readBlock`, `fs/close`) hold
-/// per-connection state and are not part of it.
+/// helper reads from stdin. Of the streaming methods only `fs/open` is, under a sandbox (the
+/// helper hands the descriptor back); `fs/readBlock`, `fs/writeBlock` and `fs/close` use the
+/// connection's handles.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "operation", content = "params")]
 pub enum FsRequest {
@@ -296,6 +297,9 @@ pub enum FsRequest {
     Copy(CopyParams),
     #[serde(rename = "fs/canonicalize")]
     Canonicalize(CanonicalizeParams),
+    /// Only to the helper: it opens the file and hands the descriptor back with its answer.
+    #[serde(rename = "fs/open")]
+    Open(OpenParams),
 }
 
 impl FsRequest {
@@ -310,6 +314,7 @@ impl FsRequest {
             Self::Remove(_) => method::FS_REMOVE,
             Self::Copy(_) => method::FS_COPY,
             Self::Canonicalize(_) => method::FS_CANONICALIZE,
+            Self::Open(_) => method::FS_OPEN,
         }
     }
 
@@ -321,7 +326,7 @@ impl FsRequest {
             Self::CreateDirectory(p) => p.follow_symlinks,
             Self::GetMetadata(p) => p.follow_symlinks,
             Self::Remove(p) => p.follow_symlinks,
-            Self::ReadDirectory(_) | Self::Copy(_) | Self::Canonicalize(_) => None,
+            Self::ReadDirectory(_) | Self::Copy(_) | Self::Canonicalize(_) | Self::Open(_) => None,
         };
         follow == Some(false)
     }
@@ -337,6 +342,7 @@ impl FsRequest {
             Self::Remove(p) => &p.path,
             Self::Copy(p) => &p.source_path,
             Self::Canonicalize(p) => &p.path,
+            Self::Open(p) => &p.path,
         }
     }
 
@@ -351,6 +357,7 @@ impl FsRequest {
             Self::Remove(p) => p.sandbox.as_ref(),
             Self::Copy(p) => p.sandbox.as_ref(),
             Self::Canonicalize(p) => p.sandbox.as_ref(),
+            Self::Open(p) => p.sandbox.as_ref(),
         }
     }
 
@@ -358,6 +365,7 @@ impl FsRequest {
     pub fn is_mutation(&self) -> bool {
         match self {
             Self::WriteFile(_) | Self::CreateDirectory(_) | Self::Remove(_) | Self::Copy(_) => true,
+            Self::Open(p) => p.mode == OpenMode::Replace,
             Self::ReadFile(_)
             | Self::GetMetadata(_)
             | Self::ReadDirectory(_)
@@ -387,6 +395,8 @@ pub enum FsResponse {
     Copy(CopyResult),
     #[serde(rename = "fs/canonicalize")]
     Canonicalize(CanonicalizeResult),
+    #[serde(rename = "fs/open")]
+    Open(OpenResult),
 }
 
 impl FsResponse {
@@ -401,6 +411,7 @@ impl FsResponse {
             Self::Remove(_) => method::FS_REMOVE,
             Self::Copy(_) => method::FS_COPY,
             Self::Canonicalize(_) => method::FS_CANONICALIZE,
+            Self::Open(_) => method::FS_OPEN,
         }
     }
 
@@ -415,6 +426,7 @@ impl FsResponse {
             Self::Remove(r) => serde_json::to_value(r),
             Self::Copy(r) => serde_json::to_value(r),
             Self::Canonicalize(r) => serde_json::to_value(r),
+            Self::Open(r) => serde_json::to_value(r),
         }
     }
 }

@@ -37,7 +37,7 @@ pub fn current() -> EnvironmentInfo {
             fs_watch_missing: false,
 
             file_write_streaming: true,
-            sandboxed_file_streaming: false,
+            sandboxed_file_streaming: true,
             ..Capabilities::default()
         },
     }

@@ -23,7 +23,6 @@ use crate::protocol::fs::{
     OpenMode, OpenParams, OpenResult, ReadBlockParams, ReadBlockResult, ReadDirectoryParams,
     ReadFileParams, RemoveParams, WriteBlockParams, WriteBlockResult, WriteFileParams,
 };
-use crate::protocol::sandbox::SandboxIntent;
 use crate::rpc::RpcError;
 
 /// Runs blocking filesystem work off the async threads.
@@ -54,21 +53,6 @@ async fn run(call: &Call, request: FsRequest) -> Result<Value, RpcError> {
             sandboxing::run_fs_helper(support, &helper, request).await
         }
     }
-}
-
-/// Whether `sandbox` restricts what an `fs/open` handle of `mode` does (reads, or writes for
-/// `replace`). Then `fs/open` cannot serve it: the descriptor would have to come back from the
-/// helper over SCM_RIGHTS, which is not built.
-fn streaming_restricted(
-    call: &Call,
-    sandbox: Option<&SandboxIntent>,
-    mode: OpenMode,
-) -> Result<bool, RpcError> {
-    let mutation = mode == OpenMode::Replace;
-    Ok(matches!(
-        sandboxing::fs_route(&call.state.sandbox, sandbox, mutation)?,
-        sandboxing::FsRoute::Helper(_)
-    ))
 }
 
 /// `fs/readFile`.
@@ -213,31 +197,30 @@ pub(super) async fn canonicalize(call: &Call, p: CanonicalizeParams) -> Result<V
 }
 
 /// `fs/open`: opens a file for `fs/readBlock` (or, `mode: "replace"`, `fs/writeBlock`) under a
-/// client-chosen id.
+/// client-chosen id. Under a sandbox that restricts this kind of access, the sandboxed helper
+/// opens it and hands the descriptor back (`sandboxedFileStreaming`).
 pub(super) async fn open(call: &Call, p: OpenParams) -> Result<OpenResult, RpcError> {
     if p.handle_id.len() > MAX_FILE_HANDLE_ID_BYTES {
         return Err(RpcError::invalid_request(format!(
             "file handle ID must not exceed {MAX_FILE_HANDLE_ID_BYTES} bytes"
         )));
     }
-    if streaming_restricted(call, p.sandbox.as_ref(), p.mode)? {
-        // The helper would have to pass the descriptor back (sandbox.md §5); not built yet.
-        return Err(RpcError::invalid_request(match p.mode {
-            OpenMode::Read => "streaming file reads do not support platform sandboxing",
-            OpenMode::Replace => "streaming file writes do not support platform sandboxing",
-        }));
-    }
+    let mutation = p.mode == OpenMode::Replace;
+    let support = &call.state.sandbox;
+    let route = sandboxing::fs_route(support, p.sandbox.as_ref(), mutation)?;
     let path = fs_ops::resolve_uri("path", &p.path)?;
     call.fs_handles.check_available(&p.handle_id)?;
-    let opened = path.clone();
-    let mode = p.mode;
-    let file = blocking(move || {
-        Ok(match mode {
-            OpenMode::Read => fs_ops::open_handle(&opened)?,
-            OpenMode::Replace => fs_ops::open_replace(&opened)?,
-        })
-    })
-    .await?;
+    let file = match route {
+        sandboxing::FsRoute::InProcess => {
+            let opened = path.clone();
+            let mode = p.mode;
+            blocking(move || Ok(fs_ops::open_for_handle(&opened, mode)?)).await?
+        }
+        // The helper opens it under the sandbox and hands the descriptor back.
+        sandboxing::FsRoute::Helper(helper) => {
+            sandboxing::open_in_fs_helper(support, &helper, FsRequest::Open(p.clone())).await?
+        }
+    };
     call.fs_handles
         .insert(&p.handle_id, OpenFile { file, path })?;
     Ok(OpenResult {
