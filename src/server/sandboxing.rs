@@ -430,6 +430,7 @@ pub(crate) async fn open_in_fs_helper(
     plan: &FsHelperPlan,
     request: FsRequest,
 ) -> Result<std::fs::File, RpcError> {
+    debug_assert_eq!(request.method(), crate::protocol::method::FS_OPEN);
     let (mut cmd, input) = fs_helper_command(support, plan, &request)?;
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()
         .map_err(|e| RpcError::internal(format!("failed to create a socket pair: {e}")))?;
@@ -439,6 +440,16 @@ pub(crate) async fn open_in_fs_helper(
         .map_err(|e| RpcError::internal(format!("failed to start the fs sandbox helper: {e}")))?;
     // Our copy of the helper's end goes, so the read below ends when the helper does.
     drop(cmd);
+    receive_opened_file(child, ours, input).await
+}
+
+/// Feeds the spawned helper `input` and takes the opened file it hands back on `ours` (the other
+/// end is its stdout, which the caller no longer holds).
+async fn receive_opened_file(
+    child: tokio::process::Child,
+    ours: std::os::unix::net::UnixStream,
+    input: Vec<u8>,
+) -> Result<std::fs::File, RpcError> {
     let reader =
         tokio::task::spawn_blocking(move || crate::sandbox::fd_handoff::recv_to_end_with_fd(&ours));
     let (finished, received) = tokio::join!(finish_fs_helper(child, input), reader);
@@ -446,9 +457,69 @@ pub(crate) async fn open_in_fs_helper(
     let (answer, fd) = received
         .map_err(|e| RpcError::internal(format!("fs sandbox helper task failed: {e}")))?
         .map_err(|e| RpcError::internal(format!("failed to read the fs sandbox helper: {e}")))?;
-    helper_result(request.method(), &answer)?;
+    helper_result(crate::protocol::method::FS_OPEN, &answer)?;
     let fd = fd.ok_or_else(|| {
         RpcError::internal("fs sandbox helper did not transfer its opened file descriptor")
     })?;
     Ok(std::fs::File::from(fd))
+}
+
+#[cfg(test)]
+mod open_tests {
+    use super::*;
+
+    /// `receive_opened_file` for a stand-in helper: `sh -c SCRIPT` with the socket as stdout.
+    async fn receive_from(script: &str) -> Result<std::fs::File, RpcError> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.args(["-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let child = cmd.spawn().unwrap();
+        drop(cmd);
+        receive_opened_file(child, ours, b"{}".to_vec()).await
+    }
+
+    #[tokio::test]
+    async fn a_helper_that_dies_before_the_handoff_is_an_internal_error() {
+        let err = receive_from("cat >/dev/null; printf '{\"status\":'; kill -9 $$")
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::Internal);
+        assert!(
+            err.message
+                .starts_with("fs sandbox helper failed with status signal: 9"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[tokio::test]
+    async fn an_ok_answer_without_a_descriptor_is_an_internal_error() {
+        let err = receive_from(
+            r#"cat >/dev/null; printf '{"status":"ok","payload":{"operation":"fs/open","response":{"handleId":"h"}}}'"#,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            (err.code, err.message.as_str()),
+            (
+                ErrorCode::Internal,
+                "fs sandbox helper did not transfer its opened file descriptor"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn the_helper_error_answer_is_passed_on() {
+        let err = receive_from(
+            r#"cat >/dev/null; printf '{"status":"error","payload":{"code":-32600,"message":"Permission denied (os error 13): /x"}}'"#,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidRequest);
+        assert_eq!(err.message, "Permission denied (os error 13): /x");
+    }
 }
