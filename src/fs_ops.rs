@@ -33,8 +33,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::path_uri::{self, PathUriError};
 use crate::protocol::fs::{
     CanonicalizeResult, CopyResult, CreateDirectoryResult, DirectoryEntry, FsHelperAnswer,
-    FsHelperError, FsRequest, FsResponse, GetMetadataResult, ReadDirectoryResult, ReadFileResult,
-    RemoveResult, WriteFileResult,
+    FsHelperError, FsRequest, FsResponse, GetMetadataResult, OpenMode, ReadDirectoryResult,
+    ReadFileResult, RemoveResult, WriteFileResult,
 };
 use crate::protocol::{ErrorCode, MAX_MESSAGE_BYTES};
 
@@ -154,6 +154,12 @@ pub enum FsOp {
     Canonicalize {
         path: PathBuf,
     },
+    /// `fs/open` in the helper, which hands the descriptor back ([`open_for_handle`]).
+    Open {
+        path: PathBuf,
+        mode: OpenMode,
+        handle_id: String,
+    },
 }
 
 /// A `file:` URI member as a native path, or the error naming the member.
@@ -161,10 +167,47 @@ pub fn resolve_uri(field: &'static str, uri: &str) -> Result<PathBuf, FsError> {
     path_uri::to_path(uri).map_err(|source| FsError::BadUri { field, source })
 }
 
+/// For `followSymlinks: false`: refuses a path the kernel would walk through a symbolic link,
+/// checked on the URI's path as written (before a `..` in it is resolved). A symlink as the last
+/// component is refused as input (-32600 `path contains a symbolic link`); one before it is
+/// ENOTDIR (-32603), as the reference answers. A missing component ends the check (the operation
+/// reports it). Checked just before the operation: a link swapped in meanwhile is not caught.
+pub fn check_no_symlinks(field: &'static str, uri: &str) -> Result<(), FsError> {
+    let raw =
+        path_uri::to_unresolved_path(uri).map_err(|source| FsError::BadUri { field, source })?;
+    let components: Vec<_> = raw.components().collect();
+    let mut prefix = PathBuf::new();
+    for (n, component) in components.iter().enumerate() {
+        prefix.push(component);
+        if !matches!(
+            component,
+            std::path::Component::Normal(_) | std::path::Component::ParentDir
+        ) {
+            continue;
+        }
+        match fs::symlink_metadata(&prefix) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(if n + 1 == components.len() {
+                    FsError::refused("path contains a symbolic link", &raw)
+                } else {
+                    FsError::io(io::Error::from_raw_os_error(libc::ENOTDIR), &raw)
+                });
+            }
+            Ok(_) => {}
+            Err(_) => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
 impl FsOp {
     /// Resolves a wire request: URIs become paths (-32602 naming the member), base64 becomes
-    /// bytes (-32600). Touches the file system only to resolve a `..` in a URI.
+    /// bytes (-32600). Touches the file system only to resolve a `..` in a URI, and to look for
+    /// symlinks under `followSymlinks: false` ([`check_no_symlinks`]).
     pub fn from_request(request: FsRequest) -> Result<FsOp, FsError> {
+        if request.no_follow() {
+            check_no_symlinks("path", request.path())?;
+        }
         Ok(match request {
             FsRequest::ReadFile(p) => FsOp::ReadFile {
                 path: resolve_uri("path", &p.path)?,
@@ -200,6 +243,11 @@ impl FsOp {
             },
             FsRequest::Canonicalize(p) => FsOp::Canonicalize {
                 path: resolve_uri("path", &p.path)?,
+            },
+            FsRequest::Open(p) => FsOp::Open {
+                path: resolve_uri("path", &p.path)?,
+                mode: p.mode,
+                handle_id: p.handle_id,
             },
         })
     }
@@ -242,6 +290,12 @@ pub fn execute(op: FsOp) -> Result<FsResponse, FsError> {
         FsOp::Canonicalize { path } => FsResponse::Canonicalize(CanonicalizeResult {
             path: path_uri::from_path(&canonicalize(&path)?),
         }),
+        FsOp::Open { path, .. } => {
+            return Err(FsError::refused(
+                "opening a file requires descriptor handoff",
+                &path,
+            ));
+        }
     })
 }
 
@@ -297,6 +351,37 @@ pub fn open_handle(path: &Path) -> Result<File, FsError> {
         }
         other => other,
     })
+}
+
+/// Opens `path` for `fs/open` with `mode: "replace"`: write-only, created or truncated in place
+/// (the same inode, so hard links, mode and ACLs are kept). The parent must exist (else
+/// NotFound); a directory is EISDIR (-32603, as the reference answers). Without blocking: a FIFO
+/// with no reader fails (ENXIO); one with a reader, or a socket, is refused.
+pub fn open_replace(path: &Path) -> Result<File, FsError> {
+    let file = create_for_write(path)?;
+    let file_type = file
+        .metadata()
+        .map_err(|e| FsError::io(e, path))?
+        .file_type();
+    if file_type.is_fifo() || file_type.is_socket() {
+        return Err(FsError::refused("not a regular file", path));
+    }
+    Ok(file)
+}
+
+/// Writes all of `data` at `offset` (a gap past the end reads as zeros). `path` only names the
+/// file in errors.
+pub fn write_block(file: &File, path: &Path, offset: u64, data: &[u8]) -> Result<(), FsError> {
+    file.write_all_at(data, offset)
+        .map_err(|e| FsError::io(e, path))
+}
+
+/// Opens `path` for an `fs/open` handle of `mode`.
+pub fn open_for_handle(path: &Path, mode: OpenMode) -> Result<File, FsError> {
+    match mode {
+        OpenMode::Read => open_handle(path),
+        OpenMode::Replace => open_replace(path),
+    }
 }
 
 /// Reads up to `len` bytes at `offset`; `eof` is true only when fewer than `len` were read.

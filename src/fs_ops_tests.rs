@@ -91,6 +91,7 @@ fn refusals_and_bad_base64_map_to_invalid_request_and_bad_uri_to_invalid_params(
     assert_eq!(refused.path(), Some(Path::new("/p")));
 
     let bad_base64 = FsOp::from_request(FsRequest::WriteFile(WriteFileParams {
+        follow_symlinks: None,
         path: "file:///tmp/x".into(),
         data_base64: "not base64!".into(),
         sandbox: None,
@@ -100,6 +101,7 @@ fn refusals_and_bad_base64_map_to_invalid_request_and_bad_uri_to_invalid_params(
     assert!(bad_base64.to_string().starts_with("invalid dataBase64: "));
 
     let bad_uri = FsOp::from_request(FsRequest::WriteFile(WriteFileParams {
+        follow_symlinks: None,
         path: "/tmp/x".into(),
         data_base64: String::new(),
         sandbox: None,

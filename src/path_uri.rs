@@ -39,9 +39,9 @@ const PATH_ESCAPES: &AsciiSet = &CONTROLS
     .add(b'{')
     .add(b'}');
 
-/// Parses `file:///abs/path` (or `file://localhost/abs/path`) into a native absolute path.
-/// `..` components are resolved against the existing file system, or refused.
-pub fn to_path(uri: &str) -> Result<PathBuf, PathUriError> {
+/// Parses `file:///abs/path` (or `file://localhost/abs/path`) into a native absolute path, with
+/// any `..` left as it is (see [`to_path`]).
+pub fn to_unresolved_path(uri: &str) -> Result<PathBuf, PathUriError> {
     let Some(rest) = uri.strip_prefix("file:") else {
         return Err(PathUriError::NotFileScheme(uri.to_string()));
     };
@@ -69,7 +69,13 @@ pub fn to_path(uri: &str) -> Result<PathBuf, PathUriError> {
     if bytes.len() >= 3 && bytes[0] == b'/' && bytes[1].is_ascii_alphabetic() && bytes[2] == b':' {
         return Err(PathUriError::ForeignShape(uri.to_string()));
     }
-    let path = PathBuf::from(OsString::from_vec(bytes));
+    Ok(PathBuf::from(OsString::from_vec(bytes)))
+}
+
+/// A `file:` URI as a native absolute path; a `..` in it is resolved against the real file
+/// system (the path must then exist).
+pub fn to_path(uri: &str) -> Result<PathBuf, PathUriError> {
+    let path = to_unresolved_path(uri)?;
     if path.components().any(|c| c == Component::ParentDir) {
         return std::fs::canonicalize(&path).map_err(|_| PathUriError::UnresolvedParent {
             uri: uri.to_string(),

@@ -13,9 +13,9 @@ use super::session::ExecServerClient;
 use crate::path_uri;
 use crate::protocol::fs::{
     CloseParams, CloseResult, CreateDirectoryParams, CreateDirectoryResult, DirectoryEntry,
-    GetMetadataParams, GetMetadataResult, OpenParams, OpenResult, ReadBlockParams, ReadBlockResult,
-    ReadDirectoryParams, ReadDirectoryResult, ReadFileParams, ReadFileResult, RemoveParams,
-    RemoveResult, WriteFileParams, WriteFileResult,
+    GetMetadataParams, GetMetadataResult, OpenMode, OpenParams, OpenResult, ReadBlockParams,
+    ReadBlockResult, ReadDirectoryParams, ReadDirectoryResult, ReadFileParams, ReadFileResult,
+    RemoveParams, RemoveResult, WriteFileParams, WriteFileResult,
 };
 use crate::protocol::method;
 
@@ -47,6 +47,7 @@ impl ExecServerClient {
     pub async fn read_file(&self, path: &Path) -> Result<Vec<u8>, ClientError> {
         let params = ReadFileParams {
             path: path_uri::from_path(path),
+            follow_symlinks: None,
             sandbox: None,
         };
         let result: ReadFileResult = self.call(method::FS_READ_FILE, &params).await?;
@@ -58,6 +59,7 @@ impl ExecServerClient {
         let params = WriteFileParams {
             path: path_uri::from_path(path),
             data_base64: base64::engine::general_purpose::STANDARD.encode(data),
+            follow_symlinks: None,
             sandbox: None,
         };
         let _: WriteFileResult = self.call(method::FS_WRITE_FILE, &params).await?;
@@ -68,6 +70,7 @@ impl ExecServerClient {
     pub async fn metadata(&self, path: &Path) -> Result<GetMetadataResult, ClientError> {
         let params = GetMetadataParams {
             path: path_uri::from_path(path),
+            follow_symlinks: None,
             sandbox: None,
         };
         self.call(method::FS_GET_METADATA, &params).await
@@ -88,6 +91,7 @@ impl ExecServerClient {
         let params = CreateDirectoryParams {
             path: path_uri::from_path(path),
             recursive,
+            follow_symlinks: None,
             sandbox: None,
         };
         let _: CreateDirectoryResult = self.call(method::FS_CREATE_DIRECTORY, &params).await?;
@@ -105,6 +109,7 @@ impl ExecServerClient {
             path: path_uri::from_path(path),
             recursive,
             force,
+            follow_symlinks: None,
             sandbox: None,
         };
         let _: RemoveResult = self.call(method::FS_REMOVE, &params).await?;
@@ -117,6 +122,7 @@ impl ExecServerClient {
         let params = OpenParams {
             handle_id: handle_id.clone(),
             path: path_uri::from_path(path),
+            mode: OpenMode::Read,
             sandbox: None,
         };
         let _: OpenResult = self.call(method::FS_OPEN, &params).await?;

@@ -24,6 +24,9 @@ fn default_true() -> bool {
 #[serde(rename_all = "camelCase")]
 pub struct ReadFileParams {
     pub path: String,
+    /// `false`: refuse a path with a symbolic link in any component (omitted: follow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_symlinks: Option<bool>,
     #[serde(default)]
     pub sandbox: Option<SandboxIntent>,
 }
@@ -43,6 +46,9 @@ pub struct WriteFileParams {
     pub path: String,
     /// Base64 of the new contents.
     pub data_base64: String,
+    /// `false`: refuse a path with a symbolic link in any component (omitted: follow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_symlinks: Option<bool>,
     #[serde(default)]
     pub sandbox: Option<SandboxIntent>,
 }
@@ -59,6 +65,9 @@ pub struct CreateDirectoryParams {
     /// Create missing parents too, and accept an existing directory (default true).
     #[serde(default = "default_true")]
     pub recursive: bool,
+    /// `false`: refuse a path with a symbolic link in any component (omitted: follow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_symlinks: Option<bool>,
     #[serde(default)]
     pub sandbox: Option<SandboxIntent>,
 }
@@ -72,6 +81,9 @@ pub struct CreateDirectoryResult {}
 #[serde(rename_all = "camelCase")]
 pub struct GetMetadataParams {
     pub path: String,
+    /// `false`: refuse a path with a symbolic link in any component (omitted: follow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_symlinks: Option<bool>,
     #[serde(default)]
     pub sandbox: Option<SandboxIntent>,
 }
@@ -125,6 +137,9 @@ pub struct RemoveParams {
     /// A missing path is not an error (default true).
     #[serde(default = "default_true")]
     pub force: bool,
+    /// `false`: refuse a path with a symbolic link in any component (omitted: follow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_symlinks: Option<bool>,
     #[serde(default)]
     pub sandbox: Option<SandboxIntent>,
 }
@@ -166,15 +181,31 @@ pub struct CanonicalizeResult {
     pub path: String,
 }
 
-/// `fs/open` params: opens `path` for reading under the client-chosen `handleId`.
+/// `fs/open` params: opens `path` under the client-chosen `handleId`, for `fs/readBlock` or
+/// (`mode: "replace"`) `fs/writeBlock`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct OpenParams {
     /// At most [`MAX_FILE_HANDLE_ID_BYTES`] bytes, unique among the connection's open handles.
     pub handle_id: String,
     pub path: String,
+    /// `read` when omitted.
+    #[serde(default)]
+    pub mode: OpenMode,
     #[serde(default)]
     pub sandbox: Option<SandboxIntent>,
+}
+
+/// What an `fs/open` handle is for.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OpenMode {
+    /// Read-only, for `fs/readBlock`.
+    #[default]
+    Read,
+    /// Write-only, for `fs/writeBlock`: the file is created or truncated in place (hard links,
+    /// mode and ACLs are kept); its parent must exist.
+    Replace,
 }
 
 /// `fs/open` result.
@@ -206,6 +237,21 @@ pub struct ReadBlockResult {
     pub eof: bool,
 }
 
+/// `fs/writeBlock` params: writes `chunk` at `offset` of a `replace` handle (a gap before it
+/// reads as zeros).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WriteBlockParams {
+    pub handle_id: String,
+    pub offset: u64,
+    /// Base64 of 1 to [`MAX_WRITE_BLOCK_BYTES`] bytes.
+    pub chunk: String,
+}
+
+/// `fs/writeBlock` result: `{}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WriteBlockResult {}
+
 /// `fs/close` params. Closing an unknown handle succeeds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -225,10 +271,13 @@ pub const MAX_FILE_HANDLE_ID_BYTES: usize = 32;
 pub const MAX_FILE_HANDLES_PER_CONNECTION: usize = 128;
 /// Largest `len` of one `fs/readBlock`.
 pub const MAX_READ_BLOCK_BYTES: u64 = 1 << 20;
+/// Largest decoded `chunk` of one `fs/writeBlock`.
+pub const MAX_WRITE_BLOCK_BYTES: usize = 1 << 20;
 
 /// One self-contained filesystem operation, tagged by method name: the request the `codex-fs`
-/// helper reads from stdin. The streaming methods (`fs/open`, `fs/readBlock`, `fs/close`) hold
-/// per-connection state and are not part of it.
+/// helper reads from stdin. Of the streaming methods only `fs/open` is, under a sandbox (the
+/// helper hands the descriptor back); `fs/readBlock`, `fs/writeBlock` and `fs/close` use the
+/// connection's handles.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "operation", content = "params")]
 pub enum FsRequest {
@@ -248,6 +297,9 @@ pub enum FsRequest {
     Copy(CopyParams),
     #[serde(rename = "fs/canonicalize")]
     Canonicalize(CanonicalizeParams),
+    /// Only to the helper: it opens the file and hands the descriptor back with its answer.
+    #[serde(rename = "fs/open")]
+    Open(OpenParams),
 }
 
 impl FsRequest {
@@ -262,6 +314,35 @@ impl FsRequest {
             Self::Remove(_) => method::FS_REMOVE,
             Self::Copy(_) => method::FS_COPY,
             Self::Canonicalize(_) => method::FS_CANONICALIZE,
+            Self::Open(_) => method::FS_OPEN,
+        }
+    }
+
+    /// `followSymlinks: false` of the methods that take it: the path may hold no symlink.
+    pub fn no_follow(&self) -> bool {
+        let follow = match self {
+            Self::ReadFile(p) => p.follow_symlinks,
+            Self::WriteFile(p) => p.follow_symlinks,
+            Self::CreateDirectory(p) => p.follow_symlinks,
+            Self::GetMetadata(p) => p.follow_symlinks,
+            Self::Remove(p) => p.follow_symlinks,
+            Self::ReadDirectory(_) | Self::Copy(_) | Self::Canonicalize(_) | Self::Open(_) => None,
+        };
+        follow == Some(false)
+    }
+
+    /// The `path` member (`sourcePath` for `fs/copy`).
+    pub fn path(&self) -> &str {
+        match self {
+            Self::ReadFile(p) => &p.path,
+            Self::WriteFile(p) => &p.path,
+            Self::CreateDirectory(p) => &p.path,
+            Self::GetMetadata(p) => &p.path,
+            Self::ReadDirectory(p) => &p.path,
+            Self::Remove(p) => &p.path,
+            Self::Copy(p) => &p.source_path,
+            Self::Canonicalize(p) => &p.path,
+            Self::Open(p) => &p.path,
         }
     }
 
@@ -276,6 +357,7 @@ impl FsRequest {
             Self::Remove(p) => p.sandbox.as_ref(),
             Self::Copy(p) => p.sandbox.as_ref(),
             Self::Canonicalize(p) => p.sandbox.as_ref(),
+            Self::Open(p) => p.sandbox.as_ref(),
         }
     }
 
@@ -283,6 +365,7 @@ impl FsRequest {
     pub fn is_mutation(&self) -> bool {
         match self {
             Self::WriteFile(_) | Self::CreateDirectory(_) | Self::Remove(_) | Self::Copy(_) => true,
+            Self::Open(p) => p.mode == OpenMode::Replace,
             Self::ReadFile(_)
             | Self::GetMetadata(_)
             | Self::ReadDirectory(_)
@@ -312,6 +395,8 @@ pub enum FsResponse {
     Copy(CopyResult),
     #[serde(rename = "fs/canonicalize")]
     Canonicalize(CanonicalizeResult),
+    #[serde(rename = "fs/open")]
+    Open(OpenResult),
 }
 
 impl FsResponse {
@@ -326,6 +411,7 @@ impl FsResponse {
             Self::Remove(_) => method::FS_REMOVE,
             Self::Copy(_) => method::FS_COPY,
             Self::Canonicalize(_) => method::FS_CANONICALIZE,
+            Self::Open(_) => method::FS_OPEN,
         }
     }
 
@@ -340,6 +426,7 @@ impl FsResponse {
             Self::Remove(r) => serde_json::to_value(r),
             Self::Copy(r) => serde_json::to_value(r),
             Self::Canonicalize(r) => serde_json::to_value(r),
+            Self::Open(r) => serde_json::to_value(r),
         }
     }
 }
@@ -379,6 +466,7 @@ mod tests {
             FsRequest::WriteFile(WriteFileParams {
                 path: "file:///tmp/x".into(),
                 data_base64: "aGk=".into(),
+                follow_symlinks: None,
                 sandbox: None,
             })
         );
@@ -447,6 +535,27 @@ mod tests {
         let p: ReadFileParams =
             serde_json::from_value(json!({"path": "file:///x", "futureField": 1})).unwrap();
         assert_eq!(p.path, "file:///x");
+    }
+
+    #[test]
+    fn open_mode_defaults_to_read_and_names_its_variants() {
+        let p: OpenParams =
+            serde_json::from_value(json!({"handleId": "h", "path": "file:///x"})).unwrap();
+        assert_eq!(p.mode, OpenMode::Read);
+        let p: OpenParams = serde_json::from_value(
+            json!({"handleId": "h", "path": "file:///x", "mode": "replace"}),
+        )
+        .unwrap();
+        assert_eq!(p.mode, OpenMode::Replace);
+        let err = serde_json::from_value::<OpenParams>(
+            json!({"handleId": "h", "path": "file:///x", "mode": "bogus"}),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("unknown variant `bogus`, expected `read` or `replace`"),
+            "{err}"
+        );
     }
 
     #[test]

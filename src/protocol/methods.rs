@@ -206,6 +206,10 @@ methods! {
     /// The executor's own config layers, projected by key path.
     EnvironmentConfigRead, ENVIRONMENT_CONFIG_READ = "environmentConfig/read", EnvironmentConfig,
         Request, Resend: "reads only";
+    // Issue 11, streamed writes (`fileWriteStreaming`).
+    /// Writes a block of a file opened with `mode: "replace"`.
+    FsWriteBlock, FS_WRITE_BLOCK = "fs/writeBlock", Filesystem, Request,
+        Fail: "file handles belong to the dropped connection";
 }
 
 impl Method {

@@ -7,6 +7,7 @@
 //! so a symlink cannot smuggle a write into a carve-out under another name.
 
 use std::io::Read;
+use std::os::fd::AsFd as _;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::policy::PROTECTED_NAMES;
 use crate::fs_ops::{self, FsError, FsOp};
-use crate::protocol::fs::FsRequest;
+use crate::protocol::fs::{FsHelperAnswer, FsRequest, FsResponse, OpenMode, OpenResult};
 
 /// What the helper must protect, sent by the server as `--guard JSON`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -231,6 +232,27 @@ impl Guard {
                 self.check_read(&path)?;
                 FsOp::Canonicalize { path }
             }
+            FsOp::Open {
+                path,
+                mode: OpenMode::Read,
+                handle_id,
+            } => {
+                self.check_read(&path)?;
+                FsOp::Open {
+                    path,
+                    mode: OpenMode::Read,
+                    handle_id,
+                }
+            }
+            FsOp::Open {
+                path,
+                mode: OpenMode::Replace,
+                handle_id,
+            } => FsOp::Open {
+                path: self.check_target_following(&path)?,
+                mode: OpenMode::Replace,
+                handle_id,
+            },
         })
     }
 }
@@ -265,9 +287,28 @@ fn run() -> Result<(), String> {
         .map_err(|e| format!("cannot read the request: {e}"))?;
     let request: FsRequest =
         serde_json::from_str(&input).map_err(|e| format!("invalid request: {e}"))?;
-    let outcome = FsOp::from_request(request)
-        .and_then(|op| guard.check(op))
-        .and_then(fs_ops::execute);
+    let outcome = match FsOp::from_request(request).and_then(|op| guard.check(op)) {
+        Ok(FsOp::Open {
+            path,
+            mode,
+            handle_id,
+        }) => match fs_ops::open_for_handle(&path, mode) {
+            // The answer goes with the descriptor over stdout, a Unix socket (fd_handoff.rs).
+            Ok(file) => {
+                let answer = FsHelperAnswer::Ok(FsResponse::Open(OpenResult { handle_id }));
+                let line = serde_json::to_string(&answer)
+                    .map_err(|e| format!("cannot encode the answer: {e}"))?;
+                return super::fd_handoff::send_with_fd(
+                    std::io::stdout().as_fd(),
+                    line.as_bytes(),
+                    file.as_fd(),
+                )
+                .map_err(|e| format!("cannot hand the descriptor back: {e}"));
+            }
+            Err(err) => Err(err),
+        },
+        op => op.and_then(fs_ops::execute),
+    };
     let answer = fs_ops::helper_answer(outcome);
     let line =
         serde_json::to_string(&answer).map_err(|e| format!("cannot encode the answer: {e}"))?;

@@ -9,6 +9,7 @@
 
 pub mod alias;
 pub mod denial;
+pub mod fd_handoff;
 pub mod fs_helper;
 pub mod plan;
 pub mod policy;

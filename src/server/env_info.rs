@@ -49,8 +49,8 @@ pub fn current() -> EnvironmentInfo {
 
             fs_watch_missing: false,
 
-            file_write_streaming: false,
-            sandboxed_file_streaming: false,
+            file_write_streaming: true,
+            sandboxed_file_streaming: true,
             ..Capabilities::default()
         },
     }

@@ -19,11 +19,10 @@ use crate::fs_ops;
 use crate::protocol::ErrorCode;
 use crate::protocol::fs::{
     CanonicalizeParams, CloseParams, CopyParams, CreateDirectoryParams, FsRequest,
-    GetMetadataParams, MAX_FILE_HANDLE_ID_BYTES, MAX_READ_BLOCK_BYTES, OpenParams, OpenResult,
-    ReadBlockParams, ReadBlockResult, ReadDirectoryParams, ReadFileParams, RemoveParams,
-    WriteFileParams,
+    GetMetadataParams, MAX_FILE_HANDLE_ID_BYTES, MAX_READ_BLOCK_BYTES, MAX_WRITE_BLOCK_BYTES,
+    OpenMode, OpenParams, OpenResult, ReadBlockParams, ReadBlockResult, ReadDirectoryParams,
+    ReadFileParams, RemoveParams, WriteBlockParams, WriteBlockResult, WriteFileParams,
 };
-use crate::protocol::sandbox::SandboxIntent;
 use crate::rpc::RpcError;
 
 /// Runs blocking filesystem work off the async threads.
@@ -56,15 +55,6 @@ async fn run(call: &Call, request: FsRequest) -> Result<Value, RpcError> {
     }
 }
 
-/// Whether `sandbox` restricts reads (then `fs/open` cannot serve it: the descriptor would have
-/// to come back from the helper over SCM_RIGHTS, which is not built).
-fn reads_restricted(call: &Call, sandbox: Option<&SandboxIntent>) -> Result<bool, RpcError> {
-    Ok(matches!(
-        sandboxing::fs_route(&call.state.sandbox, sandbox, false)?,
-        sandboxing::FsRoute::Helper(_)
-    ))
-}
-
 /// `fs/readFile`.
 ///
 /// In-process, the answer is encoded straight from the bytes: a 64 MiB file is 89 MB of base64,
@@ -79,6 +69,9 @@ pub(super) async fn read_file(call: &Call, p: ReadFileParams) -> Result<Answer, 
     match sandboxing::fs_route(support, p.sandbox.as_ref(), false)? {
         sandboxing::FsRoute::InProcess => {
             let (path, file, size) = blocking(move || {
+                if p.follow_symlinks == Some(false) {
+                    fs_ops::check_no_symlinks("path", &p.path)?;
+                }
                 let path = fs_ops::resolve_uri("path", &p.path)?;
                 let file = fs_ops::open_for_read(&path)?;
                 let meta = file.metadata().map_err(|e| fs_ops::FsError::io(e, &path))?;
@@ -203,23 +196,31 @@ pub(super) async fn canonicalize(call: &Call, p: CanonicalizeParams) -> Result<V
     run(call, FsRequest::Canonicalize(p)).await
 }
 
-/// `fs/open`: opens a file for `fs/readBlock` under a client-chosen id.
+/// `fs/open`: opens a file for `fs/readBlock` (or, `mode: "replace"`, `fs/writeBlock`) under a
+/// client-chosen id. Under a sandbox that restricts this kind of access, the sandboxed helper
+/// opens it and hands the descriptor back (`sandboxedFileStreaming`).
 pub(super) async fn open(call: &Call, p: OpenParams) -> Result<OpenResult, RpcError> {
     if p.handle_id.len() > MAX_FILE_HANDLE_ID_BYTES {
         return Err(RpcError::invalid_request(format!(
             "file handle ID must not exceed {MAX_FILE_HANDLE_ID_BYTES} bytes"
         )));
     }
-    if reads_restricted(call, p.sandbox.as_ref())? {
-        // The helper would have to pass the descriptor back (sandbox.md §5); not built yet.
-        return Err(RpcError::invalid_request(
-            "streaming file reads do not support platform sandboxing",
-        ));
-    }
+    let mutation = p.mode == OpenMode::Replace;
+    let support = &call.state.sandbox;
+    let route = sandboxing::fs_route(support, p.sandbox.as_ref(), mutation)?;
     let path = fs_ops::resolve_uri("path", &p.path)?;
     call.fs_handles.check_available(&p.handle_id)?;
-    let opened = path.clone();
-    let file = blocking(move || Ok(fs_ops::open_handle(&opened)?)).await?;
+    let file = match route {
+        sandboxing::FsRoute::InProcess => {
+            let opened = path.clone();
+            let mode = p.mode;
+            blocking(move || Ok(fs_ops::open_for_handle(&opened, mode)?)).await?
+        }
+        // The helper opens it under the sandbox and hands the descriptor back.
+        sandboxing::FsRoute::Helper(helper) => {
+            sandboxing::open_in_fs_helper(support, &helper, FsRequest::Open(p.clone())).await?
+        }
+    };
     call.fs_handles
         .insert(&p.handle_id, OpenFile { file, path })?;
     Ok(OpenResult {
@@ -238,10 +239,7 @@ pub(super) async fn read_block(
         )));
     }
     let Some(handle) = call.fs_handles.get(&p.handle_id) else {
-        return Err(RpcError::new(
-            ErrorCode::NotFound,
-            format!("unknown file handle `{}`", p.handle_id),
-        ));
+        return Err(unknown_handle(&p.handle_id));
     };
     let reading = handle.clone();
     let len = p.len as usize;
@@ -265,6 +263,59 @@ pub(super) async fn read_block(
             Err(err.into())
         }
     }
+}
+
+/// Base64 of [`MAX_WRITE_BLOCK_BYTES`] bytes, with padding: a longer `chunk` is refused before
+/// it is decoded.
+const MAX_WRITE_BLOCK_BASE64: usize = MAX_WRITE_BLOCK_BYTES.div_ceil(3) * 4;
+
+/// `fs/writeBlock`: writes `chunk` at `offset` of a `replace` handle. The block's length, then
+/// its range, then the handle are checked; a write on a read handle fails with EBADF (-32603).
+/// A failed write leaves the handle open.
+pub(super) async fn write_block(
+    call: &Call,
+    p: WriteBlockParams,
+) -> Result<WriteBlockResult, RpcError> {
+    let length_error = || {
+        RpcError::invalid_request(format!(
+            "file write block length must be between 1 and {MAX_WRITE_BLOCK_BYTES}"
+        ))
+    };
+    if p.chunk.is_empty() || p.chunk.len() > MAX_WRITE_BLOCK_BASE64 {
+        return Err(length_error());
+    }
+    let data = crate::b64::decode(p.chunk.as_bytes())
+        .map_err(|e| RpcError::invalid_request(format!("invalid chunk: {e}")))?;
+    if !(1..=MAX_WRITE_BLOCK_BYTES).contains(&data.len()) {
+        return Err(length_error());
+    }
+    let fits = p
+        .offset
+        .checked_add(data.len() as u64)
+        .is_some_and(|end| end <= i64::MAX as u64);
+    if !fits {
+        return Err(RpcError::invalid_request(
+            "file write range exceeds the signed 64-bit file offset limit",
+        ));
+    }
+    let Some(handle) = call.fs_handles.get(&p.handle_id) else {
+        return Err(unknown_handle(&p.handle_id));
+    };
+    blocking(move || {
+        Ok(fs_ops::write_block(
+            &handle.file,
+            &handle.path,
+            p.offset,
+            &data,
+        )?)
+    })
+    .await?;
+    Ok(WriteBlockResult {})
+}
+
+/// The error for a handle id this connection does not hold.
+fn unknown_handle(id: &str) -> RpcError {
+    RpcError::new(ErrorCode::NotFound, format!("unknown file handle `{id}`"))
 }
 
 /// `fs/close`: an unknown handle is fine.

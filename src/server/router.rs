@@ -42,6 +42,7 @@ pub(super) async fn route(call: Call, method: Method, params: Value) -> Result<A
         Method::EnvironmentConfigRead => {
             to_value(&environment::config_read(call, decode_params(params)?).await?)
         }
+        Method::FsWriteBlock => to_value(&fs::write_block(call, decode_params(params)?).await?),
         Method::Initialize
         | Method::Initialized
         | Method::ProcessOutput

@@ -66,7 +66,7 @@ async fn every_client_request_of_the_table_is_routed_to_a_handler() {
             );
         }
     }
-    assert_eq!(routed_count, 19, "every environment, exec and fs request");
+    assert_eq!(routed_count, 20, "every environment, exec and fs request");
 }
 
 #[tokio::test]

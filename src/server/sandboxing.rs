@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 use super::config::ServerConfig;
 use super::process::spawn::SpawnSpec;
 use crate::protocol::ErrorCode;
-use crate::protocol::fs::{FsHelperAnswer, FsRequest};
+use crate::protocol::fs::{FsHelperAnswer, FsRequest, FsResponse};
 use crate::protocol::process::SandboxType;
 use crate::protocol::sandbox::{Access, SandboxIntent};
 use crate::rpc::RpcError;
@@ -317,24 +317,19 @@ fn fs_unenforceable(reason: &str) -> RpcError {
     ))
 }
 
-/// Runs `request` in the helper and turns its answer into the call's result.
-pub(crate) async fn run_fs_helper(
+/// The `codex-fs` helper under `codex-linux-sandbox` for `request`, and its stdin line; stdout is
+/// the caller's to set.
+fn fs_helper_command(
     support: &SandboxSupport,
     plan: &FsHelperPlan,
-    request: FsRequest,
-) -> Result<serde_json::Value, RpcError> {
+    request: &FsRequest,
+) -> Result<(tokio::process::Command, Vec<u8>), RpcError> {
     let alias = support.alias.as_ref().map_err(|e| fs_unenforceable(e))?;
-    let codec = |e: serde_json::Error| {
-        RpcError::internal(format!(
-            "failed to encode or decode fs sandbox helper message: {e}"
-        ))
-    };
-    let expected = request.method();
-    let mut message = serde_json::to_value(&request).map_err(codec)?;
+    let mut message = serde_json::to_value(request).map_err(helper_codec)?;
     message["params"]["sandbox"] = serde_json::Value::Null;
-    let input = serde_json::to_vec(&message).map_err(codec)?;
-    let profile = serde_json::to_string(&plan.policy).map_err(codec)?;
-    let guard = serde_json::to_string(&plan.guard).map_err(codec)?;
+    let input = serde_json::to_vec(&message).map_err(helper_codec)?;
+    let profile = serde_json::to_string(&plan.policy).map_err(helper_codec)?;
+    let guard = serde_json::to_string(&plan.guard).map_err(helper_codec)?;
 
     let mut cmd = tokio::process::Command::new(alias.linux_sandbox());
     cmd.arg("--sandbox-policy-cwd").arg(&plan.cwd).args([
@@ -353,15 +348,25 @@ pub(crate) async fn run_fs_helper(
         .env_clear()
         .envs(plan.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| RpcError::internal(format!("failed to start the fs sandbox helper: {e}")))?;
+    Ok((cmd, input))
+}
+
+fn helper_codec(e: serde_json::Error) -> RpcError {
+    RpcError::internal(format!(
+        "failed to encode or decode fs sandbox helper message: {e}"
+    ))
+}
+
+/// Runs the spawned helper to its end: writes `input` to its stdin (the helper reads all of it
+/// before it writes; a helper that died early shows in its status, so a failed write is not an
+/// error of its own) and refuses a failed exit. Returns its stdout if piped.
+async fn finish_fs_helper(
+    mut child: tokio::process::Child,
+    input: Vec<u8>,
+) -> Result<Vec<u8>, RpcError> {
     let mut stdin = child.stdin.take().expect("stdin is piped");
-    // The helper reads all of stdin before it writes; a helper that died early shows in its
-    // status below, so a failed write is not an error of its own.
     let writer = async move {
         let _ = stdin.write_all(&input).await;
         drop(stdin);
@@ -376,7 +381,12 @@ pub(crate) async fn run_fs_helper(
             String::from_utf8_lossy(&output.stderr).trim()
         )));
     }
-    let answer: FsHelperAnswer = serde_json::from_slice(&output.stdout).map_err(codec)?;
+    Ok(output.stdout)
+}
+
+/// The helper's answer for `expected`: its result, or its error as a JSON-RPC error.
+fn helper_result(expected: &str, stdout: &[u8]) -> Result<FsResponse, RpcError> {
+    let answer: FsHelperAnswer = serde_json::from_slice(stdout).map_err(helper_codec)?;
     match answer {
         FsHelperAnswer::Ok(response) => {
             if response.method() != expected {
@@ -385,11 +395,131 @@ pub(crate) async fn run_fs_helper(
                     response.method()
                 )));
             }
-            response.into_result().map_err(codec)
+            Ok(response)
         }
         FsHelperAnswer::Error(e) => Err(RpcError::new(
             ErrorCode::from_code(e.code).unwrap_or(ErrorCode::Internal),
             e.message,
         )),
+    }
+}
+
+/// Runs one self-contained fs call in the sandboxed helper: the request on stdin, the answer
+/// line on stdout.
+pub(crate) async fn run_fs_helper(
+    support: &SandboxSupport,
+    plan: &FsHelperPlan,
+    request: FsRequest,
+) -> Result<serde_json::Value, RpcError> {
+    let (mut cmd, input) = fs_helper_command(support, plan, &request)?;
+    cmd.stdout(Stdio::piped());
+    let child = cmd
+        .spawn()
+        .map_err(|e| RpcError::internal(format!("failed to start the fs sandbox helper: {e}")))?;
+    let stdout = finish_fs_helper(child, input).await?;
+    helper_result(request.method(), &stdout)?
+        .into_result()
+        .map_err(helper_codec)
+}
+
+/// `fs/open` under a sandbox (`sandboxedFileStreaming`): the helper opens the file, within its
+/// sandbox and guard, and hands the descriptor back over its stdout, a Unix socket
+/// (`sandbox::fd_handoff`). The server never opens the path itself.
+pub(crate) async fn open_in_fs_helper(
+    support: &SandboxSupport,
+    plan: &FsHelperPlan,
+    request: FsRequest,
+) -> Result<std::fs::File, RpcError> {
+    debug_assert_eq!(request.method(), crate::protocol::method::FS_OPEN);
+    let (mut cmd, input) = fs_helper_command(support, plan, &request)?;
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+        .map_err(|e| RpcError::internal(format!("failed to create a socket pair: {e}")))?;
+    cmd.stdout(Stdio::from(std::os::fd::OwnedFd::from(theirs)));
+    let child = cmd
+        .spawn()
+        .map_err(|e| RpcError::internal(format!("failed to start the fs sandbox helper: {e}")))?;
+    // Our copy of the helper's end goes, so the read below ends when the helper does.
+    drop(cmd);
+    receive_opened_file(child, ours, input).await
+}
+
+/// Feeds the spawned helper `input` and takes the opened file it hands back on `ours` (the other
+/// end is its stdout, which the caller no longer holds).
+async fn receive_opened_file(
+    child: tokio::process::Child,
+    ours: std::os::unix::net::UnixStream,
+    input: Vec<u8>,
+) -> Result<std::fs::File, RpcError> {
+    let reader =
+        tokio::task::spawn_blocking(move || crate::sandbox::fd_handoff::recv_to_end_with_fd(&ours));
+    let (finished, received) = tokio::join!(finish_fs_helper(child, input), reader);
+    finished?;
+    let (answer, fd) = received
+        .map_err(|e| RpcError::internal(format!("fs sandbox helper task failed: {e}")))?
+        .map_err(|e| RpcError::internal(format!("failed to read the fs sandbox helper: {e}")))?;
+    helper_result(crate::protocol::method::FS_OPEN, &answer)?;
+    let fd = fd.ok_or_else(|| {
+        RpcError::internal("fs sandbox helper did not transfer its opened file descriptor")
+    })?;
+    Ok(std::fs::File::from(fd))
+}
+
+#[cfg(test)]
+mod open_tests {
+    use super::*;
+
+    /// `receive_opened_file` for a stand-in helper: `sh -c SCRIPT` with the socket as stdout.
+    async fn receive_from(script: &str) -> Result<std::fs::File, RpcError> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.args(["-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let child = cmd.spawn().unwrap();
+        drop(cmd);
+        receive_opened_file(child, ours, b"{}".to_vec()).await
+    }
+
+    #[tokio::test]
+    async fn a_helper_that_dies_before_the_handoff_is_an_internal_error() {
+        let err = receive_from("cat >/dev/null; printf '{\"status\":'; kill -9 $$")
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::Internal);
+        assert!(
+            err.message
+                .starts_with("fs sandbox helper failed with status signal: 9"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[tokio::test]
+    async fn an_ok_answer_without_a_descriptor_is_an_internal_error() {
+        let err = receive_from(
+            r#"cat >/dev/null; printf '{"status":"ok","payload":{"operation":"fs/open","response":{"handleId":"h"}}}'"#,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            (err.code, err.message.as_str()),
+            (
+                ErrorCode::Internal,
+                "fs sandbox helper did not transfer its opened file descriptor"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn the_helper_error_answer_is_passed_on() {
+        let err = receive_from(
+            r#"cat >/dev/null; printf '{"status":"error","payload":{"code":-32600,"message":"Permission denied (os error 13): /x"}}'"#,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidRequest);
+        assert_eq!(err.message, "Permission denied (os error 13): /x");
     }
 }
