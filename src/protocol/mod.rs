@@ -5,6 +5,7 @@
 //! the envelope and the method params, snake_case inside sandbox permission profiles.
 
 pub mod fs;
+pub mod http;
 pub mod methods;
 pub mod process;
 pub mod sandbox;

@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use super::call::{Answer, Call, to_value};
-use super::{exec, fs};
+use super::{exec, fs, http_request};
 use crate::protocol::{ErrorCode, Method};
 use crate::rpc::{RpcError, decode_params};
 
@@ -38,11 +38,15 @@ pub(super) async fn route(call: Call, method: Method, params: Value) -> Result<A
             fs::close(call, decode_params(params)?);
             Ok(empty())
         }
+        Method::HttpRequest => {
+            return http_request::request(call, decode_params(params)?).await;
+        }
         Method::Initialize
         | Method::Initialized
         | Method::ProcessOutput
         | Method::ProcessExited
-        | Method::ProcessClosed => Err(not_implemented(method.name())),
+        | Method::ProcessClosed
+        | Method::HttpRequestBodyDelta => Err(not_implemented(method.name())),
     }?;
     Ok(Answer::Value(value))
 }
