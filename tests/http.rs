@@ -97,7 +97,8 @@ async fn serve(mut conn: TcpStream, stats: Arc<Stats>) {
         }
     }
     let path = head.split(' ').nth(1).unwrap_or("/").to_string();
-    if path == "/echo" {
+    // `ends_with`: a proxied request names the whole URL.
+    if path.ends_with("/echo") {
         let head = format!(
             "HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-type: text/plain\r\nx-a: 2\r\ncontent-length: {}\r\n\r\n",
             request.len()
@@ -609,4 +610,44 @@ async fn a_disconnect_mid_stream_aborts_the_body() {
         |s| s.endless_closed.load(Ordering::SeqCst),
     )
     .await;
+}
+
+#[tokio::test]
+async fn literal_loopback_targets_bypass_the_proxy_variables_and_names_do_not() {
+    let target = HttpServer::start().await;
+    let proxy = HttpServer::start().await;
+    let proxy_url = proxy.url("");
+    let opts = ServerOptions {
+        env: vec![
+            ("HTTP_PROXY".into(), proxy_url.clone()),
+            ("http_proxy".into(), proxy_url),
+            ("NO_PROXY".into(), String::new()),
+            ("no_proxy".into(), String::new()),
+        ],
+        ..Default::default()
+    };
+    let (_server, mut client) = ready_with(opts).await;
+    let direct = client
+        .request_ok(
+            "http/request",
+            json!({"method": "GET", "url": target.url("/echo"), "requestId": "d"}),
+        )
+        .await;
+    assert!(
+        body(&direct).starts_with("GET /echo HTTP/1.1"),
+        "{}",
+        body(&direct)
+    );
+    let named = format!("http://localhost:{}/echo", target.port);
+    let proxied = client
+        .request_ok(
+            "http/request",
+            json!({"method": "GET", "url": named, "requestId": "p"}),
+        )
+        .await;
+    let seen = body(&proxied);
+    assert!(
+        seen.starts_with(&format!("GET {named} HTTP/1.1")),
+        "the proxy saw: {seen}"
+    );
 }

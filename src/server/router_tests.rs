@@ -68,7 +68,10 @@ async fn every_client_request_of_the_table_is_routed_to_a_handler() {
             );
         }
     }
-    assert_eq!(routed_count, 18, "every environment, exec, fs and http request");
+    assert_eq!(
+        routed_count, 18,
+        "every environment, exec, fs and http request"
+    );
 }
 
 #[tokio::test]
