@@ -651,3 +651,21 @@ async fn literal_loopback_targets_bypass_the_proxy_variables_and_names_do_not() 
         "the proxy saw: {seen}"
     );
 }
+
+#[tokio::test]
+async fn a_buffered_body_too_large_for_one_message_is_refused() {
+    let http = HttpServer::start().await;
+    let (_server, mut client) = ready().await;
+    let n = 100_660_224 + 1;
+    let (code, message) = client
+        .request_err(
+            "http/request",
+            json!({"method": "GET", "url": http.url(&format!("/big?n={n}")), "requestId": "big"}),
+        )
+        .await;
+    assert_eq!(code, -32603);
+    assert!(
+        message.starts_with("failed to read http/request response body: the body is larger than"),
+        "{message}"
+    );
+}

@@ -21,6 +21,9 @@ use crate::protocol::http::{
 };
 use crate::rpc::RpcError;
 
+/// The largest buffered body: its base64 must fit in one message, as for `fs/readFile`.
+const MAX_BUFFERED_BODY_BYTES: usize = 100_660_224;
+
 /// The four clients (redirects followed or not × proxy variables honoured or not), made once.
 fn client(redirect: RedirectPolicy, loopback: bool) -> Result<Client, RpcError> {
     static CLIENTS: OnceLock<Result<[Client; 4], String>> = OnceLock::new();
@@ -157,7 +160,7 @@ pub(super) async fn request(call: &Call, p: HttpRequestParams) -> Result<Answer,
 
     let Some(reservation) = reservation else {
         let bytes = tokio::select! {
-            b = response.bytes() => b,
+            b = read_buffered(response) => b,
             _ = call.http.cancelled() => {
                 return Err(RpcError::internal("http/request failed: the connection closed"));
             }
@@ -187,6 +190,22 @@ pub(super) async fn request(call: &Call, p: HttpRequestParams) -> Result<Answer,
         stream_body(&streams, reservation, id, response).await;
     });
     Ok(Answer::ValueThen(result, sent))
+}
+
+/// A buffered body, refused past [`MAX_BUFFERED_BODY_BYTES`].
+async fn read_buffered(response: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut body = response.bytes_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        if bytes.len() + chunk.len() > MAX_BUFFERED_BODY_BYTES {
+            return Err(format!(
+                "the body is larger than {MAX_BUFFERED_BODY_BYTES} bytes; stream it with streamResponse"
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
 }
 
 /// Sends the body as deltas, then the terminal one; stops when the connection ends.
