@@ -669,3 +669,62 @@ async fn a_buffered_body_too_large_for_one_message_is_refused() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn the_client_library_makes_a_buffered_request_with_an_executor_variable() {
+    use codex::client::{ClientOptions, ExecServerClient};
+    use codex::protocol::http::{HttpRequestHeader, HttpRequestParams};
+    let http = HttpServer::start().await;
+    let server = Server::start_with(ServerOptions {
+        env: vec![("HTTP_LIB_TOKEN".into(), "only-here".into())],
+        ..Default::default()
+    })
+    .await;
+    let client = tokio::time::timeout(
+        DEADLINE,
+        ExecServerClient::connect(server.url(), ClientOptions::default()),
+    )
+    .await
+    .expect("connect in time")
+    .expect("connect");
+    let answer = client
+        .http_request(HttpRequestParams {
+            method: "PUT".into(),
+            url: http.url("/echo"),
+            headers: Some(vec![HttpRequestHeader {
+                name: "x-token".into(),
+                value: "t=".into(),
+                value_env_var: Some("HTTP_LIB_TOKEN".into()),
+            }]),
+            body_base64: Some(b64(b"payload")),
+            timeout_ms: Some(10_000),
+            request_id: "lib".into(),
+            stream_response: Some(true),
+            redirect_policy: None,
+        })
+        .await
+        .expect("http_request");
+    assert_eq!(answer.status, 200);
+    let echoed = String::from_utf8(unb64(&answer.body_base64)).unwrap();
+    assert!(echoed.starts_with("PUT /echo HTTP/1.1\r\n"), "{echoed}");
+    assert!(echoed.contains("x-token: t=only-here\r\n"), "{echoed}");
+    assert!(echoed.ends_with("payload"), "{echoed}");
+    let err = client
+        .http_request(HttpRequestParams {
+            method: "GET".into(),
+            url: "file:///etc/passwd".into(),
+            headers: None,
+            body_base64: None,
+            timeout_ms: None,
+            request_id: "lib".into(),
+            stream_response: None,
+            redirect_policy: None,
+        })
+        .await
+        .expect_err("a file URL is refused");
+    assert!(
+        err.to_string()
+            .contains("http/request only supports http and https URLs, got file"),
+        "{err}"
+    );
+}
