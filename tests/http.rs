@@ -105,6 +105,12 @@ async fn serve(mut conn: TcpStream, stats: Arc<Stats>) {
         );
         let _ = conn.write_all(head.as_bytes()).await;
         let _ = conn.write_all(&request).await;
+    } else if path == "/latin1" {
+        let _ = conn
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nx-bin: caf\xe9\r\nx-ok: yes\r\ncontent-length: 0\r\n\r\n",
+            )
+            .await;
     } else if let Some(n) = path.strip_prefix("/big?n=") {
         let n: usize = n.parse().unwrap();
         let body: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
@@ -307,7 +313,12 @@ async fn redirects_are_followed_by_default_and_returned_with_stop() {
         )
         .await;
     assert_eq!(followed["status"], 200);
-    assert!(body(&followed).starts_with("GET /echo "));
+    let seen = body(&followed);
+    assert!(seen.starts_with("GET /echo "), "{seen}");
+    assert!(
+        seen.contains(&format!("referer: {}\r\n", http.url("/redirect"))),
+        "a followed redirect names where it came from: {seen}"
+    );
     let stopped = client
         .request_ok(
             "http/request",
@@ -727,4 +738,18 @@ async fn the_client_library_makes_a_buffered_request_with_an_executor_variable()
             .contains("http/request only supports http and https URLs, got file"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn response_header_values_that_are_not_utf8_are_left_out() {
+    let http = HttpServer::start().await;
+    let (_server, mut client) = ready().await;
+    let result = client
+        .request_ok(
+            "http/request",
+            json!({"method": "GET", "url": http.url("/latin1"), "requestId": "l"}),
+        )
+        .await;
+    assert_eq!(header_values(&result, "x-ok"), ["yes"]);
+    assert_eq!(header_values(&result, "x-bin"), Vec::<String>::new());
 }

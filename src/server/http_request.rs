@@ -260,3 +260,41 @@ async fn stream_body(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_literal_loopback_addresses_bypass_proxies() {
+        for (url, loopback) in [
+            ("http://127.0.0.1:8080/x", true),
+            ("http://127.1.2.3/", true),
+            ("http://[::1]:9/", true),
+            ("http://localhost/", false),
+            ("http://10.0.0.1/", false),
+            ("https://example.com/", false),
+        ] {
+            assert_eq!(
+                is_literal_loopback(&Url::parse(url).unwrap()),
+                loopback,
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn header_values_without_a_variable_are_sent_as_given_and_denied_names_never_read() {
+        assert_eq!(header_value("a", "v", None).unwrap(), "v");
+        // Refused by name, set or not, in any case.
+        for var in ["OPENAI_API_KEY", "openai_api_key", "Aws_Session_Token"] {
+            let err = header_value("authorization", "Bearer ", Some(var)).unwrap_err();
+            assert_eq!(
+                err.message,
+                format!(
+                    "http/request header authorization cannot use executor environment variable {var}"
+                )
+            );
+        }
+    }
+}
