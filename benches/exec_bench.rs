@@ -558,6 +558,23 @@ const METRICS: &[Metric] = &[
         target: None,
         floor: "",
     },
+    // Part: http (issue 11, item 1).
+    Metric {
+        key: "http_1",
+        label: "http/request 1 MiB, buffered",
+        unit: "ms",
+        better: Better::Lower,
+        target: None,
+        floor: "HTTP GET over loopback from Rust",
+    },
+    Metric {
+        key: "http_stream64",
+        label: "http/request 64 MiB, streamed → done",
+        unit: "MB/s",
+        better: Better::Higher,
+        target: None,
+        floor: "HTTP GET over loopback from Rust",
+    },
 ];
 
 /// Extra floors beside a metric's main one.
@@ -942,6 +959,113 @@ async fn bench_fs_write(url: &str, dir: &Path, size: usize, n: usize) -> Result<
     Ok(out)
 }
 
+/// A loopback HTTP server answering every request with `size` bytes (one request per
+/// connection); its port.
+async fn http_body_server(size: usize) -> Result<u16> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let body = std::sync::Arc::new(vec![b'h'; size]);
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+                let _ = conn.write_all(&body).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    Ok(port)
+}
+
+/// `http/request` of a `size`-byte body, buffered: ms per request.
+async fn bench_http_buffered(url: &str, size: usize, n: usize) -> Result<Vec<f64>> {
+    let port = http_body_server(size).await?;
+    let (mut conn, _) = connect(url, Flavour::Default).await?;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let params = json!({"method": "GET", "url": format!("http://127.0.0.1:{port}/"),
+                            "requestId": format!("b{i}")});
+        let t = Instant::now();
+        let answer = conn
+            .try_request("http/request", params, Duration::from_secs(60))
+            .await?;
+        let e = t.elapsed();
+        let result = rpc("http/request", answer)?;
+        let len = result["bodyBase64"].as_str().map(b64_len).unwrap_or(0);
+        anyhow::ensure!(len == size, "got {len} bytes, not {size}");
+        out.push(ms(e));
+    }
+    Ok(out)
+}
+
+/// `http/request` of a `size`-byte body, streamed, until its `done` delta: MB/s.
+async fn bench_http_streamed(url: &str, size: usize) -> Result<f64> {
+    let port = http_body_server(size).await?;
+    // Not lean: a lean client keeps process notifications only.
+    let opts = ConnectOptions {
+        at_once_acks: false,
+        lean: false,
+    };
+    let mut conn = Client::connect(url, opts).await?;
+    rpc(
+        "initialize",
+        conn.try_initialize("exec-bench", None, PATIENCE).await?,
+    )?;
+    let params = json!({"method": "GET", "url": format!("http://127.0.0.1:{port}/"),
+                        "requestId": "s", "streamResponse": true});
+    let t = Instant::now();
+    let id = conn.try_send_request("http/request", params).await?;
+    rpc(
+        "http/request",
+        conn.try_await_answer(id, Duration::from_secs(60)).await?,
+    )?;
+    let mut got = 0;
+    loop {
+        let delta = conn
+            .try_wait_until("a body delta", Duration::from_secs(60), |c| {
+                c.take_notification(|m| m["method"] == "http/request/bodyDelta")
+            })
+            .await?;
+        let p = &delta["params"];
+        got += p["deltaBase64"].as_str().map(b64_len).unwrap_or(0);
+        if p["done"] == true {
+            anyhow::ensure!(p["error"].is_null(), "body failed: {}", p["error"]);
+            break;
+        }
+    }
+    let e = t.elapsed();
+    anyhow::ensure!(got == size, "got {got} bytes, not {size}");
+    Ok(size as f64 / 1e6 / e.as_secs_f64())
+}
+
+/// The floor of both: the same GET read straight off a socket, in ms.
+async fn floor_http_get(size: usize) -> Result<f64> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let port = http_body_server(size).await?;
+    let t = Instant::now();
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    conn.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await?;
+    let mut all = Vec::with_capacity(size + 256);
+    conn.read_to_end(&mut all).await?;
+    let e = t.elapsed();
+    anyhow::ensure!(all.len() > size, "short answer");
+    Ok(ms(e))
+}
+
 async fn bench_fs_read(url: &str, dir: &Path, size: usize, n: usize) -> Result<Vec<f64>> {
     let (mut conn, _) = connect(url, Flavour::Default).await?;
     let path = dir.join(format!("read-{size}"));
@@ -1240,6 +1364,18 @@ async fn round_server(
             res.record(key, who, r);
         }
     }
+    if want("http_1") {
+        let r = bench_http_buffered(&url, MIB, sizes.fs_small).await;
+        res.record("http_1", who, r);
+    }
+    for _ in 0..if want("http_stream64") {
+        sizes.fs_big
+    } else {
+        0
+    } {
+        let r = bench_http_streamed(&url, 64 * MIB).await.map(|v| vec![v]);
+        res.record("http_stream64", who, r);
+    }
     for (key, size, n) in [
         ("fs_write_1", MIB, sizes.fs_small),
         ("fs_write_8", 8 * MIB, sizes.fs_big.max(3)),
@@ -1360,6 +1496,23 @@ async fn round_floors(opts: &Options, sizes: Sizes, dir: &Path, minimal: &str, r
             let r = (0..n).map(|_| floor_fs(dir, size, write)).collect();
             res.record(key, "floor", r);
         }
+    }
+    if want("http_1") {
+        let mut r = Vec::new();
+        for _ in 0..sizes.fs_small {
+            r.push(floor_http_get(MIB).await);
+        }
+        res.record("http_1", "floor", r.into_iter().collect());
+    }
+    for _ in 0..if want("http_stream64") {
+        sizes.fs_big
+    } else {
+        0
+    } {
+        let r = floor_http_get(64 * MIB)
+            .await
+            .map(|t| vec![(64 * MIB) as f64 / 1e6 / (t / 1e3)]);
+        res.record("http_stream64", "floor", r);
     }
     for _ in 0..if want("resume") { sizes.resume } else { 0 } {
         let r = floor_resume(minimal).await;

@@ -46,6 +46,7 @@ mod connection;
 pub mod connector;
 mod error;
 mod fs;
+mod http;
 mod process;
 mod recovery;
 pub mod replay;

@@ -210,6 +210,13 @@ methods! {
     /// Writes a block of a file opened with `mode: "replace"`.
     FsWriteBlock, FS_WRITE_BLOCK = "fs/writeBlock", Filesystem, Request,
         Fail: "file handles belong to the dropped connection";
+    // Part: http (issue 11, item 1).
+    /// An HTTP request made by the executor; its body buffered or streamed.
+    HttpRequest, HTTP_REQUEST = "http/request", Http, Request,
+        Fail: "a request may not be safe to send twice; a streamed body belongs to the dropped connection";
+    /// A piece of a streamed `http/request` body, or its end.
+    HttpRequestBodyDelta, HTTP_REQUEST_BODY_DELTA = "http/request/bodyDelta", Http,
+        ServerNotification, NotSent: "sent by the server";
 }
 
 impl Method {

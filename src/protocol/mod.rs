@@ -6,6 +6,7 @@
 
 pub mod environment;
 pub mod fs;
+pub mod http;
 pub mod methods;
 pub mod process;
 pub mod sandbox;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::fs_handles::FileHandles;
+use super::http_streams::HttpStreams;
 use super::session::Session;
 use super::state::ServerState;
 use crate::rpc::{Piece, RpcError};
@@ -19,6 +20,9 @@ pub(super) struct Call {
     pub connection: u64,
     /// The connection's `fs/open` handles; closed by `connection::serve` when it ends.
     pub fs_handles: Arc<FileHandles>,
+    /// The connection's streamed `http/request` bodies; aborted by `connection::serve` when it
+    /// ends.
+    pub http: Arc<HttpStreams>,
 }
 
 /// A method's result: a JSON value, or JSON text encoded already (a large payload that going
@@ -28,6 +32,9 @@ pub(super) enum Answer {
     Value(Value),
     Encoded(String),
     Pieces(tokio::sync::mpsc::Receiver<Piece>),
+    /// A value, and a signal fired once it is queued on the connection (what comes after it,
+    /// a streamed `http/request` body, must follow it on the wire).
+    ValueThen(Value, tokio::sync::oneshot::Sender<()>),
 }
 
 /// A typed result as the answer's JSON.

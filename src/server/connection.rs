@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 
 use super::call::{Answer, Call};
 use super::fs_handles::FileHandles;
+use super::http_streams::HttpStreams;
 use super::router;
 use super::session::{ResumeError, Session};
 use super::state::ServerState;
@@ -51,6 +52,7 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
     let out = transport.outgoing.clone();
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let fs_handles = Arc::new(FileHandles::default());
+    let http = Arc::new(HttpStreams::new(out.clone()));
     let mut handshake = Handshake::AwaitingInitialize;
     loop {
         let incoming = tokio::select! {
@@ -146,13 +148,19 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
                     session,
                     connection,
                     fs_handles: fs_handles.clone(),
+                    http: http.clone(),
                 };
                 let out = out.clone();
                 state.tracker.spawn(async move {
                     let Request { id, params, .. } = req;
                     let answer = router::route(call, method, params).await;
+                    let mut then = None;
                     let message = match answer {
                         Ok(Answer::Value(v)) => encode_result(&id, v).into(),
+                        Ok(Answer::ValueThen(v, sent)) => {
+                            then = Some(sent);
+                            encode_result(&id, v).into()
+                        }
                         Ok(Answer::Encoded(json)) => encode_raw_result(&id, &json).into(),
                         Ok(Answer::Pieces(body)) => Outgoing::Pieces(Pieces {
                             head: raw_result_head(&id),
@@ -161,13 +169,18 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
                         }),
                         Err(e) => encode_error(&id, &e).into(),
                     };
-                    let _ = out.send(message).await;
+                    if out.send(message).await.is_ok()
+                        && let Some(sent) = then
+                    {
+                        let _ = sent.send(());
+                    }
                     drop(permit);
                 });
             }
         }
     }
     fs_handles.close_all();
+    http.close_all();
     if let Some(session) = handshake.session() {
         state.sessions.detach(session, connection);
     }

@@ -45,7 +45,7 @@ pub fn current() -> EnvironmentInfo {
         // Each flag is turned on by the change that builds and tests what it promises.
         capabilities: Capabilities {
             environment_config_read: true,
-            http_header_env_vars: false,
+            http_header_env_vars: true,
 
             fs_watch_missing: false,
 

@@ -20,6 +20,8 @@ mod exec;
 mod fs;
 mod fs_handles;
 mod http;
+mod http_request;
+mod http_streams;
 mod listener;
 pub mod process;
 pub mod reaper;

@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use super::call::{Answer, Call, to_value};
-use super::{environment, exec, fs};
+use super::{environment, exec, fs, http_request};
 use crate::protocol::{ErrorCode, Method};
 use crate::rpc::{RpcError, decode_params};
 
@@ -43,11 +43,15 @@ pub(super) async fn route(call: Call, method: Method, params: Value) -> Result<A
             to_value(&environment::config_read(call, decode_params(params)?).await?)
         }
         Method::FsWriteBlock => to_value(&fs::write_block(call, decode_params(params)?).await?),
+        Method::HttpRequest => {
+            return http_request::request(call, decode_params(params)?).await;
+        }
         Method::Initialize
         | Method::Initialized
         | Method::ProcessOutput
         | Method::ProcessExited
-        | Method::ProcessClosed => Err(not_implemented(method.name())),
+        | Method::ProcessClosed
+        | Method::HttpRequestBodyDelta => Err(not_implemented(method.name())),
     }?;
     Ok(Answer::Value(value))
 }

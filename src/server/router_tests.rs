@@ -17,12 +17,13 @@ use crate::server::state::ServerState;
 fn call() -> (Call, mpsc::Receiver<crate::rpc::Outgoing>) {
     let state = ServerState::new(ServerConfig::default());
     let (tx, rx) = mpsc::channel(16);
-    let session = state.sessions.create(1, tx);
+    let session = state.sessions.create(1, tx.clone());
     let call = Call {
         state,
         session,
         connection: 1,
         fs_handles: Arc::default(),
+        http: Arc::new(crate::server::http_streams::HttpStreams::new(tx)),
     };
     (call, rx)
 }
@@ -33,12 +34,13 @@ fn copy(call: &Call) -> Call {
         session: call.session.clone(),
         connection: call.connection,
         fs_handles: call.fs_handles.clone(),
+        http: call.http.clone(),
     }
 }
 
 async fn routed(call: &Call, method: Method, params: Value) -> Result<Value, RpcError> {
     match route(copy(call), method, params).await? {
-        Answer::Value(v) => Ok(v),
+        Answer::Value(v) | Answer::ValueThen(v, _) => Ok(v),
         Answer::Encoded(text) => Ok(serde_json::from_str(&text).unwrap()),
         Answer::Pieces(_) => panic!("{method}: a small answer in pieces"),
     }
@@ -66,7 +68,10 @@ async fn every_client_request_of_the_table_is_routed_to_a_handler() {
             );
         }
     }
-    assert_eq!(routed_count, 20, "every environment, exec and fs request");
+    assert_eq!(
+        routed_count, 21,
+        "every environment, exec, fs and http request"
+    );
 }
 
 #[tokio::test]

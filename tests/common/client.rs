@@ -778,6 +778,16 @@ impl Client {
         .await
     }
 
+    /// Takes the first notification already read that matches `pred` (for
+    /// [`Client::try_wait_until`]).
+    pub fn take_notification(&mut self, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        let at = self
+            .pending
+            .iter()
+            .position(|m| !is_answer(m) && m.get("method").is_some() && pred(m))?;
+        self.pending.remove(at)
+    }
+
     /// Waits for a notification matching `pred` and consumes it.
     pub async fn wait_for_notification(
         &mut self,
