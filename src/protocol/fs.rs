@@ -226,6 +226,100 @@ pub const MAX_FILE_HANDLES_PER_CONNECTION: usize = 128;
 /// Largest `len` of one `fs/readBlock`.
 pub const MAX_READ_BLOCK_BYTES: u64 = 1 << 20;
 
+/// `fs/walk` params: a breadth-first listing of the tree under `path`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WalkParams {
+    pub path: String,
+    pub options: WalkOptions,
+    #[serde(default)]
+    pub sandbox: Option<SandboxIntent>,
+}
+
+/// `fs/walk` options (all but `pruneHiddenDirectories` required).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WalkOptions {
+    /// 0 = only the direct children of `path`; at most [`MAX_WALK_DEPTH`].
+    pub max_depth: u64,
+    /// Directories read, the root included; 1 to [`MAX_WALK_DIRECTORIES`].
+    pub max_directories: u64,
+    /// Entries returned; 1 to [`MAX_WALK_ENTRIES`].
+    pub max_entries: u64,
+    /// List a symlink to a directory as a directory and descend it (else it is left out).
+    pub follow_directory_symlinks: bool,
+    /// List dot-directories without descending them.
+    #[serde(default)]
+    pub prune_hidden_directories: bool,
+}
+
+/// Deepest `maxDepth` of `fs/walk`.
+pub const MAX_WALK_DEPTH: u64 = 64;
+/// Largest `maxDirectories` of `fs/walk`.
+pub const MAX_WALK_DIRECTORIES: u64 = 10_000;
+/// Largest `maxEntries` of `fs/walk`.
+pub const MAX_WALK_ENTRIES: u64 = 50_000;
+
+/// The kind of a walked entry.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum WalkKind {
+    Directory,
+    File,
+}
+
+/// One entry of an `fs/walk` result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WalkEntry {
+    pub path: String,
+    pub kind: WalkKind,
+}
+
+/// A directory `fs/walk` could not read.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WalkError {
+    pub path: String,
+    pub message: String,
+}
+
+/// `fs/walk` result.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WalkResult {
+    pub entries: Vec<WalkEntry>,
+    pub errors: Vec<WalkError>,
+    /// A limit (directories or entries) stopped the walk.
+    pub truncated: bool,
+}
+
+/// `fs/watchMissing` params: one one-shot watch per connection, replacing the previous one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WatchMissingParams {
+    pub watch_id: u64,
+    /// Paths expected not to exist.
+    pub missing: Vec<String>,
+    /// A path expected to exist.
+    #[serde(default)]
+    pub present: Option<String>,
+}
+
+/// `fs/watchMissing` result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WatchMissingResult {
+    pub watching: bool,
+}
+
+/// `fs/missingChanged` params: the watch fired (and is gone).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MissingChangedParams {
+    pub watch_id: u64,
+}
+
 /// One self-contained filesystem operation, tagged by method name: the request the `codex-fs`
 /// helper reads from stdin. The streaming methods (`fs/open`, `fs/readBlock`, `fs/close`) hold
 /// per-connection state and are not part of it.
@@ -248,6 +342,8 @@ pub enum FsRequest {
     Copy(CopyParams),
     #[serde(rename = "fs/canonicalize")]
     Canonicalize(CanonicalizeParams),
+    #[serde(rename = "fs/walk")]
+    Walk(WalkParams),
 }
 
 impl FsRequest {
@@ -262,6 +358,7 @@ impl FsRequest {
             Self::Remove(_) => method::FS_REMOVE,
             Self::Copy(_) => method::FS_COPY,
             Self::Canonicalize(_) => method::FS_CANONICALIZE,
+            Self::Walk(_) => method::FS_WALK,
         }
     }
 
@@ -276,6 +373,7 @@ impl FsRequest {
             Self::Remove(p) => p.sandbox.as_ref(),
             Self::Copy(p) => p.sandbox.as_ref(),
             Self::Canonicalize(p) => p.sandbox.as_ref(),
+            Self::Walk(p) => p.sandbox.as_ref(),
         }
     }
 
@@ -286,7 +384,8 @@ impl FsRequest {
             Self::ReadFile(_)
             | Self::GetMetadata(_)
             | Self::ReadDirectory(_)
-            | Self::Canonicalize(_) => false,
+            | Self::Canonicalize(_)
+            | Self::Walk(_) => false,
         }
     }
 }
@@ -312,6 +411,8 @@ pub enum FsResponse {
     Copy(CopyResult),
     #[serde(rename = "fs/canonicalize")]
     Canonicalize(CanonicalizeResult),
+    #[serde(rename = "fs/walk")]
+    Walk(WalkResult),
 }
 
 impl FsResponse {
@@ -326,6 +427,7 @@ impl FsResponse {
             Self::Remove(_) => method::FS_REMOVE,
             Self::Copy(_) => method::FS_COPY,
             Self::Canonicalize(_) => method::FS_CANONICALIZE,
+            Self::Walk(_) => method::FS_WALK,
         }
     }
 
@@ -340,6 +442,7 @@ impl FsResponse {
             Self::Remove(r) => serde_json::to_value(r),
             Self::Copy(r) => serde_json::to_value(r),
             Self::Canonicalize(r) => serde_json::to_value(r),
+            Self::Walk(r) => serde_json::to_value(r),
         }
     }
 }

@@ -231,6 +231,10 @@ impl Guard {
                 self.check_read(&path)?;
                 FsOp::Canonicalize { path }
             }
+            FsOp::Walk { path, options } => {
+                self.check_read(&path)?;
+                FsOp::Walk { path, options }
+            }
         })
     }
 }
@@ -267,7 +271,14 @@ fn run() -> Result<(), String> {
         serde_json::from_str(&input).map_err(|e| format!("invalid request: {e}"))?;
     let outcome = FsOp::from_request(request)
         .and_then(|op| guard.check(op))
-        .and_then(fs_ops::execute);
+        .and_then(|op| match op {
+            // Every directory the walk reads is checked, not only its root.
+            FsOp::Walk { path, options } => {
+                fs_ops::walk_checked(&path, &options, &|dir| guard.check_read(dir))
+                    .map(crate::protocol::fs::FsResponse::Walk)
+            }
+            op => fs_ops::execute(op),
+        });
     let answer = fs_ops::helper_answer(outcome);
     let line =
         serde_json::to_string(&answer).map_err(|e| format!("cannot encode the answer: {e}"))?;

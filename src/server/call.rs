@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::fs_handles::FileHandles;
+use super::missing_watch::MissingWatch;
 use super::session::Session;
 use super::state::ServerState;
 use crate::rpc::{Piece, RpcError};
@@ -19,6 +20,8 @@ pub(super) struct Call {
     pub connection: u64,
     /// The connection's `fs/open` handles; closed by `connection::serve` when it ends.
     pub fs_handles: Arc<FileHandles>,
+    /// The connection's `fs/watchMissing` watch; ended by `connection::serve` when it ends.
+    pub missing_watch: Arc<MissingWatch>,
 }
 
 /// A method's result: a JSON value, or JSON text encoded already (a large payload that going

@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 
 use super::call::{Answer, Call};
 use super::fs_handles::FileHandles;
+use super::missing_watch::MissingWatch;
 use super::router;
 use super::session::{ResumeError, Session};
 use super::state::ServerState;
@@ -51,6 +52,7 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
     let out = transport.outgoing.clone();
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let fs_handles = Arc::new(FileHandles::default());
+    let missing_watch = Arc::new(MissingWatch::new(out.clone()));
     let mut handshake = Handshake::AwaitingInitialize;
     loop {
         let incoming = tokio::select! {
@@ -146,6 +148,7 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
                     session,
                     connection,
                     fs_handles: fs_handles.clone(),
+                    missing_watch: missing_watch.clone(),
                 };
                 let out = out.clone();
                 state.tracker.spawn(async move {
@@ -168,6 +171,7 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
         }
     }
     fs_handles.close_all();
+    missing_watch.close();
     if let Some(session) = handshake.session() {
         state.sessions.detach(session, connection);
     }

@@ -20,6 +20,7 @@ mod fs;
 mod fs_handles;
 mod http;
 mod listener;
+mod missing_watch;
 pub mod process;
 pub mod reaper;
 mod router;

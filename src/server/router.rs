@@ -38,8 +38,11 @@ pub(super) async fn route(call: Call, method: Method, params: Value) -> Result<A
             fs::close(call, decode_params(params)?);
             Ok(empty())
         }
+        Method::FsWalk => fs::walk(call, decode_params(params)?).await,
+        Method::FsWatchMissing => to_value(&fs::watch_missing(call, decode_params(params)?).await?),
         Method::Initialize
         | Method::Initialized
+        | Method::FsMissingChanged
         | Method::ProcessOutput
         | Method::ProcessExited
         | Method::ProcessClosed => Err(not_implemented(method.name())),

@@ -17,12 +17,13 @@ use crate::server::state::ServerState;
 fn call() -> (Call, mpsc::Receiver<crate::rpc::Outgoing>) {
     let state = ServerState::new(ServerConfig::default());
     let (tx, rx) = mpsc::channel(16);
-    let session = state.sessions.create(1, tx);
+    let session = state.sessions.create(1, tx.clone());
     let call = Call {
         state,
         session,
         connection: 1,
         fs_handles: Arc::default(),
+        missing_watch: Arc::new(crate::server::missing_watch::MissingWatch::new(tx)),
     };
     (call, rx)
 }
@@ -33,6 +34,7 @@ fn copy(call: &Call) -> Call {
         session: call.session.clone(),
         connection: call.connection,
         fs_handles: call.fs_handles.clone(),
+        missing_watch: call.missing_watch.clone(),
     }
 }
 
@@ -66,7 +68,7 @@ async fn every_client_request_of_the_table_is_routed_to_a_handler() {
             );
         }
     }
-    assert_eq!(routed_count, 17, "every environment, exec and fs request");
+    assert_eq!(routed_count, 19, "every environment, exec and fs request");
 }
 
 #[tokio::test]
