@@ -34,7 +34,7 @@ pub fn current() -> EnvironmentInfo {
             environment_config_read: false,
             http_header_env_vars: false,
 
-            fs_watch_missing: false,
+            fs_watch_missing: true,
 
             file_write_streaming: false,
             sandboxed_file_streaming: false,

@@ -159,6 +159,18 @@ pub(super) async fn register(
 ) -> Result<WatchMissingResult, RpcError> {
     let refused = Ok(WatchMissingResult { watching: false });
     let id = p.watch_id;
+    // A path that is not a `file:` URI is bad params (as the reference decodes them): refused
+    // before the connection's watch is touched.
+    let missing = p
+        .missing
+        .iter()
+        .map(|uri| fs_ops::resolve_uri("missing", uri))
+        .collect::<Result<Vec<_>, _>>()?;
+    let present = p
+        .present
+        .as_deref()
+        .map(|uri| fs_ops::resolve_uri("present", uri))
+        .transpose()?;
     {
         let mut state = watches.lock();
         // Replaced, even if the new one is refused.
@@ -173,16 +185,6 @@ pub(super) async fn register(
             return refused;
         }
     }
-    let missing = p
-        .missing
-        .iter()
-        .map(|uri| fs_ops::resolve_uri("missing", uri))
-        .collect::<Result<Vec<_>, _>>()?;
-    let present = p
-        .present
-        .as_deref()
-        .map(|uri| fs_ops::resolve_uri("present", uri))
-        .transpose()?;
     let built = tokio::task::spawn_blocking(move || {
         let plan = Arc::new(plan(&missing, present.as_deref())?);
         let (tx, rx) = mpsc::channel::<()>(1);
