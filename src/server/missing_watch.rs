@@ -6,13 +6,16 @@
 //! checked against the file system in the watcher's thread (the next missing component now
 //! exists, the present path is gone, a watched ancestor is gone, or the kernel dropped events),
 //! and only then wakes the watch's task, which sends `fs/missingChanged` once and ends the watch.
-//! Each call replaces the connection's previous watch, even when the new one is refused.
+//! A change of the server's mount table (`/proc/self/mounts`, POLLPRI) fires it too. Each call
+//! replaces the connection's previous watch, even when the new one is refused.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
 use notify::{RecursiveMode, Watcher as _};
+use tokio::io::Interest as IoInterest;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
 use crate::fs_ops;
@@ -227,7 +230,14 @@ pub(super) async fn register(
         // A later call replaced this one meanwhile.
         return refused;
     }
-    let task = tokio::spawn(fire(Arc::downgrade(watches), watches.out.clone(), id, rx));
+    let mounts = mount_changes();
+    let task = tokio::spawn(fire(
+        Arc::downgrade(watches),
+        watches.out.clone(),
+        id,
+        rx,
+        mounts,
+    ));
     state.active = Some(Active {
         id,
         _watcher: watcher,
@@ -236,15 +246,36 @@ pub(super) async fn register(
     Ok(WatchMissingResult { watching: true })
 }
 
+/// The mount table of this process, to wait on for a change; `None` (logged) where it cannot be
+/// watched: the watch then reacts to file events only.
+fn mount_changes() -> Option<AsyncFd<std::fs::File>> {
+    let watched = std::fs::File::open("/proc/self/mounts").and_then(super::sys::watch_priority);
+    watched
+        .map_err(|err| tracing::debug!(%err, "mount changes unavailable for missing-path watch"))
+        .ok()
+}
+
 /// Waits for the watch `id` to fire, sends `fs/missingChanged`, and ends the watch.
 async fn fire(
     watches: Weak<MissingWatch>,
     out: mpsc::Sender<Outgoing>,
     id: u64,
     mut rx: mpsc::Receiver<()>,
+    mounts: Option<AsyncFd<std::fs::File>>,
 ) {
-    if rx.recv().await.is_none() {
-        return;
+    let mounted = async {
+        match &mounts {
+            // The kernel flags the mount table's file with POLLPRI when a mount changes (a
+            // mount can bring a missing path into view, or hide a present one).
+            Some(fd) => {
+                let _ = fd.ready(IoInterest::PRIORITY).await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        got = rx.recv() => if got.is_none() { return },
+        () = mounted => tracing::debug!("mount table changed: invalidating watched missing paths"),
     }
     let message = encode_notification(
         method::FS_MISSING_CHANGED,
