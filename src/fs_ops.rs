@@ -341,8 +341,16 @@ pub fn walk_checked(
         names.sort();
         for name in names {
             let path = dir.join(&name);
-            let Ok(lmeta) = fs::symlink_metadata(&path) else {
-                continue; // gone meanwhile
+            let lmeta = match fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // gone meanwhile
+                Err(e) => {
+                    out.errors.push(WalkError {
+                        path: path_uri::from_path(&path),
+                        message: e.to_string(),
+                    });
+                    continue;
+                }
             };
             let dir_meta = if lmeta.file_type().is_symlink() {
                 match fs::metadata(&path) {

@@ -221,6 +221,39 @@ async fn walk_reports_unreadable_directories_and_goes_on() {
     );
 }
 
+/// An entry whose absolute path is longer than the kernel takes (PATH_MAX, 4096) cannot be
+/// looked at even by root: it is reported in `errors`, and the rest of the tree is listed.
+#[tokio::test]
+async fn walk_reports_what_it_cannot_look_at_even_as_root() {
+    let (_s, mut c) = ready().await;
+    let d = tree();
+    let name = "n".repeat(250);
+    // `mkdir -p` makes a relative path one level at a time (an absolute one would be too long).
+    let relative = format!("{name}/").repeat(20);
+    let status = std::process::Command::new("mkdir")
+        .arg("-p")
+        .arg(&relative)
+        .current_dir(d.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let r = c
+        .request_ok(
+            "fs/walk",
+            json!({"path": d.uri(), "options": opts(64, 100, 1000, false)}),
+        )
+        .await;
+    let errors = r["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["message"], "File name too long (os error 36)");
+    let deep = errors[0]["path"].as_str().unwrap();
+    assert!(deep.len() > 4096 && deep.starts_with(&d.uri()));
+    assert!(
+        listed(&r, d.path()).contains(&("sub/deep/c.txt".into(), "file".into())),
+        "the walk went on"
+    );
+}
+
 #[tokio::test]
 async fn walk_refuses_zero_and_excessive_limits() {
     let (_s, mut c) = ready().await;
