@@ -263,27 +263,3 @@ async fn fs_watch_missing_is_advertised_and_serves_the_clients_session_start_wat
     std::fs::create_dir(cwd.join(".git")).unwrap();
     assert_eq!(fired(&mut c).await, json!({"watchId": 1}));
 }
-
-#[tokio::test]
-async fn a_mount_change_invalidates_the_watch() {
-    let (_s, mut c) = ready().await;
-    let d = TestDir::new();
-    let point = d.join("point");
-    std::fs::create_dir(&point).unwrap();
-    let missing = d.join("elsewhere/AGENTS.md");
-    assert!(watch(&mut c, 1, &[file_uri(&missing)], None).await);
-    let mount = |args: &[&str]| {
-        std::process::Command::new(args[0])
-            .args(&args[1..])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let target = point.to_str().unwrap();
-    if !mount(&["mount", "-t", "tmpfs", "none", target]) {
-        eprintln!("skipped: this machine does not let the test mount a tmpfs");
-        return;
-    }
-    let params = fired(&mut c).await;
-    assert!(mount(&["umount", target]), "umount");
-    assert_eq!(params, json!({"watchId": 1}));
-}
