@@ -264,6 +264,10 @@ pub fn execute(op: FsOp) -> Result<FsResponse, FsError> {
     })
 }
 
+/// Largest `fs/walk` answer, roughly (URIs and messages plus their JSON): past it the walk stops
+/// with `truncated` (the reference is reported to have the same 4 MiB budget).
+pub const MAX_WALK_RESPONSE_BYTES: usize = 4 << 20;
+
 /// `fs/walk`'s limits: each at least 1 (depth 0 allowed) and at most the maximum.
 pub fn check_walk_limits(o: &WalkOptions) -> Result<(), FsError> {
     if o.max_directories == 0 || o.max_entries == 0 {
@@ -310,6 +314,15 @@ pub fn walk_checked(
     seen.insert((meta.dev(), meta.ino()));
     let mut queue = std::collections::VecDeque::from([(root.to_path_buf(), 0u64)]);
     let mut read = 0u64;
+    // Entries plus the errors of entries that could not be looked at: bounded by `maxEntries`.
+    let mut emitted = 0u64;
+    // The answer's size, bounded by MAX_WALK_RESPONSE_BYTES (each item's URI and message, plus
+    // its JSON around them).
+    let mut bytes = 0usize;
+    let mut fits = |bytes_of: usize| {
+        bytes += bytes_of + 40;
+        bytes <= MAX_WALK_RESPONSE_BYTES
+    };
     while let Some((dir, depth)) = queue.pop_front() {
         if read >= o.max_directories {
             out.truncated = true;
@@ -331,10 +344,12 @@ pub fn walk_checked(
                     FsError::Io { source, .. } => source.to_string(),
                     other => other.to_string(),
                 };
-                out.errors.push(WalkError {
-                    path: path_uri::from_path(&dir),
-                    message,
-                });
+                let path = path_uri::from_path(&dir);
+                if !fits(path.len() + message.len()) {
+                    out.truncated = true;
+                    return Ok(out);
+                }
+                out.errors.push(WalkError { path, message });
                 continue;
             }
         };
@@ -345,10 +360,13 @@ pub fn walk_checked(
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // gone meanwhile
                 Err(e) => {
-                    out.errors.push(WalkError {
-                        path: path_uri::from_path(&path),
-                        message: e.to_string(),
-                    });
+                    let (path, message) = (path_uri::from_path(&path), e.to_string());
+                    if emitted >= o.max_entries || !fits(path.len() + message.len()) {
+                        out.truncated = true;
+                        return Ok(out);
+                    }
+                    emitted += 1;
+                    out.errors.push(WalkError { path, message });
                     continue;
                 }
             };
@@ -363,12 +381,14 @@ pub fn walk_checked(
             } else {
                 None
             };
-            if out.entries.len() as u64 >= o.max_entries {
+            let uri = path_uri::from_path(&path);
+            if emitted >= o.max_entries || !fits(uri.len()) {
                 out.truncated = true;
                 return Ok(out);
             }
+            emitted += 1;
             out.entries.push(WalkEntry {
-                path: path_uri::from_path(&path),
+                path: uri,
                 kind: if dir_meta.is_some() {
                     WalkKind::Directory
                 } else {

@@ -400,3 +400,32 @@ async fn sandboxed_walk_lists_the_workspace_and_reports_what_lies_outside_it() {
     assert_eq!(code, -32600, "{message}");
     assert!(message.contains("Permission denied"), "{message}");
 }
+
+/// 20,000 entries of 250-byte names would be a 5 MB answer: the walk stops at its 4 MiB budget.
+#[tokio::test]
+async fn walk_stops_at_its_answer_budget() {
+    let (_s, mut c) = ready().await;
+    let d = TestDir::new();
+    let pad = "p".repeat(240);
+    for i in 0..20_000 {
+        std::fs::File::create(d.join(&format!("{i:05}{pad}"))).unwrap();
+    }
+    let r = c
+        .request_ok(
+            "fs/walk",
+            json!({"path": d.uri(), "options": opts(0, 1, 50_000, false)}),
+        )
+        .await;
+    let n = r["entries"].as_array().unwrap().len();
+    assert_eq!(r["truncated"], json!(true));
+    assert!((10_000..20_000).contains(&n), "{n} entries");
+    let text = serde_json::to_string(&r).unwrap();
+    assert!(text.len() <= 4 << 20, "{} bytes", text.len());
+    // Sorted and breadth-first even when cut: the first n names.
+    assert!(
+        r["entries"][n - 1]["path"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("/{:05}{pad}", n - 1))
+    );
+}
