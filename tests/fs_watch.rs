@@ -216,11 +216,24 @@ async fn watch_missing_refuses_missing_ill_typed_and_null_fields() {
         assert_eq!(code, -32602, "{params}: {message}");
         assert!(message.contains(needle), "{params}: {message}");
     }
+    // A huge path (1 MiB, 500,000 components) is answered at once, not walked up.
+    let huge = format!("file:///{}", "a/".repeat(500_000));
+    let r = c
+        .request_ok("fs/watchMissing", json!({"watchId": 1, "missing": [huge]}))
+        .await;
+    assert_eq!(r, json!({"watching": false}));
+    let r = c
+        .request_ok(
+            "fs/watchMissing",
+            json!({"watchId": 2, "missing": [m], "present": huge}),
+        )
+        .await;
+    assert_eq!(r, json!({"watching": false}));
     // An extra `sandbox` is ignored, and the connection still serves.
     let r = c
         .request_ok(
             "fs/watchMissing",
-            json!({"watchId": 1, "missing": [m], "sandbox": {"x": 1}}),
+            json!({"watchId": 3, "missing": [m], "sandbox": {"x": 1}}),
         )
         .await;
     assert_eq!(r, json!({"watching": true}));

@@ -30,6 +30,10 @@ pub(crate) const MAX_WATCHED_PATHS: usize = 10_000;
 /// resource); more is answered `watching:false`.
 pub(crate) const MAX_WATCHED_DIRECTORIES: usize = 1024;
 
+/// Longest path a watch takes (the kernel's PATH_MAX): a longer one cannot be looked up, and
+/// finding its nearest existing ancestor would cost a lookup per component.
+const PATH_MAX: usize = 4096;
+
 /// The `fs/watchMissing` state of one connection.
 pub(crate) struct MissingWatch {
     /// The connection's outgoing queue, for `fs/missingChanged`.
@@ -100,6 +104,10 @@ fn plan(missing: &[PathBuf], present: Option<&Path>) -> Option<Plan> {
     }
     let mut interests = HashMap::new();
     let mut directories = HashSet::new();
+    let too_long = |p: &Path| p.as_os_str().len() > PATH_MAX;
+    if missing.iter().any(|p| too_long(p)) || present.is_some_and(too_long) {
+        return None;
+    }
     for path in missing {
         if exists(path) {
             return None;
