@@ -33,8 +33,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::path_uri::{self, PathUriError};
 use crate::protocol::fs::{
     CanonicalizeResult, CopyResult, CreateDirectoryResult, DirectoryEntry, FsHelperAnswer,
-    FsHelperError, FsRequest, FsResponse, GetMetadataResult, OpenMode, ReadDirectoryResult,
-    ReadFileResult, RemoveResult, WriteFileResult,
+    FsHelperError, FsRequest, FsResponse, GetMetadataResult, MAX_WALK_DEPTH, MAX_WALK_DIRECTORIES,
+    MAX_WALK_ENTRIES, OpenMode, ReadDirectoryResult, ReadFileResult, RemoveResult, WalkEntry,
+    WalkError, WalkKind, WalkOptions, WalkResult, WriteFileResult,
 };
 use crate::protocol::{ErrorCode, MAX_MESSAGE_BYTES};
 
@@ -63,6 +64,9 @@ pub enum FsError {
         field: &'static str,
         source: PathUriError,
     },
+    /// A parameter is out of its range (the message says which); nothing was done.
+    #[error("{0}")]
+    BadInput(String),
     /// `dataBase64` is not valid base64; nothing was written.
     #[error("invalid dataBase64: {source}")]
     BadBase64 { source: base64::DecodeError },
@@ -89,9 +93,10 @@ impl FsError {
     pub fn kind(&self) -> io::ErrorKind {
         match self {
             Self::Io { source, .. } => source.kind(),
-            Self::Refused { .. } | Self::BadUri { .. } | Self::BadBase64 { .. } => {
-                io::ErrorKind::InvalidInput
-            }
+            Self::Refused { .. }
+            | Self::BadUri { .. }
+            | Self::BadBase64 { .. }
+            | Self::BadInput(_) => io::ErrorKind::InvalidInput,
         }
     }
 
@@ -99,7 +104,7 @@ impl FsError {
     pub fn path(&self) -> Option<&Path> {
         match self {
             Self::Io { path, .. } | Self::Refused { path, .. } => Some(path),
-            Self::BadUri { .. } | Self::BadBase64 { .. } => None,
+            Self::BadUri { .. } | Self::BadBase64 { .. } | Self::BadInput(_) => None,
         }
     }
 
@@ -107,7 +112,9 @@ impl FsError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::BadUri { .. } => ErrorCode::InvalidParams,
-            Self::BadBase64 { .. } | Self::Refused { .. } => ErrorCode::InvalidRequest,
+            Self::BadBase64 { .. } | Self::Refused { .. } | Self::BadInput(_) => {
+                ErrorCode::InvalidRequest
+            }
             Self::Io { source, .. } => match source.kind() {
                 io::ErrorKind::NotFound => ErrorCode::NotFound,
                 io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidInput => {
@@ -159,6 +166,10 @@ pub enum FsOp {
         path: PathBuf,
         mode: OpenMode,
         handle_id: String,
+    },
+    Walk {
+        path: PathBuf,
+        options: WalkOptions,
     },
 }
 
@@ -249,6 +260,13 @@ impl FsOp {
                 mode: p.mode,
                 handle_id: p.handle_id,
             },
+            FsRequest::Walk(p) => {
+                check_walk_limits(&p.options)?;
+                FsOp::Walk {
+                    path: resolve_uri("path", &p.path)?,
+                    options: p.options,
+                }
+            }
         })
     }
 }
@@ -296,7 +314,152 @@ pub fn execute(op: FsOp) -> Result<FsResponse, FsError> {
                 &path,
             ));
         }
+        FsOp::Walk { path, options } => FsResponse::Walk(walk(&path, &options)?),
     })
+}
+
+/// Largest `fs/walk` answer, roughly (URIs and messages plus their JSON): past it the walk stops
+/// with `truncated` (the reference is reported to have the same 4 MiB budget).
+pub const MAX_WALK_RESPONSE_BYTES: usize = 4 << 20;
+
+/// `fs/walk`'s limits: each at least 1 (depth 0 allowed) and at most the maximum.
+pub fn check_walk_limits(o: &WalkOptions) -> Result<(), FsError> {
+    if o.max_directories == 0 || o.max_entries == 0 {
+        return Err(FsError::BadInput(
+            "filesystem walk limits must be greater than zero".into(),
+        ));
+    }
+    if o.max_depth > MAX_WALK_DEPTH
+        || o.max_directories > MAX_WALK_DIRECTORIES
+        || o.max_entries > MAX_WALK_ENTRIES
+    {
+        return Err(FsError::BadInput(format!(
+            "filesystem walk limits exceed maximums: depth={MAX_WALK_DEPTH}, \
+             directories={MAX_WALK_DIRECTORIES}, entries={MAX_WALK_ENTRIES}"
+        )));
+    }
+    Ok(())
+}
+
+/// Walks the tree under `root` breadth-first, each directory's entries sorted by name. A missing
+/// root is an error; a root that is not a directory has no entries; a directory that cannot be
+/// read is reported in `errors` and the walk goes on. Symlinks to directories are left out, or
+/// (with `followDirectorySymlinks`) listed as directories and descended; either way each real
+/// directory (by device and inode) is read at most once, so a symlink loop ends. Other symlinks,
+/// broken ones included, are listed as files.
+pub fn walk(root: &Path, o: &WalkOptions) -> Result<WalkResult, FsError> {
+    walk_checked(root, o, &|_| Ok(()))
+}
+
+/// [`walk`], reading only the directories `may_read` allows (the `codex-fs` helper's guard); a
+/// refused one is reported in `errors` like an unreadable one.
+pub fn walk_checked(
+    root: &Path,
+    o: &WalkOptions,
+    may_read: &dyn Fn(&Path) -> Result<(), FsError>,
+) -> Result<WalkResult, FsError> {
+    check_walk_limits(o)?;
+    let meta = fs::metadata(root).map_err(|e| FsError::io(e, root))?;
+    let mut out = WalkResult::default();
+    if !meta.is_dir() {
+        return Ok(out);
+    }
+    let mut seen = std::collections::HashSet::new();
+    seen.insert((meta.dev(), meta.ino()));
+    let mut queue = std::collections::VecDeque::from([(root.to_path_buf(), 0u64)]);
+    let mut read = 0u64;
+    // Entries plus the errors of entries that could not be looked at: bounded by `maxEntries`.
+    let mut emitted = 0u64;
+    // The answer's size, bounded by MAX_WALK_RESPONSE_BYTES (each item's URI and message, plus
+    // its JSON around them).
+    let mut bytes = 0usize;
+    let mut fits = |bytes_of: usize| {
+        bytes += bytes_of + 40;
+        bytes <= MAX_WALK_RESPONSE_BYTES
+    };
+    while let Some((dir, depth)) = queue.pop_front() {
+        if read >= o.max_directories {
+            out.truncated = true;
+            break;
+        }
+        read += 1;
+        let listed = may_read(&dir).and_then(|()| {
+            fs::read_dir(&dir)
+                .and_then(|it| {
+                    it.map(|e| e.map(|e| e.file_name()))
+                        .collect::<io::Result<Vec<_>>>()
+                })
+                .map_err(|e| FsError::io(e, &dir))
+        });
+        let mut names = match listed {
+            Ok(names) => names,
+            Err(err) => {
+                let message = match err {
+                    FsError::Io { source, .. } => source.to_string(),
+                    other => other.to_string(),
+                };
+                let path = path_uri::from_path(&dir);
+                if !fits(path.len() + message.len()) {
+                    out.truncated = true;
+                    return Ok(out);
+                }
+                out.errors.push(WalkError { path, message });
+                continue;
+            }
+        };
+        names.sort();
+        for name in names {
+            let path = dir.join(&name);
+            let lmeta = match fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // gone meanwhile
+                Err(e) => {
+                    let (path, message) = (path_uri::from_path(&path), e.to_string());
+                    if emitted >= o.max_entries || !fits(path.len() + message.len()) {
+                        out.truncated = true;
+                        return Ok(out);
+                    }
+                    emitted += 1;
+                    out.errors.push(WalkError { path, message });
+                    continue;
+                }
+            };
+            let dir_meta = if lmeta.file_type().is_symlink() {
+                match fs::metadata(&path) {
+                    Ok(m) if m.is_dir() && !o.follow_directory_symlinks => continue,
+                    Ok(m) if m.is_dir() => Some(m),
+                    _ => None,
+                }
+            } else if lmeta.is_dir() {
+                Some(lmeta)
+            } else {
+                None
+            };
+            let uri = path_uri::from_path(&path);
+            if emitted >= o.max_entries || !fits(uri.len()) {
+                out.truncated = true;
+                return Ok(out);
+            }
+            emitted += 1;
+            out.entries.push(WalkEntry {
+                path: uri,
+                kind: if dir_meta.is_some() {
+                    WalkKind::Directory
+                } else {
+                    WalkKind::File
+                },
+            });
+            let Some(m) = dir_meta else { continue };
+            let hidden = name.as_encoded_bytes().starts_with(b".");
+            if depth < o.max_depth
+                && !(o.prune_hidden_directories && hidden)
+                && seen.insert((m.dev(), m.ino()))
+            {
+                queue.push_back((path, depth + 1));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Resolves and performs a wire request: what the helper does with the line it reads.

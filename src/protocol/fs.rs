@@ -274,6 +274,100 @@ pub const MAX_READ_BLOCK_BYTES: u64 = 1 << 20;
 /// Largest decoded `chunk` of one `fs/writeBlock`.
 pub const MAX_WRITE_BLOCK_BYTES: usize = 1 << 20;
 
+/// `fs/walk` params: a breadth-first listing of the tree under `path`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WalkParams {
+    pub path: String,
+    pub options: WalkOptions,
+    #[serde(default)]
+    pub sandbox: Option<SandboxIntent>,
+}
+
+/// `fs/walk` options (all but `pruneHiddenDirectories` required).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WalkOptions {
+    /// 0 = only the direct children of `path`; at most [`MAX_WALK_DEPTH`].
+    pub max_depth: u64,
+    /// Directories read, the root included; 1 to [`MAX_WALK_DIRECTORIES`].
+    pub max_directories: u64,
+    /// Entries returned; 1 to [`MAX_WALK_ENTRIES`].
+    pub max_entries: u64,
+    /// List a symlink to a directory as a directory and descend it (else it is left out).
+    pub follow_directory_symlinks: bool,
+    /// List dot-directories without descending them.
+    #[serde(default)]
+    pub prune_hidden_directories: bool,
+}
+
+/// Deepest `maxDepth` of `fs/walk`.
+pub const MAX_WALK_DEPTH: u64 = 64;
+/// Largest `maxDirectories` of `fs/walk`.
+pub const MAX_WALK_DIRECTORIES: u64 = 10_000;
+/// Largest `maxEntries` of `fs/walk`.
+pub const MAX_WALK_ENTRIES: u64 = 50_000;
+
+/// The kind of a walked entry.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum WalkKind {
+    Directory,
+    File,
+}
+
+/// One entry of an `fs/walk` result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WalkEntry {
+    pub path: String,
+    pub kind: WalkKind,
+}
+
+/// A directory `fs/walk` could not read.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WalkError {
+    pub path: String,
+    pub message: String,
+}
+
+/// `fs/walk` result.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WalkResult {
+    pub entries: Vec<WalkEntry>,
+    pub errors: Vec<WalkError>,
+    /// A limit (directories or entries) stopped the walk.
+    pub truncated: bool,
+}
+
+/// `fs/watchMissing` params: one one-shot watch per connection, replacing the previous one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WatchMissingParams {
+    pub watch_id: u64,
+    /// Paths expected not to exist.
+    pub missing: Vec<String>,
+    /// A path expected to exist.
+    #[serde(default)]
+    pub present: Option<String>,
+}
+
+/// `fs/watchMissing` result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WatchMissingResult {
+    pub watching: bool,
+}
+
+/// `fs/missingChanged` params: the watch fired (and is gone).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MissingChangedParams {
+    pub watch_id: u64,
+}
+
 /// One self-contained filesystem operation, tagged by method name: the request the `codex-fs`
 /// helper reads from stdin. Of the streaming methods only `fs/open` is, under a sandbox (the
 /// helper hands the descriptor back); `fs/readBlock`, `fs/writeBlock` and `fs/close` use the
@@ -300,6 +394,8 @@ pub enum FsRequest {
     /// Only to the helper: it opens the file and hands the descriptor back with its answer.
     #[serde(rename = "fs/open")]
     Open(OpenParams),
+    #[serde(rename = "fs/walk")]
+    Walk(WalkParams),
 }
 
 impl FsRequest {
@@ -315,6 +411,7 @@ impl FsRequest {
             Self::Copy(_) => method::FS_COPY,
             Self::Canonicalize(_) => method::FS_CANONICALIZE,
             Self::Open(_) => method::FS_OPEN,
+            Self::Walk(_) => method::FS_WALK,
         }
     }
 
@@ -326,7 +423,11 @@ impl FsRequest {
             Self::CreateDirectory(p) => p.follow_symlinks,
             Self::GetMetadata(p) => p.follow_symlinks,
             Self::Remove(p) => p.follow_symlinks,
-            Self::ReadDirectory(_) | Self::Copy(_) | Self::Canonicalize(_) | Self::Open(_) => None,
+            Self::ReadDirectory(_)
+            | Self::Copy(_)
+            | Self::Canonicalize(_)
+            | Self::Open(_)
+            | Self::Walk(_) => None,
         };
         follow == Some(false)
     }
@@ -343,6 +444,7 @@ impl FsRequest {
             Self::Copy(p) => &p.source_path,
             Self::Canonicalize(p) => &p.path,
             Self::Open(p) => &p.path,
+            Self::Walk(p) => &p.path,
         }
     }
 
@@ -358,6 +460,7 @@ impl FsRequest {
             Self::Copy(p) => p.sandbox.as_ref(),
             Self::Canonicalize(p) => p.sandbox.as_ref(),
             Self::Open(p) => p.sandbox.as_ref(),
+            Self::Walk(p) => p.sandbox.as_ref(),
         }
     }
 
@@ -369,7 +472,8 @@ impl FsRequest {
             Self::ReadFile(_)
             | Self::GetMetadata(_)
             | Self::ReadDirectory(_)
-            | Self::Canonicalize(_) => false,
+            | Self::Canonicalize(_)
+            | Self::Walk(_) => false,
         }
     }
 }
@@ -397,6 +501,8 @@ pub enum FsResponse {
     Canonicalize(CanonicalizeResult),
     #[serde(rename = "fs/open")]
     Open(OpenResult),
+    #[serde(rename = "fs/walk")]
+    Walk(WalkResult),
 }
 
 impl FsResponse {
@@ -412,6 +518,7 @@ impl FsResponse {
             Self::Copy(_) => method::FS_COPY,
             Self::Canonicalize(_) => method::FS_CANONICALIZE,
             Self::Open(_) => method::FS_OPEN,
+            Self::Walk(_) => method::FS_WALK,
         }
     }
 
@@ -427,6 +534,7 @@ impl FsResponse {
             Self::Copy(r) => serde_json::to_value(r),
             Self::Canonicalize(r) => serde_json::to_value(r),
             Self::Open(r) => serde_json::to_value(r),
+            Self::Walk(r) => serde_json::to_value(r),
         }
     }
 }

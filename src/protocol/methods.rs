@@ -217,6 +217,16 @@ methods! {
     /// A piece of a streamed `http/request` body, or its end.
     HttpRequestBodyDelta, HTTP_REQUEST_BODY_DELTA = "http/request/bodyDelta", Http,
         ServerNotification, NotSent: "sent by the server";
+    // Issue 11, items 4 and 5: fs/walk, fs/watchMissing, fs/missingChanged.
+    /// A breadth-first, bounded listing of a tree.
+    FsWalk, FS_WALK = "fs/walk", Filesystem, Request,
+        Fail: "fs calls fail with the disconnect error";
+    /// A one-shot watch of missing paths (and one present path), one per connection.
+    FsWatchMissing, FS_WATCH_MISSING = "fs/watchMissing", Filesystem, Request,
+        Fail: "the watch belongs to the dropped connection";
+    /// A `fs/watchMissing` watch fired.
+    FsMissingChanged, FS_MISSING_CHANGED = "fs/missingChanged", Filesystem, ServerNotification,
+        NotSent: "sent by the server";
 }
 
 impl Method {

@@ -253,6 +253,10 @@ impl Guard {
                 mode: OpenMode::Replace,
                 handle_id,
             },
+            FsOp::Walk { path, options } => {
+                self.check_read(&path)?;
+                FsOp::Walk { path, options }
+            }
         })
     }
 }
@@ -307,6 +311,11 @@ fn run() -> Result<(), String> {
             }
             Err(err) => Err(err),
         },
+        // Every directory the walk reads is checked, not only its root.
+        Ok(FsOp::Walk { path, options }) => {
+            fs_ops::walk_checked(&path, &options, &|dir| guard.check_read(dir))
+                .map(crate::protocol::fs::FsResponse::Walk)
+        }
         op => op.and_then(fs_ops::execute),
     };
     let answer = fs_ops::helper_answer(outcome);

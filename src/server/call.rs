@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::fs_handles::FileHandles;
 use super::http_streams::HttpStreams;
+use super::missing_watch::MissingWatch;
 use super::session::Session;
 use super::state::ServerState;
 use crate::rpc::{Piece, RpcError};
@@ -23,6 +24,8 @@ pub(super) struct Call {
     /// The connection's streamed `http/request` bodies; aborted by `connection::serve` when it
     /// ends.
     pub http: Arc<HttpStreams>,
+    /// The connection's `fs/watchMissing` watch; ended by `connection::serve` when it ends.
+    pub missing_watch: Arc<MissingWatch>,
 }
 
 /// A method's result: a JSON value, or JSON text encoded already (a large payload that going

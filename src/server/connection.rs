@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 use super::call::{Answer, Call};
 use super::fs_handles::FileHandles;
 use super::http_streams::HttpStreams;
+use super::missing_watch::MissingWatch;
 use super::router;
 use super::session::{ResumeError, Session};
 use super::state::ServerState;
@@ -53,6 +54,7 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let fs_handles = Arc::new(FileHandles::default());
     let http = Arc::new(HttpStreams::new(out.clone()));
+    let missing_watch = Arc::new(MissingWatch::new(out.clone()));
     let mut handshake = Handshake::AwaitingInitialize;
     loop {
         let incoming = tokio::select! {
@@ -149,6 +151,7 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
                     connection,
                     fs_handles: fs_handles.clone(),
                     http: http.clone(),
+                    missing_watch: missing_watch.clone(),
                 };
                 let out = out.clone();
                 state.tracker.spawn(async move {
@@ -181,6 +184,7 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
     }
     fs_handles.close_all();
     http.close_all();
+    missing_watch.close();
     if let Some(session) = handshake.session() {
         state.sessions.detach(session, connection);
     }

@@ -47,7 +47,7 @@ pub fn current() -> EnvironmentInfo {
             environment_config_read: true,
             http_header_env_vars: true,
 
-            fs_watch_missing: false,
+            fs_watch_missing: true,
 
             file_write_streaming: true,
             sandboxed_file_streaming: true,

@@ -21,7 +21,8 @@ use crate::protocol::fs::{
     CanonicalizeParams, CloseParams, CopyParams, CreateDirectoryParams, FsRequest,
     GetMetadataParams, MAX_FILE_HANDLE_ID_BYTES, MAX_READ_BLOCK_BYTES, MAX_WRITE_BLOCK_BYTES,
     OpenMode, OpenParams, OpenResult, ReadBlockParams, ReadBlockResult, ReadDirectoryParams,
-    ReadFileParams, RemoveParams, WriteBlockParams, WriteBlockResult, WriteFileParams,
+    ReadFileParams, RemoveParams, WalkParams, WatchMissingParams, WatchMissingResult,
+    WriteBlockParams, WriteBlockResult, WriteFileParams,
 };
 use crate::rpc::RpcError;
 
@@ -194,6 +195,21 @@ pub(super) async fn copy(call: &Call, p: CopyParams) -> Result<Value, RpcError> 
 /// `fs/canonicalize`.
 pub(super) async fn canonicalize(call: &Call, p: CanonicalizeParams) -> Result<Value, RpcError> {
     run(call, FsRequest::Canonicalize(p)).await
+}
+
+/// `fs/walk`: in-process, or in the `codex-fs` helper under a sandbox that restricts reads.
+pub(super) async fn walk(call: &Call, p: WalkParams) -> Result<Value, RpcError> {
+    // The limits are refused before anything else (the helper is not started for them).
+    fs_ops::check_walk_limits(&p.options)?;
+    run(call, FsRequest::Walk(p)).await
+}
+
+/// `fs/watchMissing`: replaces the connection's one-shot watch (`missing_watch.rs`).
+pub(super) async fn watch_missing(
+    call: &Call,
+    p: WatchMissingParams,
+) -> Result<WatchMissingResult, RpcError> {
+    super::missing_watch::register(&call.missing_watch, p).await
 }
 
 /// `fs/open`: opens a file for `fs/readBlock` (or, `mode: "replace"`, `fs/writeBlock`) under a

@@ -23,6 +23,7 @@ mod http;
 mod http_request;
 mod http_streams;
 mod listener;
+mod missing_watch;
 pub mod process;
 pub mod reaper;
 mod router;

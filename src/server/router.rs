@@ -46,8 +46,11 @@ pub(super) async fn route(call: Call, method: Method, params: Value) -> Result<A
         Method::HttpRequest => {
             return http_request::request(call, decode_params(params)?).await;
         }
+        Method::FsWalk => fs::walk(call, decode_params(params)?).await,
+        Method::FsWatchMissing => to_value(&fs::watch_missing(call, decode_params(params)?).await?),
         Method::Initialize
         | Method::Initialized
+        | Method::FsMissingChanged
         | Method::ProcessOutput
         | Method::ProcessExited
         | Method::ProcessClosed

@@ -23,7 +23,8 @@ fn call() -> (Call, mpsc::Receiver<crate::rpc::Outgoing>) {
         session,
         connection: 1,
         fs_handles: Arc::default(),
-        http: Arc::new(crate::server::http_streams::HttpStreams::new(tx)),
+        http: Arc::new(crate::server::http_streams::HttpStreams::new(tx.clone())),
+        missing_watch: Arc::new(crate::server::missing_watch::MissingWatch::new(tx)),
     };
     (call, rx)
 }
@@ -35,6 +36,7 @@ fn copy(call: &Call) -> Call {
         connection: call.connection,
         fs_handles: call.fs_handles.clone(),
         http: call.http.clone(),
+        missing_watch: call.missing_watch.clone(),
     }
 }
 
@@ -69,7 +71,7 @@ async fn every_client_request_of_the_table_is_routed_to_a_handler() {
         }
     }
     assert_eq!(
-        routed_count, 21,
+        routed_count, 23,
         "every environment, exec, fs and http request"
     );
 }

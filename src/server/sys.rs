@@ -61,3 +61,12 @@ pub fn ignore_termination_signals() {
         }
     }
 }
+
+/// `file` registered with the runtime's reactor for priority readiness (POLLPRI), as the mount
+/// table (`/proc/self/mounts`) signals a change. Must be called inside the tokio runtime.
+pub fn watch_priority(file: std::fs::File) -> io::Result<tokio::io::unix::AsyncFd<std::fs::File>> {
+    // SAFETY: the AsyncFd owns `file`, so its descriptor stays open for as long as it is
+    // registered, and is deregistered before the file is closed (AsyncFd's drop).
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(file, tokio::io::Interest::PRIORITY) }
+        .map_err(io::Error::from)
+}
