@@ -24,7 +24,8 @@ struct Stats {
     changed: tokio::sync::Notify,
 }
 
-/// A tiny HTTP/1.1 server, one request per connection. Paths:
+/// A tiny HTTP/1.1 server, one request per connection, which every answer says
+/// (`connection: close`: a client that pooled the connection would race its close). Paths:
 /// `/echo` (200, repeated headers, the raw request as the body), `/big?n=N` (N bytes),
 /// `/redirect` (302 to `/echo`), `/silent` (never answers), `/endless` (a chunked body without
 /// end), `/broken` (promises 100 bytes, sends 10, closes).
@@ -100,7 +101,7 @@ async fn serve(mut conn: TcpStream, stats: Arc<Stats>) {
     // `ends_with`: a proxied request names the whole URL.
     if path.ends_with("/echo") {
         let head = format!(
-            "HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-type: text/plain\r\nx-a: 2\r\ncontent-length: {}\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nconnection: close\r\nx-a: 1\r\ncontent-type: text/plain\r\nx-a: 2\r\ncontent-length: {}\r\n\r\n",
             request.len()
         );
         let _ = conn.write_all(head.as_bytes()).await;
@@ -108,25 +109,27 @@ async fn serve(mut conn: TcpStream, stats: Arc<Stats>) {
     } else if path == "/latin1" {
         let _ = conn
             .write_all(
-                b"HTTP/1.1 200 OK\r\nx-bin: caf\xe9\r\nx-ok: yes\r\ncontent-length: 0\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\nconnection: close\r\nx-bin: caf\xe9\r\nx-ok: yes\r\ncontent-length: 0\r\n\r\n",
             )
             .await;
     } else if let Some(n) = path.strip_prefix("/big?n=") {
         let n: usize = n.parse().unwrap();
         let body: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
-        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {n}\r\n\r\n");
+        let head = format!("HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: {n}\r\n\r\n");
         let _ = conn.write_all(head.as_bytes()).await;
         let _ = conn.write_all(&body).await;
     } else if path == "/redirect" {
         let _ = conn
-            .write_all(b"HTTP/1.1 302 Found\r\nlocation: /echo\r\ncontent-length: 0\r\n\r\n")
+            .write_all(b"HTTP/1.1 302 Found\r\nconnection: close\r\nlocation: /echo\r\ncontent-length: 0\r\n\r\n")
             .await;
     } else if path == "/silent" {
         let _ = conn.read(&mut buf).await;
         return;
     } else if path == "/endless" {
         let _ = conn
-            .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n",
+            )
             .await;
         let chunk = vec![b'x'; 64 * 1024];
         let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
@@ -144,11 +147,13 @@ async fn serve(mut conn: TcpStream, stats: Arc<Stats>) {
         return;
     } else if path == "/broken" {
         let _ = conn
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 100\r\n\r\n0123456789",
+            )
             .await;
     } else {
         let _ = conn
-            .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+            .write_all(b"HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
             .await;
     }
     let _ = conn.shutdown().await;
