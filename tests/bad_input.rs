@@ -319,14 +319,9 @@ async fn invalid_base64_and_empty_write_id_are_refused() {
     assert_unharmed(&mut server, &mut bystander, Some(&mut client)).await;
 }
 
-/// `initialized` before `initialize` is refused like a message the server cannot take: an
-/// error with id -1, then the connection is closed, with nothing between (protocol.md).
-#[tokio::test]
-async fn initialized_before_initialize_is_answered_with_id_minus_one_then_closed() {
-    let server = Server::start(&[]).await;
-    let mut bystander = Bystander::start(&server).await;
-    let mut client = server.connect().await;
-    client.notify("initialized", json!({})).await;
+/// The first message the client gets is the refusal: an error with id -1, -32600 and `message`;
+/// nothing follows it but the close.
+async fn assert_refused_with_id_minus_one_then_closed(client: &mut Client, message: &str) {
     let answer = client.next_message().await;
     assert_eq!(
         answer["id"],
@@ -335,13 +330,25 @@ async fn initialized_before_initialize_is_answered_with_id_minus_one_then_closed
     );
     assert_eq!(
         answer_to_result(answer),
-        Err((
-            INVALID_REQUEST,
-            "client must call initialize before sending initialized".to_string()
-        ))
+        Err((INVALID_REQUEST, message.to_string()))
     );
     let after = client.wait_for_close().await;
     assert!(after.is_empty(), "messages after the refusal: {after:?}");
+}
+
+/// `initialized` before `initialize` is refused like a message the server cannot take: an
+/// error with id -1, then the connection is closed, with nothing between (protocol.md).
+#[tokio::test]
+async fn initialized_before_initialize_is_answered_with_id_minus_one_then_closed() {
+    let server = Server::start(&[]).await;
+    let mut bystander = Bystander::start(&server).await;
+    let mut client = server.connect().await;
+    client.notify("initialized", json!({})).await;
+    assert_refused_with_id_minus_one_then_closed(
+        &mut client,
+        "client must call initialize before sending initialized",
+    )
+    .await;
     bystander.check().await;
 }
 
@@ -452,26 +459,6 @@ const MAX_MESSAGE_BYTES: usize = 128 << 20;
 /// is closed, with no other message between. The frame is refused on its header, so the test
 /// writes only a header announcing 128 MiB + 1 bytes (masked, as a client's must be) and no
 /// payload: the same path as a real one, without sending 128 MiB.
-/// The first message after an oversized one is its refusal (id -1, -32600 naming the limit), and
-/// nothing follows it but the close.
-async fn assert_refused_as_too_large_then_closed(client: &mut Client) {
-    let answer = client.next_message().await;
-    assert_eq!(
-        answer["id"],
-        json!(-1),
-        "the first message is the refusal: {answer}"
-    );
-    assert_eq!(
-        answer_to_result(answer),
-        Err((
-            INVALID_REQUEST,
-            format!("message too large: the limit is {MAX_MESSAGE_BYTES} bytes")
-        ))
-    );
-    let after = client.wait_for_close().await;
-    assert!(after.is_empty(), "messages after the refusal: {after:?}");
-}
-
 #[tokio::test]
 async fn websocket_message_over_128_mib_is_answered_with_id_minus_one_then_closed() {
     let (mut server, mut bystander, mut client) = setup().await;
@@ -479,7 +466,11 @@ async fn websocket_message_over_128_mib_is_answered_with_id_minus_one_then_close
     header.extend_from_slice(&(MAX_MESSAGE_BYTES as u64 + 1).to_be_bytes());
     header.extend_from_slice(&[0x12, 0x34, 0x56, 0x78]);
     client.write_raw_bytes(&header).await;
-    assert_refused_as_too_large_then_closed(&mut client).await;
+    assert_refused_with_id_minus_one_then_closed(
+        &mut client,
+        &format!("message too large: the limit is {MAX_MESSAGE_BYTES} bytes"),
+    )
+    .await;
     assert_unharmed(&mut server, &mut bystander, None).await;
 }
 
@@ -493,6 +484,10 @@ async fn stdio_line_over_128_mib_is_answered_with_id_minus_one_then_closed() {
     client
         .write_raw_bytes(&vec![b'x'; MAX_MESSAGE_BYTES + 1])
         .await;
-    assert_refused_as_too_large_then_closed(&mut client).await;
+    assert_refused_with_id_minus_one_then_closed(
+        &mut client,
+        &format!("message too large: the limit is {MAX_MESSAGE_BYTES} bytes"),
+    )
+    .await;
     assert!(server.wait_for_exit().await.success());
 }

@@ -22,12 +22,7 @@ impl Fixture {
         let server = Server::start(&[]).await;
         let mut client = server.connect().await;
         client.initialize().await;
-        let ws = TestDir::new();
-        std::fs::create_dir(ws.join(".git")).unwrap();
-        std::fs::write(ws.join(".git/config"), b"orig").unwrap();
-        std::fs::write(ws.join("inside.txt"), b"inside").unwrap();
-        let outside = TestDir::new();
-        std::fs::write(outside.join("secret"), b"secret").unwrap();
+        let (ws, outside) = sandbox_dirs();
         Self {
             _server: server,
             client,
@@ -212,7 +207,7 @@ async fn copy_source_and_destination_escapes_are_refused() {
     .await;
     assert_eq!(
         std::fs::read(root.join("copy.txt")).unwrap(),
-        b"inside",
+        b"inside the workspace",
         "positive control"
     );
     // Source outside a read-restricting policy.
@@ -250,7 +245,7 @@ async fn reads_outside_a_read_restricting_policy_are_refused() {
         .await;
     assert_eq!(
         unb64(r["dataBase64"].as_str().unwrap()),
-        b"inside",
+        b"inside the workspace",
         "positive control"
     );
     let r = f

@@ -23,12 +23,7 @@ impl Fixture {
         let server = Server::start(&[]).await;
         let mut client = server.connect().await;
         client.initialize().await;
-        let ws = TestDir::new();
-        std::fs::create_dir(ws.join(".git")).unwrap();
-        std::fs::write(ws.join(".git/config"), b"orig").unwrap();
-        std::fs::write(ws.join("inside.txt"), b"inside the workspace").unwrap();
-        let outside = TestDir::new();
-        std::fs::write(outside.join("secret"), b"secret").unwrap();
+        let (ws, outside) = sandbox_dirs();
         Self {
             _server: server,
             client,

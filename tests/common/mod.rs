@@ -409,6 +409,18 @@ pub async fn assert_process_exits(pid: i32, within: Duration, what: &str) {
 // ---------------------------------------------------------------------------------------------
 // Files
 
+/// The ground of the fs sandbox tests: a workspace holding `inside.txt` ("inside the workspace")
+/// and `.git/config` ("orig"), and a directory outside it holding `secret` ("secret").
+pub fn sandbox_dirs() -> (TestDir, TestDir) {
+    let ws = TestDir::new();
+    std::fs::create_dir(ws.join(".git")).unwrap();
+    std::fs::write(ws.join(".git/config"), b"orig").unwrap();
+    std::fs::write(ws.join("inside.txt"), b"inside the workspace").unwrap();
+    let outside = TestDir::new();
+    std::fs::write(outside.join("secret"), b"secret").unwrap();
+    (ws, outside)
+}
+
 /// A fresh directory under the system temp dir, removed on drop.
 pub struct TestDir {
     path: PathBuf,
