@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::server::{self, ServerConfig};
+use crate::server::{self, PidNamespaceMode, ServerConfig};
 
 /// `codex exec-server` arguments.
 #[derive(Debug, clap::Args)]
@@ -60,10 +60,32 @@ pub struct ExecServerArgs {
     #[arg(long, value_name = "COUNT", default_value = "1")]
     concurrent_requests: std::num::NonZeroUsize,
 
+    /// Whether a sandboxed process gets a PID namespace of its own, where it sees (in its own
+    /// /proc) and can signal only its own descendants, and where whatever it leaves running is
+    /// killed when it exits. `isolate`: always, and the server refuses to start where the machine
+    /// cannot give one (it needs root, or unprivileged user namespaces; a container started
+    /// without CAP_SYS_ADMIN has neither). `inherit`: never; the sandbox's Landlock scope still
+    /// keeps the process from signalling anything outside it. Left out: isolate where possible,
+    /// else share the server's (said in the log, and as
+    /// `environmentInfo.capabilities.sandboxPidNamespace: false`).
+    /// The supervisor left outside the namespace passes no signal on: signal the process group,
+    /// as the server does (SIGKILL to the supervisor alone ends everything too).
+    #[arg(long, value_name = "MODE", value_enum)]
+    linux_sandbox_pid_namespace: Option<PidNamespaceArg>,
+
     /// Behave as if the kernel had no Landlock: restricting sandboxes are refused (for tests of
     /// the fail-closed path).
     #[arg(long, hide = true)]
     sandbox_simulate_no_landlock: bool,
+}
+
+/// Values of `--linux-sandbox-pid-namespace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PidNamespaceArg {
+    /// A PID namespace for every sandboxed process, or no start.
+    Isolate,
+    /// The server's PID namespace.
+    Inherit,
 }
 
 /// Where the server listens.
@@ -105,7 +127,20 @@ pub fn run(args: ExecServerArgs) -> ExitCode {
         sandbox_simulate_no_landlock: args.sandbox_simulate_no_landlock,
         ping_interval: Duration::from_millis(args.ping_interval_ms),
         reap_orphans: true,
+        sandbox_pid_namespace: match args.linux_sandbox_pid_namespace {
+            None => PidNamespaceMode::IsolateWherePossible,
+            Some(PidNamespaceArg::Isolate) => PidNamespaceMode::Isolate,
+            Some(PidNamespaceArg::Inherit) => PidNamespaceMode::Inherit,
+        },
     };
+    if config.sandbox_pid_namespace == PidNamespaceMode::Isolate && !pid_namespace_available() {
+        eprintln!(
+            "codex exec-server: --linux-sandbox-pid-namespace isolate: this machine cannot give \
+             sandboxed processes a PID namespace of their own (it needs root, or unprivileged \
+             user namespaces); use `inherit`, or leave the flag out to isolate where possible"
+        );
+        return ExitCode::FAILURE;
+    }
     let workers = args.worker_threads.map(usize::from).unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
     });
@@ -148,6 +183,20 @@ pub fn run(args: ExecServerArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether a PID namespace can be had here, asked of a throwaway child (this executable's
+/// hidden `sandbox probe-pid-namespace`).
+fn pid_namespace_available() -> bool {
+    std::env::current_exe().is_ok_and(|exe| {
+        std::process::Command::new(exe)
+            .args(["sandbox", "probe-pid-namespace"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -24,6 +24,23 @@ pub struct ServerConfig {
     /// only a program that is `codex` may turn it on: off by default (a program embedding the
     /// server would be run with an argument it does not know); `codex exec-server` turns it on.
     pub reap_orphans: bool,
+    /// Whether sandboxed processes get a PID namespace of their own.
+    pub sandbox_pid_namespace: PidNamespaceMode,
+}
+
+/// `--linux-sandbox-pid-namespace`: whether a sandboxed process runs in a PID namespace of its
+/// own, where it sees and signals only its own descendants and whatever it leaves behind dies
+/// with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PidNamespaceMode {
+    /// Isolate where the machine allows it (root, or unprivileged user namespaces); elsewhere
+    /// share the server's, said once in the log and in `environmentInfo.capabilities`.
+    #[default]
+    IsolateWherePossible,
+    /// Isolate, or refuse every sandboxed process (the operator asked for it explicitly).
+    Isolate,
+    /// Share the server's PID namespace.
+    Inherit,
 }
 
 impl Default for ServerConfig {
@@ -37,6 +54,7 @@ impl Default for ServerConfig {
             sandbox_simulate_no_landlock: false,
             ping_interval: crate::rpc::ws::PING_INTERVAL,
             reap_orphans: false,
+            sandbox_pid_namespace: PidNamespaceMode::default(),
         }
     }
 }

@@ -32,5 +32,5 @@ mod session;
 mod state;
 pub mod sys;
 
-pub use config::ServerConfig;
+pub use config::{PidNamespaceMode, ServerConfig};
 pub use listener::{run_stdio, run_ws};

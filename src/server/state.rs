@@ -106,6 +106,9 @@ impl ServerState {
             let provider_id = provider_id.clone();
             tracker.spawn(async move { provider_id.get().await });
         }
+        let sandbox = sandboxing::SandboxSupport::probe(&config);
+        let mut environment = env_info::current();
+        environment.capabilities.sandbox_pid_namespace = sandbox.isolates_pids();
         Arc::new(Self {
             sessions: SessionRegistry::new(
                 config.clone(),
@@ -117,9 +120,9 @@ impl ServerState {
             tracker,
             cancel,
             next_connection_id: AtomicU64::new(1),
-            environment: env_info::current(),
+            environment,
             provider_id,
-            sandbox: sandboxing::SandboxSupport::probe(&config),
+            sandbox,
             connections: Default::default(),
         })
     }
