@@ -77,6 +77,58 @@ pub struct ExecServerArgs {
     /// the fail-closed path).
     #[arg(long, hide = true)]
     sandbox_simulate_no_landlock: bool,
+
+    /// Open WebSocket connections at most [default: a quarter of the open-file limit (`ulimit
+    /// -n`), at most 4096: 256 for the usual 1024, as each connection holds two descriptors and
+    /// the rest go to processes and files]. One more is answered `503 Service Unavailable` with a
+    /// text body naming this flag, before the upgrade; `/readyz` is answered whatever the count.
+    /// A connection's place is free again once it has closed.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: Option<u32>,
+
+    /// Sessions at most, detached ones included (they hold processes for
+    /// --detached-session-ttl-ms) [default: twice --max-connections]. One more is refused at
+    /// `initialize` with error -32600 naming this flag; resuming an existing session never is.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_sessions: Option<u32>,
+
+    /// Processes one session may hold: starting, running, and finished but still retained for
+    /// `process/read` (for --closed-process-ttl-ms after they close). One more `process/start`
+    /// is refused with error -32600 naming this flag; other sessions are unaffected.
+    #[arg(long, value_name = "N", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_processes_per_session: u32,
+
+    /// Streamed `http/request`s (`streamResponse: true`) active at once on one connection, from
+    /// the request to the last body delta. One more is refused with error -32600 naming this
+    /// flag. Buffered requests are bounded by the 256 requests a connection may have in flight.
+    #[arg(long, value_name = "N", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_http_streams_per_connection: u32,
+
+    /// Largest message the server reads, in bytes (a WebSocket message, or a stdio line), from
+    /// 2097152 (2 MiB: a 1 MiB `fs/writeBlock` chunk must fit) to 1073741824 (1 GiB). A larger
+    /// message is answered with an error with id -1 (code -32600, `message too large: the limit
+    /// is N bytes`), then the connection is closed; its session stays resumable. The largest
+    /// `fs/writeFile` (and `codex remote cp` upload) is about three quarters of it.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::rpc::MAX_MESSAGE_BYTES,
+          value_parser = parse_max_message_bytes)]
+    max_message_bytes: usize,
+}
+
+/// Parses `--max-message-bytes`: a byte count between the floor and the ceiling.
+fn parse_max_message_bytes(s: &str) -> Result<usize, String> {
+    use crate::server::{MAX_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES};
+    let n: usize = s
+        .parse()
+        .map_err(|e| format!("expected a number of bytes: {e}"))?;
+    if !(MIN_MAX_MESSAGE_BYTES..=MAX_MAX_MESSAGE_BYTES).contains(&n) {
+        return Err(format!(
+            "{n} is not in {MIN_MAX_MESSAGE_BYTES}..={MAX_MAX_MESSAGE_BYTES} (below 2 MiB a 1 MiB \
+             fs/writeBlock chunk would not fit in one message)"
+        ));
+    }
+    Ok(n)
 }
 
 /// Values of `--linux-sandbox-pid-namespace`.
@@ -118,6 +170,9 @@ pub fn run(args: ExecServerArgs) -> ExitCode {
         // Not fatal: sandboxed children close every fd above stderr themselves.
         tracing::warn!(%err, "could not mark inherited descriptors close-on-exec");
     }
+    let max_connections = args
+        .max_connections
+        .map_or_else(server::default_max_connections, |n| n as usize);
     let config = ServerConfig {
         detached_session_ttl: Duration::from_millis(args.detached_session_ttl_ms),
         closed_process_ttl: Duration::from_millis(args.closed_process_ttl_ms),
@@ -132,6 +187,13 @@ pub fn run(args: ExecServerArgs) -> ExitCode {
             Some(PidNamespaceArg::Isolate) => PidNamespaceMode::Isolate,
             Some(PidNamespaceArg::Inherit) => PidNamespaceMode::Inherit,
         },
+        max_connections,
+        max_sessions: args
+            .max_sessions
+            .map_or(max_connections.saturating_mul(2), |n| n as usize),
+        max_processes_per_session: args.max_processes_per_session as usize,
+        max_http_streams_per_connection: args.max_http_streams_per_connection as usize,
+        max_message_bytes: args.max_message_bytes,
     };
     if config.sandbox_pid_namespace == PidNamespaceMode::Isolate && !pid_namespace_available() {
         eprintln!(

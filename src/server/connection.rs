@@ -53,7 +53,10 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
     let out = transport.outgoing.clone();
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let fs_handles = Arc::new(FileHandles::default());
-    let http = Arc::new(HttpStreams::new(out.clone()));
+    let http = Arc::new(
+        HttpStreams::new(out.clone())
+            .with_max_streams(state.limits.max_http_streams_per_connection),
+    );
     let missing_watch = Arc::new(MissingWatch::new(out.clone()));
     let mut handshake = Handshake::AwaitingInitialize;
     loop {
@@ -206,7 +209,10 @@ async fn initialize(
 ) -> Result<(Arc<Session>, Value), RpcError> {
     let p: InitializeParams = decode_params(params)?;
     let session = match &p.resume_session_id {
-        None => state.sessions.create(connection, out.clone()),
+        None => state
+            .sessions
+            .create(connection, out.clone())
+            .map_err(|e| RpcError::invalid_request(e.to_string()))?,
         Some(id) => state
             .sessions
             .resume(id, connection, out.clone())

@@ -92,6 +92,7 @@ pub(super) fn start(call: &Call, p: StartParams) -> Result<StartResult, RpcError
             SpawnError::DuplicateId => {
                 RpcError::invalid_request(format!("process {} already exists", p.process_id))
             }
+            too_many @ SpawnError::TooMany(_) => RpcError::invalid_request(too_many.to_string()),
             other => RpcError::internal(other.to_string()),
         })?;
     Ok(StartResult {

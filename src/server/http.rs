@@ -1,7 +1,8 @@
 //! The HTTP side of the listening port, read by hand before any WebSocket handshake so that each
 //! request is answered by the rules of protocol.md: a request with an `Origin` header is 403 on every
 //! path (browsers must not drive a local executor); `GET`/`HEAD /readyz` is 200, other methods 405;
-//! `/` upgrades to WebSocket, without an upgrade 400; other paths 404.
+//! `/` upgrades to WebSocket (503 beyond `--max-connections`), without an upgrade 400; other
+//! paths 404.
 //!
 //! Written by hand (with `httparse` for the request line and headers) because tungstenite's
 //! server handshake can only accept or reject upgrades, not serve the health path beside them.
@@ -11,8 +12,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_util::task::TaskTracker;
 
+use super::state::ServerState;
 use crate::rpc::{Transport, ws};
 
 /// Largest request head we read; more is answered 431.
@@ -32,9 +33,10 @@ enum Route {
 /// Reads one request head and either upgrades the stream or answers and closes it.
 pub(super) async fn accept(
     mut stream: TcpStream,
-    tracker: &TaskTracker,
+    state: &ServerState,
     ping_interval: std::time::Duration,
 ) -> Option<Transport> {
+    let tracker = &state.tracker;
     let mut buf = Vec::with_capacity(1024);
     let (route, head_len) = loop {
         let mut chunk = [0u8; 2048];
@@ -62,31 +64,51 @@ pub(super) async fn accept(
     };
     match route {
         Route::Respond(status, body) => {
-            let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
+            respond(&mut stream, status, body).await;
             None
         }
         Route::Upgrade(key) => {
+            // `--max-connections`: refused before the upgrade, so the client sees why.
+            let slot = match state.connection_slot() {
+                Ok(slot) => slot,
+                Err(body) => {
+                    tracing::debug!("connection limit reached: upgrade refused");
+                    respond(&mut stream, "503 Service Unavailable", &body).await;
+                    return None;
+                }
+            };
             let response = format!(
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
                 derive_accept_key(key.as_bytes())
             );
             stream.write_all(response.as_bytes()).await.ok()?;
             let rest = buf.split_off(head_len);
+            let max_message_bytes = state.limits.max_message_bytes;
             let ws = WebSocketStream::from_partially_read(
                 stream,
                 rest,
                 Role::Server,
-                Some(ws::config()),
+                Some(ws::config_with_limit(max_message_bytes)),
             )
             .await;
-            Some(ws::spawn(ws, tracker, ping_interval))
+            let options = ws::Options {
+                ping_interval,
+                max_message_bytes,
+                slot: Some(Box::new(slot)),
+            };
+            Some(ws::spawn_with(ws, tracker, options))
         }
     }
+}
+
+/// Answers with `status` and a text body, then closes.
+async fn respond(stream: &mut TcpStream, status: &str, body: &str) {
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }
 
 /// Parses a request head. `Ok(None)`: incomplete; `Err`: not HTTP.

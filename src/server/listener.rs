@@ -38,7 +38,7 @@ pub async fn run_ws(
                 state.tracker.spawn(async move {
                     tracing::debug!(%peer, "connection");
                     state2.connection_opened();
-                    if let Some(transport) = http::accept(stream, &state2.tracker, ping).await {
+                    if let Some(transport) = http::accept(stream, &state2, ping).await {
                         connection::serve(transport, state2.clone()).await;
                     }
                     state2.connection_closed();
@@ -57,8 +57,12 @@ pub async fn run_stdio(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let state = ServerState::new(config);
-    let transport =
-        crate::rpc::stdio::spawn(tokio::io::stdin(), tokio::io::stdout(), &state.tracker);
+    let transport = crate::rpc::stdio::spawn_with_limit(
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+        &state.tracker,
+        state.limits.max_message_bytes,
+    );
     tokio::select! {
         _ = shutdown => {}
         _ = connection::serve(transport, state.clone()) => {}

@@ -33,4 +33,6 @@ mod state;
 pub mod sys;
 
 pub use config::{PidNamespaceMode, ServerConfig};
+
+pub use config::{MAX_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES, default_max_connections};
 pub use listener::{run_stdio, run_ws};

@@ -1,5 +1,6 @@
-//! The processes of one session, by client-chosen id: reserving an id, spawning, starting the
-//! pump, freeing the id after the closed TTL, killing everything on expiry or shutdown.
+//! The processes of one session, by client-chosen id: reserving an id (at most
+//! `--max-processes-per-session` of them), spawning, starting the pump, freeing the id after the
+//! closed TTL, killing everything on expiry or shutdown.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -101,6 +102,11 @@ impl ProcessTable {
             let mut entries = self.entries.lock().unwrap();
             if entries.contains_key(&id) {
                 return Err(SpawnError::DuplicateId);
+            }
+            // Starting, running, and finished but retained for `process/read`: each holds
+            // memory (its retained output), the first two descriptors and a child too.
+            if entries.len() >= self.config.max_processes_per_session {
+                return Err(SpawnError::TooMany(self.config.max_processes_per_session));
             }
             entries.insert(id.clone(), Slot::Starting);
         }
