@@ -539,7 +539,7 @@ async fn limit_flags_refuse_zero_junk_and_a_message_limit_outside_its_range_nami
         "--max-processes-per-session",
         "--max-http-streams-per-connection",
     ] {
-        for value in ["0", "-1", "many", ""] {
+        for value in ["0", "-1", "many", "", "4294967296"] {
             let (code, stderr) = refused_start(&[&format!("{flag}={value}")]).await;
             assert_eq!(code, Some(2), "{flag} {value:?}: {stderr}");
             assert!(stderr.contains(flag), "{flag} {value:?}: {stderr}");
