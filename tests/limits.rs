@@ -378,6 +378,14 @@ async fn http_streams_beyond_the_limit_are_refused_on_that_connection_only_and_a
     let mut a = server.connect().await;
     a.initialize().await;
 
+    // A stream that fails before its answer (nothing listens on port 1) gives its place back.
+    let (code, message) = a
+        .request_err(
+            "http/request",
+            stream_params("s0", "http://127.0.0.1:1/".into()),
+        )
+        .await;
+    assert_eq!(code, INTERNAL_ERROR, "{message}");
     let first = a
         .request_ok("http/request", stream_params("s1", http.url("/held1")))
         .await;
