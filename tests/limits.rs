@@ -378,6 +378,14 @@ async fn http_streams_beyond_the_limit_are_refused_on_that_connection_only_and_a
     let mut a = server.connect().await;
     a.initialize().await;
 
+    // A stream that fails before its answer (nothing listens on port 1) gives its place back.
+    let (code, message) = a
+        .request_err(
+            "http/request",
+            stream_params("s0", "http://127.0.0.1:1/".into()),
+        )
+        .await;
+    assert_eq!(code, INTERNAL_ERROR, "{message}");
     let first = a
         .request_ok("http/request", stream_params("s1", http.url("/held1")))
         .await;
@@ -539,7 +547,7 @@ async fn limit_flags_refuse_zero_junk_and_a_message_limit_outside_its_range_nami
         "--max-processes-per-session",
         "--max-http-streams-per-connection",
     ] {
-        for value in ["0", "-1", "many", ""] {
+        for value in ["0", "-1", "many", "", "4294967296"] {
             let (code, stderr) = refused_start(&[&format!("{flag}={value}")]).await;
             assert_eq!(code, Some(2), "{flag} {value:?}: {stderr}");
             assert!(stderr.contains(flag), "{flag} {value:?}: {stderr}");
