@@ -64,6 +64,10 @@ pub struct Options {
     /// Held for as long as the connection reads, and dropped when it stops, before the peer is
     /// sent the close: the server's slot in `--max-connections`.
     pub slot: Option<Box<dyn Send>>,
+    /// A duplicate of the TCP socket's descriptor under a stream that is not a `TcpStream`
+    /// itself (the server's TLS stream): TCP_QUICKACK and the silence check's TCP_INFO then work
+    /// as on a plain socket. `None`: found by downcasting the stream.
+    pub socket: Option<std::os::fd::OwnedFd>,
 }
 
 /// Starts the reader and writer tasks of one WebSocket and returns its channels. The writer pings
@@ -80,6 +84,7 @@ where
             ping_interval,
             max_message_bytes: MAX_MESSAGE_BYTES,
             slot: None,
+            socket: None,
         },
     )
 }
@@ -93,6 +98,7 @@ where
         ping_interval,
         max_message_bytes,
         slot,
+        socket,
     } = options;
     // A TCP socket gets TCP_QUICKACK re-armed after every frame read: a peer with Nagle on (the
     // default) that sends a notification and then a request (`initialized` then `process/read`,
@@ -108,7 +114,7 @@ where
             _ => None,
         }
     });
-    let tcp_fd = tcp.and_then(|tcp| tcp.as_fd().try_clone_to_owned().ok());
+    let tcp_fd = socket.or_else(|| tcp.and_then(|tcp| tcp.as_fd().try_clone_to_owned().ok()));
     let (mut sink, mut stream) = ws.split();
     let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE);
     let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(OUTGOING_QUEUE);

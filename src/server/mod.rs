@@ -10,6 +10,7 @@
 //! (`scripts/check-import-cycles`).
 
 mod attachment;
+mod auth;
 mod call;
 mod config;
 mod connection;
@@ -31,8 +32,13 @@ mod sandboxing;
 mod session;
 mod state;
 pub mod sys;
+mod tls;
 
 pub use config::{PidNamespaceMode, ServerConfig};
 
+pub use auth::{AuthFailure, AuthFlags, AuthMode, Authenticator};
 pub use config::{MAX_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES, default_max_connections};
+
+pub use http::Door;
 pub use listener::{run_stdio, run_ws};
+pub use tls::TlsServer;
