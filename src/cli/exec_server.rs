@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::server::{self, ServerConfig};
+use std::sync::Arc;
+
+use crate::server::{self, Metrics, ServerConfig};
 
 /// `codex exec-server` arguments.
 #[derive(Debug, clap::Args)]
@@ -64,6 +66,40 @@ pub struct ExecServerArgs {
     /// the fail-closed path).
     #[arg(long, hide = true)]
     sandbox_simulate_no_landlock: bool,
+
+    /// Also serve `GET /metrics` (Prometheus text: connections, sessions, processes, output
+    /// bytes, errors, request latencies) and `GET /livez` on this separate address: `IP:PORT` or
+    /// `http://IP:PORT` (an IP literal; port 0 picks a free one). Off by default. That port serves
+    /// nothing else (404) and asks for no credentials, so bind it where only your scraper can
+    /// reach it. Its bound address is printed on stderr as `metrics: http://IP:PORT/metrics`. A
+    /// value that is not an IP:PORT, or an address that cannot be bound, stops the start-up.
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_listen)]
+    metrics_listen: Option<SocketAddr>,
+
+    /// Format of the log on stderr: `text` (one line per event, for people) or `json` (one JSON
+    /// object per line, every field a key: for log collectors). What is logged is chosen by
+    /// RUST_LOG (default `warn`; `info` adds the audit records of target `codex::audit`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Parses `--metrics-listen`: `IP:PORT` or `http://IP:PORT`.
+pub fn parse_metrics_listen(s: &str) -> Result<SocketAddr, String> {
+    let rest = s.strip_prefix("http://").unwrap_or(s);
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    rest.parse::<SocketAddr>().map_err(|_| {
+        format!(
+            "invalid metrics address `{s}`: expected `IP:PORT` or `http://IP:PORT` (an IP \
+             literal, v4 or v6, e.g. 127.0.0.1:9464 or http://[::1]:9464)"
+        )
+    })
 }
 
 /// Where the server listens.
@@ -105,7 +141,9 @@ pub fn run(args: ExecServerArgs) -> ExitCode {
         sandbox_simulate_no_landlock: args.sandbox_simulate_no_landlock,
         ping_interval: Duration::from_millis(args.ping_interval_ms),
         reap_orphans: true,
+        metrics: Arc::new(Metrics::new()),
     };
+    let metrics = config.metrics.clone();
     let workers = args.worker_threads.map(usize::from).unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
     });
@@ -121,6 +159,18 @@ pub fn run(args: ExecServerArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        if let Some(addr) = args.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("failed to bind --metrics-listen {addr}: {e}"),
+                )
+            })?;
+            let local = listener.local_addr()?;
+            eprintln!("metrics: http://{local}/metrics");
+            tracing::info!(%local, "metrics listening");
+            tokio::spawn(server::serve_metrics(listener, metrics));
+        }
         match args.listen {
             Listen::Stdio => server::run_stdio(config, shutdown_signal()).await,
             Listen::Ws(addr) => {
@@ -183,6 +233,27 @@ mod tests {
             parse_listen("ws://[::1]:80"),
             Ok(Listen::Ws("[::1]:80".parse().unwrap()))
         );
+    }
+
+    #[test]
+    fn metrics_listen_takes_ip_port_with_or_without_http() {
+        let addr: SocketAddr = "127.0.0.1:9464".parse().unwrap();
+        assert_eq!(parse_metrics_listen("127.0.0.1:9464"), Ok(addr));
+        assert_eq!(parse_metrics_listen("http://127.0.0.1:9464/"), Ok(addr));
+        assert_eq!(
+            parse_metrics_listen("http://[::1]:0"),
+            Ok("[::1]:0".parse().unwrap())
+        );
+        for bad in [
+            "localhost:9464",
+            "https://127.0.0.1:1",
+            "127.0.0.1",
+            "",
+            "ws://1.2.3.4:5",
+        ] {
+            let err = parse_metrics_listen(bad).unwrap_err();
+            assert!(err.contains("IP:PORT"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The tunables of one server: TTLs, retention, sandbox switches, keepalive.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use super::metrics::Metrics;
 
 /// Tunables of one server. Defaults are the protocol's; tests shorten the TTLs.
 #[derive(Debug, Clone)]
@@ -24,6 +27,8 @@ pub struct ServerConfig {
     /// only a program that is `codex` may turn it on: off by default (a program embedding the
     /// server would be run with an argument it does not know); `codex exec-server` turns it on.
     pub reap_orphans: bool,
+    /// What the server counts (`--metrics-listen` serves it); shared by every clone.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Default for ServerConfig {
@@ -37,6 +42,7 @@ impl Default for ServerConfig {
             sandbox_simulate_no_landlock: false,
             ping_interval: crate::rpc::ws::PING_INTERVAL,
             reap_orphans: false,
+            metrics: Arc::default(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP side of the listening port, read by hand before any WebSocket handshake so that each
 //! request is answered by the rules of protocol.md: a request with an `Origin` header is 403 on every
-//! path (browsers must not drive a local executor); `GET`/`HEAD /readyz` is 200, other methods 405;
+//! path (browsers must not drive a local executor); `GET`/`HEAD /readyz` and `/livez` are 200
+//! (`/livez`: the runtime answers; also on the metrics listener), other methods 405;
 //! `/` upgrades to WebSocket, without an upgrade 400; other paths 404.
 //!
 //! Written by hand (with `httparse` for the request line and headers) because tungstenite's
@@ -119,7 +120,7 @@ fn route(buf: &[u8]) -> Result<Option<(Route, usize)>, ()> {
         .unwrap_or_default();
     let route = if header("origin").is_some() {
         Route::Respond("403 Forbidden", "")
-    } else if path == "/readyz" {
+    } else if path == "/readyz" || path == "/livez" {
         if method == "GET" || method == "HEAD" {
             Route::Respond("200 OK", "")
         } else {
@@ -157,6 +158,10 @@ mod tests {
 
     #[test]
     fn readyz_answers_get_and_head_only() {
+        assert_eq!(
+            routed("GET /livez HTTP/1.1\r\n\r\n"),
+            Route::Respond("200 OK", "")
+        );
         assert_eq!(
             routed("GET /readyz HTTP/1.1\r\n\r\n"),
             Route::Respond("200 OK", "")

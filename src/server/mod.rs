@@ -23,6 +23,8 @@ mod http;
 mod http_request;
 mod http_streams;
 mod listener;
+pub mod metrics;
+mod metrics_http;
 mod missing_watch;
 pub mod process;
 pub mod reaper;
@@ -34,3 +36,5 @@ pub mod sys;
 
 pub use config::ServerConfig;
 pub use listener::{run_stdio, run_ws};
+pub use metrics::Metrics;
+pub use metrics_http::serve_metrics;

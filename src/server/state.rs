@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use super::config::ServerConfig;
 use super::env_info;
+use super::metrics::Metrics;
 use super::reaper::Reaper;
 use super::sandboxing;
 use super::session::SessionRegistry;
@@ -37,6 +38,8 @@ pub(crate) struct ServerState {
     /// Kills the groups still held if this process dies without cleaning up; dropped with the
     /// state, which ends the helper. `None` when not asked for or it could not start.
     _reaper: Option<Arc<Reaper>>,
+    /// What the server counts (`--metrics-listen`).
+    pub(super) metrics: Arc<Metrics>,
 }
 
 /// Live connections, and the most there were since the heap was last given back.
@@ -106,7 +109,9 @@ impl ServerState {
             let provider_id = provider_id.clone();
             tracker.spawn(async move { provider_id.get().await });
         }
+        let metrics = config.metrics.clone();
         Arc::new(Self {
+            metrics,
             sessions: SessionRegistry::new(
                 config.clone(),
                 tracker.clone(),
