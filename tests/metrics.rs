@@ -374,6 +374,24 @@ async fn metrics_port_serves_only_metrics_and_livez() {
     }
     let (status, _) = http_get(&server.metrics, "POST", "/metrics").await;
     assert_eq!(status, 405);
+    let (status, body) = http_get(&server.metrics, "HEAD", "/metrics").await;
+    assert_eq!((status, body.as_str()), (200, ""));
+    // A request head that reaches 16 KiB unfinished is refused, not buffered further. (Exactly
+    // 16 KiB: the server reads all of it, so its close cannot reset the answer away.)
+    let mut stream = TcpStream::connect(&server.metrics).await.unwrap();
+    let prefix = "GET /metrics HTTP/1.1\r\nX-Big: ";
+    let huge = format!("{prefix}{}", "a".repeat(16 * 1024 - prefix.len()));
+    stream.write_all(huge.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     // And the WebSocket is not served there.
     let refused = Client::connect(
         &format!("ws://{}", server.metrics),
