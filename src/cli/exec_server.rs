@@ -9,6 +9,9 @@ use std::time::Duration;
 use crate::server::{
     self, AuthFlags, AuthMode, Authenticator, Door, PidNamespaceMode, ServerConfig, TlsServer,
 };
+use std::sync::Arc;
+
+use crate::server::Metrics;
 
 /// `codex exec-server` arguments.
 #[derive(Debug, clap::Args)]
@@ -173,6 +176,21 @@ pub struct ExecServerArgs {
     /// key that does not match the certificate stops the start.
     #[arg(long, value_name = "PEM")]
     tls_key: Option<PathBuf>,
+
+    /// Also serve `GET /metrics` (Prometheus text: connections, sessions, processes, output
+    /// bytes, errors, request latencies) and `GET /livez` on this separate address: `IP:PORT` or
+    /// `http://IP:PORT` (an IP literal; port 0 picks a free one). Off by default. That port serves
+    /// nothing else (404) and asks for no credentials, so bind it where only your scraper can
+    /// reach it. Its bound address is printed on stderr as `metrics: http://IP:PORT/metrics`. A
+    /// value that is not an IP:PORT, or an address that cannot be bound, stops the start-up.
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_listen)]
+    metrics_listen: Option<SocketAddr>,
+
+    /// Format of the log on stderr: `text` (one line per event, for people) or `json` (one JSON
+    /// object per line, every field a key: for log collectors). What is logged is chosen by
+    /// RUST_LOG (default `warn`; `info` adds the audit records of target `codex::audit`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    pub log_format: LogFormat,
 }
 
 /// Parses `--max-message-bytes`: a byte count between the floor and the ceiling.
@@ -206,6 +224,25 @@ pub enum WsAuth {
     CapabilityToken,
     /// An HS256 JWT signed with --ws-shared-secret-file.
     SignedBearerToken,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Parses `--metrics-listen`: `IP:PORT` or `http://IP:PORT`.
+pub fn parse_metrics_listen(s: &str) -> Result<SocketAddr, String> {
+    let rest = s.strip_prefix("http://").unwrap_or(s);
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    rest.parse::<SocketAddr>().map_err(|_| {
+        format!(
+            "invalid metrics address `{s}`: expected `IP:PORT` or `http://IP:PORT` (an IP \
+             literal, v4 or v6, e.g. 127.0.0.1:9464 or http://[::1]:9464)"
+        )
+    })
 }
 
 /// Where the server listens.
@@ -326,6 +363,7 @@ pub fn run(args: ExecServerArgs) -> ExitCode {
         max_processes_per_session: args.max_processes_per_session as usize,
         max_http_streams_per_connection: args.max_http_streams_per_connection as usize,
         max_message_bytes: args.max_message_bytes,
+        metrics: Arc::new(Metrics::new()),
     };
     if config.sandbox_pid_namespace == PidNamespaceMode::Isolate && !pid_namespace_available() {
         eprintln!(
@@ -335,6 +373,7 @@ pub fn run(args: ExecServerArgs) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    let metrics = config.metrics.clone();
     let workers = args.worker_threads.map(usize::from).unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
     });
@@ -350,6 +389,18 @@ pub fn run(args: ExecServerArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        if let Some(addr) = args.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("failed to bind --metrics-listen {addr}: {e}"),
+                )
+            })?;
+            let local = listener.local_addr()?;
+            eprintln!("metrics: http://{local}/metrics");
+            tracing::info!(%local, "metrics listening");
+            tokio::spawn(server::serve_metrics(listener, metrics));
+        }
         match args.listen {
             Listen::Stdio => server::run_stdio(config, shutdown_signal()).await,
             Listen::Ws(addr) => {
@@ -498,6 +549,27 @@ mod tests {
             assert!(door_of(&["--listen", loopback]).is_ok(), "{loopback}");
         }
         assert!(door_of(&["--listen", "ws://10.0.0.1:1"]).is_err());
+    }
+
+    #[test]
+    fn metrics_listen_takes_ip_port_with_or_without_http() {
+        let addr: SocketAddr = "127.0.0.1:9464".parse().unwrap();
+        assert_eq!(parse_metrics_listen("127.0.0.1:9464"), Ok(addr));
+        assert_eq!(parse_metrics_listen("http://127.0.0.1:9464/"), Ok(addr));
+        assert_eq!(
+            parse_metrics_listen("http://[::1]:0"),
+            Ok("[::1]:0".parse().unwrap())
+        );
+        for bad in [
+            "localhost:9464",
+            "https://127.0.0.1:1",
+            "127.0.0.1",
+            "",
+            "ws://1.2.3.4:5",
+        ] {
+            let err = parse_metrics_listen(bad).unwrap_err();
+            assert!(err.contains("IP:PORT"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The tunables of one server: TTLs, retention, sandbox switches, keepalive, limits.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use super::metrics::Metrics;
 
 /// Tunables of one server. Defaults are the protocol's; tests shorten the TTLs.
 #[derive(Debug, Clone)]
@@ -36,6 +39,8 @@ pub struct ServerConfig {
     pub max_http_streams_per_connection: usize,
     /// Largest message the server reads (a WebSocket message or a stdio line), in bytes.
     pub max_message_bytes: usize,
+    /// What the server counts (`--metrics-listen` serves it); shared by every clone.
+    pub metrics: Arc<Metrics>,
 }
 
 /// `--linux-sandbox-pid-namespace`: whether a sandboxed process runs in a PID namespace of its
@@ -97,6 +102,7 @@ impl Default for ServerConfig {
             max_processes_per_session: DEFAULT_MAX_PROCESSES_PER_SESSION,
             max_http_streams_per_connection: DEFAULT_MAX_HTTP_STREAMS_PER_CONNECTION,
             max_message_bytes: crate::rpc::MAX_MESSAGE_BYTES,
+            metrics: Arc::default(),
         }
     }
 }

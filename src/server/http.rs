@@ -1,10 +1,11 @@
 //! The HTTP side of the listening port, read by hand before any WebSocket handshake so that each
 //! request is answered by the rules of protocol.md: a request with an `Origin` header is 403 on every
-//! path (browsers must not drive a local executor); `GET`/`HEAD /readyz` is 200, other methods 405;
+//! path (browsers must not drive a local executor); `GET`/`HEAD /readyz` and `/livez` are 200
+//! (`/livez`: the runtime answers; also on the metrics listener), other methods 405;
 //! `/` upgrades to WebSocket, without an upgrade 400; other paths 404. With `--ws-auth`, an
 //! upgrade is 401 unless its `Authorization` header passes ([`Door`], `auth.rs`); the check comes
-//! after the `Origin` rule and never applies to `/readyz`. An upgrade that passes is 503 beyond
-//! `--max-connections`.
+//! after the `Origin` rule and never applies to `/readyz` or `/livez`. An upgrade that passes is
+//! 503 beyond `--max-connections`.
 //!
 //! Written by hand (with `httparse` for the request line and headers) because tungstenite's
 //! server handshake can only accept or reject upgrades, not serve the health path beside them.
@@ -133,7 +134,8 @@ where
                 && let Err(failure) = auth.check(authorization.as_deref()) =>
         {
             // The audit line: who, and why (never the header).
-            tracing::info!(%peer, reason = failure.reason(), "websocket authentication failed");
+            tracing::info!(target: "codex::audit", %peer, reason = failure.reason(), "websocket authentication failed");
+            state.metrics.auth_failed(failure.reason());
             let body = failure.body();
             let response = format!(
                 "HTTP/1.1 401 Unauthorized\r\ncontent-type: text/plain; charset=utf-8\r\nwww-authenticate: Bearer\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -218,7 +220,7 @@ fn route(buf: &[u8]) -> Result<Option<(Route, usize)>, ()> {
         .unwrap_or_default();
     let route = if header("origin").is_some() {
         Route::Respond("403 Forbidden", "")
-    } else if path == "/readyz" {
+    } else if path == "/readyz" || path == "/livez" {
         if method == "GET" || method == "HEAD" {
             Route::Respond("200 OK", "")
         } else {
@@ -263,6 +265,10 @@ mod tests {
 
     #[test]
     fn readyz_answers_get_and_head_only() {
+        assert_eq!(
+            routed("GET /livez HTTP/1.1\r\n\r\n"),
+            Route::Respond("200 OK", "")
+        );
         assert_eq!(
             routed("GET /readyz HTTP/1.1\r\n\r\n"),
             Route::Respond("200 OK", "")

@@ -24,6 +24,8 @@ mod http;
 mod http_request;
 mod http_streams;
 mod listener;
+pub mod metrics;
+mod metrics_http;
 mod missing_watch;
 pub mod process;
 pub mod reaper;
@@ -41,4 +43,6 @@ pub use config::{MAX_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES, default_max_conne
 
 pub use http::Door;
 pub use listener::{run_stdio, run_ws};
+pub use metrics::Metrics;
+pub use metrics_http::serve_metrics;
 pub use tls::TlsServer;

@@ -108,6 +108,7 @@ impl SessionRegistry {
             }
             sessions.insert(id, session.clone());
         }
+        self.config.metrics.session_created();
         tracing::debug!(session = %session.id, "session created");
         Ok(session)
     }
@@ -133,6 +134,7 @@ impl SessionRegistry {
                 Refused::Attached => ResumeError::Attached(id.to_string()),
                 Refused::Expired => ResumeError::Unknown(id.to_string()),
             })?;
+        self.config.metrics.session_resumed();
         tracing::debug!(session = %id, "session resumed");
         Ok(session)
     }
@@ -143,6 +145,7 @@ impl SessionRegistry {
         if !session.attachment.detach(connection, epoch) {
             return;
         }
+        self.config.metrics.session_detached();
         tracing::debug!(session = %session.id, "session detached");
         let registry = self.clone();
         let session = session.clone();
@@ -162,6 +165,7 @@ impl SessionRegistry {
             return;
         }
         self.sessions.lock().unwrap().remove(&session.id);
+        self.config.metrics.session_expired();
         session.processes.kill_all();
         tracing::debug!(session = %session.id, "detached session expired");
     }

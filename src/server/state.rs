@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use super::config::ServerConfig;
 use super::env_info;
+use super::metrics::Metrics;
 use super::reaper::Reaper;
 use super::sandboxing;
 use super::session::SessionRegistry;
@@ -42,6 +43,8 @@ pub(crate) struct ServerState {
     connection_slots: Arc<Semaphore>,
     /// The limits every connection applies.
     pub(super) limits: Limits,
+    /// What the server counts (`--metrics-listen`).
+    pub(super) metrics: Arc<Metrics>,
 }
 
 /// The limits of [`ServerConfig`] that connections apply (`docs/protocol.md`, "Limits").
@@ -136,6 +139,7 @@ impl ServerState {
         Arc::new(Self {
             connection_slots,
             limits,
+            metrics: config.metrics.clone(),
             sessions: SessionRegistry::new(
                 config.clone(),
                 tracker.clone(),

@@ -13,6 +13,7 @@ use super::pump::Pump;
 use super::spawn::{SpawnError, SpawnSpec, spawn};
 use crate::server::attachment::Attachment;
 use crate::server::config::ServerConfig;
+use crate::server::metrics::ProcessAudit;
 use crate::server::reaper::Reaper;
 
 /// A slot in the table.
@@ -96,8 +97,13 @@ impl ProcessTable {
         }
     }
 
-    /// Spawns `spec` as process `id`, and starts its pump.
-    pub(crate) fn start(&self, id: String, spec: SpawnSpec) -> Result<(), SpawnError> {
+    /// Spawns `spec` as process `id`, and starts its pump; `audit` records the start and exit.
+    pub(crate) fn start(
+        &self,
+        id: String,
+        spec: SpawnSpec,
+        audit: ProcessAudit,
+    ) -> Result<(), SpawnError> {
         {
             let mut entries = self.entries.lock().unwrap();
             if entries.contains_key(&id) {
@@ -118,6 +124,7 @@ impl ProcessTable {
             }
         };
         let pgid = spawned.child.id().map(|p| p as i32).unwrap_or(-1);
+        audit.started(pgid);
         if let Some(reaper) = &self.reaper {
             reaper.watch(pgid);
         }
@@ -152,6 +159,7 @@ impl ProcessTable {
             closed_ttl: self.config.closed_process_ttl,
             sandboxed: spec.sandboxed,
             cancel: self.cancel.clone(),
+            audit,
         };
         self.tracker.spawn(pump.run(spawned.child, spawned.output));
         Ok(())
