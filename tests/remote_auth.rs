@@ -717,12 +717,11 @@ async fn wait_status(
     pred: impl Fn(&ConnectionStatus) -> bool,
 ) -> ConnectionStatus {
     let mut status = client.watch_status();
-    let seen = tokio::time::timeout(DEADLINE, status.wait_for(|s| pred(s)))
+    tokio::time::timeout(DEADLINE, status.wait_for(|s| pred(s)))
         .await
         .expect("status in time")
         .expect("status channel")
-        .clone();
-    seen
+        .clone()
 }
 
 #[tokio::test]
