@@ -566,6 +566,8 @@ async fn bad_connection_flags_are_errors_naming_the_flag_or_file() {
     let home = TestDir::new();
     let missing = home.join("no-such-token");
     let empty = token_file(&home, "  ");
+    let huge = home.join("huge-token");
+    std::fs::write(&huge, "x".repeat(1 << 20)).unwrap();
     std::fs::write(
         home.join("environments.toml"),
         "[[environments]]\nid = \"box\"\nprogram = \"p\"\nauth_bearer_token = \"x\"\n",
@@ -580,6 +582,14 @@ async fn bad_connection_flags_are_errors_naming_the_flag_or_file() {
         (
             vec!["--url", url, "--token-file", empty.to_str().unwrap()],
             "the bearer token is empty",
+        ),
+        (
+            vec!["--url", url, "--token-file", huge.to_str().unwrap()],
+            "the bearer token is longer than 16384 bytes",
+        ),
+        (
+            vec!["--url", url, "--token-file", "/dev/zero"],
+            "--token-file /dev/zero",
         ),
         (
             vec!["--url", url, "--token-env", "CODEX_TEST_UNSET_VAR"],
@@ -616,6 +626,19 @@ async fn bad_connection_flags_are_errors_naming_the_flag_or_file() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
         assert!(stderr.contains(want), "{args:?}: want {want:?} in {stderr}");
     }
+    // An empty --token-env variable.
+    let mut cmd = remote(
+        home.path(),
+        &["--url", url, "--token-env", "MY_EMPTY_TOKEN", "info"],
+    );
+    cmd.env("MY_EMPTY_TOKEN", "");
+    let out = run(cmd).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--token-env MY_EMPTY_TOKEN: the bearer token is empty"),
+        "{stderr}"
+    );
     // A file the Codex CLI would refuse; an id that is not there; both name the file.
     std::fs::write(
         home.join("environments.toml"),

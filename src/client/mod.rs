@@ -65,5 +65,7 @@ pub use fs::Download;
 pub use process::{ProcessControl, ProcessHandle, ProcessOutput, start_params};
 pub use sequencer::{ProcessEvent, SequenceError};
 pub use session::ExecServerClient;
-pub use status::{BearerToken, ClientOptions, ClientStats, ConnectionStatus};
+pub use status::{
+    BearerToken, ClientOptions, ClientStats, ConnectionStatus, MAX_BEARER_TOKEN_BYTES,
+};
 pub use transfer::{MAX_UPLOAD_BYTES, Phase, Progress, TransferError, Transferred};

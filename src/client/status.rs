@@ -47,6 +47,9 @@ impl Default for ClientOptions {
     }
 }
 
+/// Longest bearer token accepted, in bytes (servers refuse much larger request heads anyway).
+pub const MAX_BEARER_TOKEN_BYTES: usize = 16 * 1024;
+
 /// A bearer token for the server's WebSocket authentication. Its `Debug` prints `<redacted>`,
 /// and nothing in the client prints or logs it.
 #[derive(Clone, PartialEq, Eq)]
@@ -62,6 +65,11 @@ impl BearerToken {
         if trimmed.is_empty() {
             return Err(ClientError::Config {
                 message: "the bearer token is empty".into(),
+            });
+        }
+        if trimmed.len() > MAX_BEARER_TOKEN_BYTES {
+            return Err(ClientError::Config {
+                message: format!("the bearer token is longer than {MAX_BEARER_TOKEN_BYTES} bytes"),
             });
         }
         if !trimmed.bytes().all(|b| b.is_ascii_graphic()) {
@@ -136,7 +144,9 @@ mod tests {
     #[test]
     fn a_bearer_token_is_trimmed_and_refused_when_empty_or_not_visible_ascii() {
         assert_eq!(BearerToken::new("  abc\n").unwrap().secret(), "abc");
-        for bad in ["", " \n ", "ab cd", "ab\u{7f}", "tök"] {
+        let huge = "x".repeat(MAX_BEARER_TOKEN_BYTES + 1);
+        assert!(BearerToken::new(&huge[1..]).is_ok());
+        for bad in ["", " \n ", "ab cd", "ab\u{7f}", "tök", huge.as_str()] {
             let err = BearerToken::new(bad).unwrap_err().to_string();
             assert!(err.contains("bearer token"), "{err}");
             assert!(bad.trim().is_empty() || !err.contains(bad.trim()), "{err}");

@@ -2,13 +2,14 @@
 //! `--ca-file`), accepted before or after the subcommand, and how they become a connected
 //! [`ExecServerClient`].
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 
 use crate::client::environments::{self, Environments, Transport};
-use crate::client::{BearerToken, ClientOptions, ExecServerClient};
+use crate::client::{BearerToken, ClientOptions, ExecServerClient, MAX_BEARER_TOKEN_BYTES};
 
 /// Name of the environment variable that may give `--url`.
 pub const URL_ENV: &str = "CODEX_EXEC_SERVER_URL";
@@ -130,8 +131,20 @@ pub async fn connect(args: &ConnectArgs) -> anyhow::Result<ExecServerClient> {
 /// The token of `--token-file` or `--token-env`, if one was given.
 fn flag_token(args: &ConnectArgs) -> anyhow::Result<Option<BearerToken>> {
     if let Some(path) = &args.token_file {
-        let text = std::fs::read_to_string(path)
+        // Bounded: a wrong path such as /dev/zero must not fill the memory.
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|file| {
+                file.take(MAX_BEARER_TOKEN_BYTES as u64 + 64)
+                    .read_to_end(&mut bytes)
+            })
             .with_context(|| format!("--token-file {}: cannot read it", path.display()))?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            anyhow!(
+                "--token-file {}: the file is not UTF-8 text",
+                path.display()
+            )
+        })?;
         let token =
             BearerToken::new(text).map_err(|e| anyhow!("--token-file {}: {e}", path.display()))?;
         return Ok(Some(token));
