@@ -2,10 +2,11 @@
 //! the listener, shutdown on SIGTERM/SIGINT).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::server::{self, ServerConfig};
+use crate::server::{self, AuthFlags, AuthMode, Authenticator, Door, ServerConfig, TlsServer};
 
 /// `codex exec-server` arguments.
 #[derive(Debug, clap::Args)]
@@ -64,6 +65,71 @@ pub struct ExecServerArgs {
     /// the fail-closed path).
     #[arg(long, hide = true)]
     sandbox_simulate_no_landlock: bool,
+
+    // ----- Authentication and TLS (docs/protocol.md, "Authentication and TLS"; README, "Security")
+    /// Require every WebSocket upgrade to carry `Authorization: Bearer TOKEN` [default: none,
+    /// allowed only on a loopback --listen]. `capability-token`: TOKEN is a shared secret given by
+    /// --ws-token-file or --ws-token-sha256. `signed-bearer-token`: TOKEN is an HS256 JWT signed
+    /// with --ws-shared-secret-file, with `exp` required. A refused upgrade gets HTTP 401 before
+    /// any JSON-RPC. Not with `--listen stdio`. SIGHUP re-reads the token or secret file.
+    #[arg(long, value_enum, value_name = "MODE")]
+    ws_auth: Option<WsAuth>,
+
+    /// The capability token, in a file (surrounding whitespace trimmed; a relative path is
+    /// taken from the working directory). Read at start and on SIGHUP; only its SHA-256 is kept.
+    /// An empty or unreadable file stops the start (or, on SIGHUP, keeps the old token).
+    #[arg(long, value_name = "PATH")]
+    ws_token_file: Option<PathBuf>,
+
+    /// The capability token given by its SHA-256 digest, 64 hex digits (instead of
+    /// --ws-token-file), e.g. from `printf %s TOKEN | sha256sum`. Anything else stops the start.
+    #[arg(long, value_name = "HEX")]
+    ws_token_sha256: Option<String>,
+
+    /// The HS256 secret of `signed-bearer-token`, in a file (trimmed; at least 32 bytes, or the
+    /// start is refused). Read at start and on SIGHUP.
+    #[arg(long, value_name = "PATH")]
+    ws_shared_secret_file: Option<PathBuf>,
+
+    /// With `signed-bearer-token`: the JWT's `iss` must equal this [default: not checked].
+    #[arg(long, value_name = "ISSUER")]
+    ws_issuer: Option<String>,
+
+    /// With `signed-bearer-token`: the JWT's `aud` (a string, or a list) must contain this
+    /// [default: not checked].
+    #[arg(long, value_name = "AUDIENCE")]
+    ws_audience: Option<String>,
+
+    /// With `signed-bearer-token`: how far the clocks may disagree when `exp` and `nbf` are
+    /// checked, in seconds [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    ws_max_clock_skew_seconds: Option<u64>,
+
+    /// Listen on a non-loopback address without --ws-auth. WARNING: anyone who can reach the
+    /// port can then run any command as this user and read or write any file it can. Without
+    /// this flag such a --listen is refused at start [default: refused].
+    #[arg(long)]
+    allow_unauthenticated_non_loopback: bool,
+
+    /// Serve `wss://` (TLS 1.2 or 1.3) with this certificate chain, a PEM file (leaf first);
+    /// needs --tls-key. Re-read with the key on SIGHUP (a pair that does not load keeps the old
+    /// one). The printed URL then starts with `wss://` [default: plain `ws://`].
+    #[arg(long, value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert, a PEM file (PKCS#8, PKCS#1 or SEC1); needs --tls-cert. A
+    /// key that does not match the certificate stops the start.
+    #[arg(long, value_name = "PEM")]
+    tls_key: Option<PathBuf>,
+}
+
+/// `--ws-auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WsAuth {
+    /// A shared bearer token (--ws-token-file or --ws-token-sha256).
+    CapabilityToken,
+    /// An HS256 JWT signed with --ws-shared-secret-file.
+    SignedBearerToken,
 }
 
 /// Where the server listens.
@@ -88,10 +154,74 @@ pub fn parse_listen(s: &str) -> Result<Listen, String> {
         .map_err(|_| format!("invalid listen address `{s}`: {expected}"))
 }
 
+/// Checks the authentication and TLS flags against each other and the listen address, and
+/// reads the token or secret and the certificate. The errors are the reference's texts where it
+/// has them, and otherwise name the flag.
+fn door(args: &ExecServerArgs) -> Result<Door, String> {
+    let stdio = args.listen == Listen::Stdio;
+    if stdio && args.ws_auth.is_some() {
+        return Err("WebSocket auth requires a WebSocket listener, not stdio".into());
+    }
+    let auth = Authenticator::from_flags(AuthFlags {
+        mode: args.ws_auth.map(|mode| match mode {
+            WsAuth::CapabilityToken => AuthMode::CapabilityToken,
+            WsAuth::SignedBearerToken => AuthMode::SignedBearerToken,
+        }),
+        token_file: args.ws_token_file.clone(),
+        token_sha256: args.ws_token_sha256.clone(),
+        shared_secret_file: args.ws_shared_secret_file.clone(),
+        issuer: args.ws_issuer.clone(),
+        audience: args.ws_audience.clone(),
+        max_clock_skew_seconds: args.ws_max_clock_skew_seconds,
+    })?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err("`--tls-cert` needs `--tls-key` (the certificate's private key)".into());
+        }
+        (None, Some(_)) => {
+            return Err("`--tls-key` needs `--tls-cert` (the certificate chain)".into());
+        }
+        (Some(_), Some(_)) if stdio => {
+            return Err(
+                "`--tls-cert` and `--tls-key` require a WebSocket listener, not stdio".into(),
+            );
+        }
+        (Some(cert), Some(key)) => Some(TlsServer::load(cert, key)?),
+    };
+    if let Listen::Ws(addr) = args.listen
+        && !addr.ip().is_loopback()
+        && auth.is_none()
+    {
+        if !args.allow_unauthenticated_non_loopback {
+            return Err(format!(
+                "refusing to start non-loopback websocket listener {addr} without auth; configure \
+                 `--ws-auth capability-token` or `--ws-auth signed-bearer-token`"
+            ));
+        }
+        tracing::warn!(
+            %addr,
+            "listening without authentication on a non-loopback address \
+             (--allow-unauthenticated-non-loopback): anyone who reaches it runs commands as this user"
+        );
+    }
+    Ok(Door {
+        auth: auth.map(std::sync::Arc::new),
+        tls: tls.map(std::sync::Arc::new),
+    })
+}
+
 /// Runs `codex exec-server`.
 pub fn run(args: ExecServerArgs) -> ExitCode {
     // Accepted, not used: requests are always served concurrently (see its --help).
     let _ = args.concurrent_requests;
+    let door = match door(&args) {
+        Ok(door) => door,
+        Err(err) => {
+            eprintln!("codex exec-server: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Err(err) = crate::server::sys::keep_inherited_fds_from_children() {
         // Not fatal: sandboxed children close every fd above stderr themselves.
         tracing::warn!(%err, "could not mark inherited descriptors close-on-exec");
@@ -128,14 +258,27 @@ pub fn run(args: ExecServerArgs) -> ExitCode {
                     std::io::Error::new(e.kind(), format!("failed to bind {addr}: {e}"))
                 })?;
                 let local = listener.local_addr()?;
+                // Before the URL is printed, so a SIGHUP sent as soon as it is seen reloads
+                // rather than ends the server.
+                let hangups = if door.reloadable() {
+                    Some(tokio::signal::unix::signal(
+                        tokio::signal::unix::SignalKind::hangup(),
+                    )?)
+                } else {
+                    None
+                };
+                let scheme = if door.tls.is_some() { "wss" } else { "ws" };
                 {
                     use std::io::Write;
                     let mut stdout = std::io::stdout().lock();
-                    writeln!(stdout, "ws://{local}")?;
+                    writeln!(stdout, "{scheme}://{local}")?;
                     stdout.flush()?;
                 }
-                tracing::info!(%local, "listening");
-                server::run_ws(listener, config, shutdown_signal()).await
+                tracing::info!(%local, scheme, auth = door.auth.is_some(), "listening");
+                tokio::select! {
+                    result = server::run_ws(listener, config, door.clone(), shutdown_signal()) => result,
+                    never = reload_on_sighup(door, hangups) => match never {},
+                }
             }
         }
     });
@@ -148,6 +291,20 @@ pub fn run(args: ExecServerArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Re-reads the door's files on every SIGHUP (off the async threads); never completes.
+async fn reload_on_sighup(
+    door: Door,
+    hangups: Option<tokio::signal::unix::Signal>,
+) -> std::convert::Infallible {
+    if let Some(mut hangups) = hangups {
+        while hangups.recv().await.is_some() {
+            let door = door.clone();
+            let _ = tokio::task::spawn_blocking(move || door.reload()).await;
+        }
+    }
+    std::future::pending().await
 }
 
 /// Completes on SIGTERM or SIGINT.
@@ -183,6 +340,51 @@ mod tests {
             parse_listen("ws://[::1]:80"),
             Ok(Listen::Ws("[::1]:80".parse().unwrap()))
         );
+    }
+
+    fn door_of(args: &[&str]) -> Result<Door, String> {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: ExecServerArgs,
+        }
+        let parsed = <Wrapper as clap::Parser>::try_parse_from(
+            std::iter::once("exec-server").chain(args.iter().copied()),
+        )
+        .unwrap();
+        door(&parsed.args)
+    }
+
+    /// Decided before binding, so no test ever exposes a port.
+    #[test]
+    fn a_non_loopback_listen_needs_auth_or_the_explicit_flag() {
+        let refused = "refusing to start non-loopback websocket listener 0.0.0.0:8080 without \
+                       auth; configure `--ws-auth capability-token` or `--ws-auth signed-bearer-token`";
+        assert_eq!(
+            door_of(&["--listen", "ws://0.0.0.0:8080"]).unwrap_err(),
+            refused
+        );
+        let door = door_of(&[
+            "--listen",
+            "ws://0.0.0.0:8080",
+            "--allow-unauthenticated-non-loopback",
+        ])
+        .unwrap();
+        assert!(door.auth.is_none() && !door.reloadable());
+        let door = door_of(&[
+            "--listen",
+            "ws://[::]:8080",
+            "--ws-auth",
+            "capability-token",
+            "--ws-token-sha256",
+            &"0f".repeat(32),
+        ])
+        .unwrap();
+        assert!(door.auth.is_some() && door.reloadable());
+        for loopback in ["ws://127.0.0.1:1", "ws://127.8.9.10:1", "ws://[::1]:1"] {
+            assert!(door_of(&["--listen", loopback]).is_ok(), "{loopback}");
+        }
+        assert!(door_of(&["--listen", "ws://10.0.0.1:1"]).is_err());
     }
 
     #[test]

@@ -56,6 +56,21 @@ pub fn spawn<S>(ws: WebSocketStream<S>, tracker: &TaskTracker, ping_interval: Du
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    spawn_with_socket(ws, tracker, ping_interval, None)
+}
+
+/// [`spawn`], given a duplicate of the TCP socket's descriptor under a stream that is not a
+/// `TcpStream` itself (the server's TLS stream): TCP_QUICKACK and the silence check's TCP_INFO
+/// then work as on a plain socket. `None`: found by downcasting the stream, as [`spawn`] does.
+pub fn spawn_with_socket<S>(
+    ws: WebSocketStream<S>,
+    tracker: &TaskTracker,
+    ping_interval: Duration,
+    socket: Option<std::os::fd::OwnedFd>,
+) -> Transport
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     // A TCP socket gets TCP_QUICKACK re-armed after every frame read: a peer with Nagle on (the
     // default) that sends a notification and then a request (`initialized` then `process/read`,
     // the first thing a resuming client does) would otherwise hold the request until our delayed
@@ -70,7 +85,7 @@ where
             _ => None,
         }
     });
-    let tcp_fd = tcp.and_then(|tcp| tcp.as_fd().try_clone_to_owned().ok());
+    let tcp_fd = socket.or_else(|| tcp.and_then(|tcp| tcp.as_fd().try_clone_to_owned().ok()));
     let (mut sink, mut stream) = ws.split();
     let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE);
     let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(OUTGOING_QUEUE);

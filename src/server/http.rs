@@ -1,19 +1,69 @@
 //! The HTTP side of the listening port, read by hand before any WebSocket handshake so that each
 //! request is answered by the rules of protocol.md: a request with an `Origin` header is 403 on every
 //! path (browsers must not drive a local executor); `GET`/`HEAD /readyz` is 200, other methods 405;
-//! `/` upgrades to WebSocket, without an upgrade 400; other paths 404.
+//! `/` upgrades to WebSocket, without an upgrade 400; other paths 404. With `--ws-auth`, an
+//! upgrade is 401 unless its `Authorization` header passes ([`Door`], `auth.rs`); the check comes
+//! after the `Origin` rule and never applies to `/readyz`.
 //!
 //! Written by hand (with `httparse` for the request line and headers) because tungstenite's
 //! server handshake can only accept or reject upgrades, not serve the health path beside them.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::task::TaskTracker;
 
+use super::auth::Authenticator;
+use super::tls::TlsServer;
 use crate::rpc::{Transport, ws};
+
+/// What guards the port besides the HTTP rules: authentication of upgrades and TLS. Cloned into
+/// every connection (two `Arc`s).
+#[derive(Debug, Clone, Default)]
+pub struct Door {
+    /// `--ws-auth`: every upgrade must pass it.
+    pub auth: Option<Arc<Authenticator>>,
+    /// `--tls-cert`/`--tls-key`: the port speaks TLS.
+    pub tls: Option<Arc<TlsServer>>,
+}
+
+impl Door {
+    /// Whether SIGHUP has something to re-read.
+    pub fn reloadable(&self) -> bool {
+        self.auth.is_some() || self.tls.is_some()
+    }
+
+    /// Re-reads the token or secret file and the certificate and key (SIGHUP). Whatever fails to
+    /// load is kept as it was, with a warning; connections already up are not touched.
+    pub fn reload(&self) {
+        if let Some(auth) = &self.auth {
+            match auth.reload() {
+                Ok(Some(path)) => {
+                    tracing::info!(path = %path.display(), "reloaded the websocket auth credential")
+                }
+                Ok(None) => {
+                    tracing::info!("--ws-token-sha256 has no file to reload")
+                }
+                Err(err) => {
+                    tracing::warn!("websocket auth reload failed, the old credential stays: {err}")
+                }
+            }
+        }
+        if let Some(tls) = &self.tls {
+            match tls.reload() {
+                Ok(()) => tracing::info!("reloaded the TLS certificate and key"),
+                Err(err) => {
+                    tracing::warn!("TLS reload failed, the old certificate stays: {err}")
+                }
+            }
+        }
+    }
+}
 
 /// Largest request head we read; more is answered 431.
 const MAX_HEAD: usize = 16 * 1024;
@@ -23,18 +73,29 @@ const MAX_HEADERS: usize = 64;
 /// What the request head asked for.
 #[derive(Debug, PartialEq, Eq)]
 enum Route {
-    /// Upgrade to WebSocket with this `Sec-WebSocket-Key`.
-    Upgrade(String),
+    /// Upgrade to WebSocket with this `Sec-WebSocket-Key`, if the `Authorization` header (its
+    /// raw value) passes.
+    Upgrade {
+        key: String,
+        authorization: Option<Vec<u8>>,
+    },
     /// Answer with this status line and body, then close.
     Respond(&'static str, &'static str),
 }
 
-/// Reads one request head and either upgrades the stream or answers and closes it.
-pub(super) async fn accept(
-    mut stream: TcpStream,
+/// Reads one request head and either upgrades the stream or answers and closes it. `socket`: a
+/// duplicate of the TCP socket under a TLS stream (see [`ws::spawn_with_socket`]).
+pub(super) async fn accept<S>(
+    mut stream: S,
+    socket: Option<OwnedFd>,
+    door: &Door,
+    peer: SocketAddr,
     tracker: &TaskTracker,
     ping_interval: std::time::Duration,
-) -> Option<Transport> {
+) -> Option<Transport>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut buf = Vec::with_capacity(1024);
     let (route, head_len) = loop {
         let mut chunk = [0u8; 2048];
@@ -70,7 +131,22 @@ pub(super) async fn accept(
             let _ = stream.shutdown().await;
             None
         }
-        Route::Upgrade(key) => {
+        Route::Upgrade { authorization, .. }
+            if let Some(auth) = &door.auth
+                && let Err(failure) = auth.check(authorization.as_deref()) =>
+        {
+            // The audit line: who, and why (never the header).
+            tracing::info!(%peer, reason = failure.reason(), "websocket authentication failed");
+            let body = failure.body();
+            let response = format!(
+                "HTTP/1.1 401 Unauthorized\r\ncontent-type: text/plain; charset=utf-8\r\nwww-authenticate: Bearer\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+            None
+        }
+        Route::Upgrade { key, .. } => {
             let response = format!(
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
                 derive_accept_key(key.as_bytes())
@@ -84,7 +160,7 @@ pub(super) async fn accept(
                 Some(ws::config()),
             )
             .await;
-            Some(ws::spawn(ws, tracker, ping_interval))
+            Some(ws::spawn_with_socket(ws, tracker, ping_interval, socket))
         }
     }
 }
@@ -128,7 +204,14 @@ fn route(buf: &[u8]) -> Result<Option<(Route, usize)>, ()> {
     } else if path == "/" {
         let upgrade = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
         match header("sec-websocket-key") {
-            Some(key) if upgrade && method == "GET" => Route::Upgrade(key),
+            Some(key) if upgrade && method == "GET" => Route::Upgrade {
+                key,
+                authorization: req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("authorization"))
+                    .map(|h| h.value.to_vec()),
+            },
             _ => Route::Respond("400 Bad Request", "expected a WebSocket upgrade\n"),
         }
     } else {
@@ -185,7 +268,23 @@ mod tests {
         let r = routed(
             "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: abc\r\n\r\n",
         );
-        assert_eq!(r, Route::Upgrade("abc".into()));
+        assert_eq!(
+            r,
+            Route::Upgrade {
+                key: "abc".into(),
+                authorization: None
+            }
+        );
+        let r = routed(
+            "GET / HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\nAuthorization: Bearer t\r\n\r\n",
+        );
+        assert_eq!(
+            r,
+            Route::Upgrade {
+                key: "k".into(),
+                authorization: Some(b"Bearer t".to_vec())
+            }
+        );
     }
 
     #[test]

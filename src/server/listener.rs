@@ -2,19 +2,25 @@
 //! or exactly one connection over stdin/stdout. Both return only after every task the server
 //! started has ended and every managed process group has been killed.
 
+use std::os::fd::AsFd as _;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 
 use super::config::ServerConfig;
 use super::connection;
-use super::http;
+use super::http::{self, Door};
 use super::state::ServerState;
 
-/// Serves WebSocket connections on a bound listener until `shutdown` completes.
+/// How long a TLS client may take to complete its handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves WebSocket connections on a bound listener until `shutdown` completes; `door` says
+/// whether the port speaks TLS and who may upgrade.
 pub async fn run_ws(
     listener: TcpListener,
     config: ServerConfig,
+    door: Door,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let ping = config.ping_interval;
@@ -35,10 +41,34 @@ pub async fn run_ws(
                 };
                 let _ = stream.set_nodelay(true);
                 let state2 = state.clone();
+                let door = door.clone();
                 state.tracker.spawn(async move {
                     tracing::debug!(%peer, "connection");
                     state2.connection_opened();
-                    if let Some(transport) = http::accept(stream, &state2.tracker, ping).await {
+                    let tracker = &state2.tracker;
+                    let transport = match &door.tls {
+                        None => http::accept(stream, None, &door, peer, tracker, ping).await,
+                        Some(tls) => {
+                            // The TLS stream hides the socket: the transport gets a duplicate.
+                            let socket = stream.as_fd().try_clone_to_owned().ok();
+                            let handshake = tls.acceptor().accept(stream);
+                            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+                                Ok(Ok(tls_stream)) => {
+                                    http::accept(tls_stream, socket, &door, peer, tracker, ping)
+                                        .await
+                                }
+                                Ok(Err(err)) => {
+                                    tracing::debug!(%peer, %err, "TLS handshake failed");
+                                    None
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    None
+                                }
+                            }
+                        }
+                    };
+                    if let Some(transport) = transport {
                         connection::serve(transport, state2.clone()).await;
                     }
                     state2.connection_closed();

@@ -10,6 +10,7 @@
 //! (`scripts/check-import-cycles`).
 
 mod attachment;
+mod auth;
 mod call;
 mod config;
 mod connection;
@@ -31,6 +32,10 @@ mod sandboxing;
 mod session;
 mod state;
 pub mod sys;
+mod tls;
 
+pub use auth::{AuthFailure, AuthFlags, AuthMode, Authenticator};
 pub use config::ServerConfig;
+pub use http::Door;
 pub use listener::{run_stdio, run_ws};
+pub use tls::TlsServer;

@@ -247,6 +247,28 @@ impl Client {
     /// A WebSocket to `url` (`ws://127.0.0.1:PORT`), not yet initialized. The TCP connect and
     /// the handshake each have [`DEADLINE`].
     pub async fn connect(url: &str, opts: ConnectOptions) -> Result<Client, ClientError> {
+        Client::connect_with_headers(url, opts, &[]).await
+    }
+
+    /// [`Client::connect`], with extra headers on the upgrade request (`Authorization`).
+    pub async fn connect_with_headers(
+        url: &str,
+        opts: ConnectOptions,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, ClientError> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let mut request = url
+            .into_client_request()
+            .map_err(|e| ClientError(format!("bad URL {url}: {e}")))?;
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|e| ClientError(format!("bad header name {name}: {e}")))?,
+                value
+                    .parse()
+                    .map_err(|e| ClientError(format!("bad header value: {e}")))?,
+            );
+        }
         let addr = url
             .strip_prefix("ws://")
             .ok_or_else(|| ClientError(format!("not a ws:// URL: {url}")))?;
@@ -263,7 +285,7 @@ impl Client {
         };
         let (ws, _response) = tokio::time::timeout(
             DEADLINE,
-            tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config())),
+            tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config())),
         )
         .await
         .map_err(|_| ClientError(format!("WebSocket handshake with {url} timed out")))?

@@ -174,9 +174,9 @@ impl Server {
         };
         let url = line.trim().to_string();
         assert!(
-            url.starts_with("ws://127.0.0.1:")
+            (url.starts_with("ws://127.0.0.1:") || url.starts_with("wss://127.0.0.1:"))
                 && url.rsplit(':').next().unwrap().parse::<u16>().is_ok(),
-            "the first stdout line must be `ws://127.0.0.1:PORT`, got {line:?}"
+            "the first stdout line must be `ws://127.0.0.1:PORT` (or wss://), got {line:?}"
         );
         Server {
             child,
@@ -193,7 +193,8 @@ impl Server {
 
     /// `127.0.0.1:PORT`.
     pub fn addr(&self) -> String {
-        self.url.trim_start_matches("ws://").to_string()
+        let url = self.url.strip_prefix("wss://").unwrap_or(&self.url);
+        url.trim_start_matches("ws://").to_string()
     }
 
     pub fn pid(&self) -> i32 {
