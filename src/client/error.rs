@@ -14,6 +14,37 @@ pub enum ClientError {
         /// What went wrong.
         message: String,
     },
+    /// The server refused the WebSocket upgrade with HTTP 401: the bearer token is wrong or
+    /// missing. Final: a resume that meets it gives up at once. `body` is the server's reason
+    /// (the token, were the server to echo it, is cut out).
+    #[error(
+        "the exec-server at {target} refused the connection (HTTP 401 Unauthorized: {body:?}): {}",
+        if *token_sent { "the bearer token was refused" } else { "it requires a bearer token and none was given" }
+    )]
+    Unauthorized {
+        /// The URL.
+        target: String,
+        /// Whether an `Authorization` header was sent.
+        token_sent: bool,
+        /// The server's answer body (at most a few hundred characters).
+        body: String,
+    },
+    /// A bearer token was to go in clear text to a host that is not loopback (`ws://` to another
+    /// machine); nothing was sent.
+    #[error(
+        "exec-server WebSocket headers require wss:// or a loopback destination (refusing to send \
+         the bearer token to {target} unencrypted)"
+    )]
+    InsecureToken {
+        /// The URL.
+        target: String,
+    },
+    /// The client's options cannot work (a bad URL, an unreadable CA file, a bad token).
+    #[error("{message}")]
+    Config {
+        /// What is wrong, naming the option or file.
+        message: String,
+    },
     /// The server answered with a JSON-RPC error.
     #[error("{method}: {message} (code {code})")]
     Server {
@@ -89,6 +120,15 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// Whether another connection attempt cannot help (a refused token, options that cannot
+    /// work): a resume gives up at once instead of retrying until its deadline.
+    pub fn is_final_for_connect(&self) -> bool {
+        matches!(
+            self,
+            Self::Unauthorized { .. } | Self::InsecureToken { .. } | Self::Config { .. }
+        )
+    }
+
     /// The JSON-RPC error code, if the server answered with an error.
     pub fn server_code(&self) -> Option<i64> {
         match self {

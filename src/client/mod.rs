@@ -38,12 +38,15 @@
 //! - `session.rs`: [`ExecServerClient`]: connecting, the first handshake, typed calls.
 //! - `process.rs`: [`ExecServerClient::start`], [`ProcessHandle`] and [`ProcessControl`].
 //! - `fs.rs`: typed `fs/*` calls, and streamed downloads over `fs/open`/`fs/readBlock`.
+//! - [`environments`]: `$CODEX_HOME/environments.toml`, the Codex CLI's list of executors (the
+//!   URL and bearer token, or the program, of each), read the same way here.
 //! - `transfer.rs`: whole-file uploads and downloads, verified by sha256, that go on across a
 //!   dropped connection (`codex remote cp` is a thin front end on them).
 #![warn(clippy::missing_docs_in_private_items)]
 
 mod connection;
 pub mod connector;
+pub mod environments;
 mod error;
 mod fs;
 mod http;
@@ -62,5 +65,5 @@ pub use fs::Download;
 pub use process::{ProcessControl, ProcessHandle, ProcessOutput, start_params};
 pub use sequencer::{ProcessEvent, SequenceError};
 pub use session::ExecServerClient;
-pub use status::{ClientOptions, ClientStats, ConnectionStatus};
+pub use status::{BearerToken, ClientOptions, ClientStats, ConnectionStatus};
 pub use transfer::{MAX_UPLOAD_BYTES, Phase, Progress, TransferError, Transferred};

@@ -415,10 +415,13 @@ impl Inner {
                 reason: "the transport cannot be reopened".into(),
             }));
         };
-        let transport = connector
-            .connect(&self.tracker)
-            .await
-            .map_err(|e| Attempt::Retry(e.to_string()))?;
+        let transport = connector.connect(&self.tracker).await.map_err(|e| {
+            if e.is_final_for_connect() {
+                Attempt::Fatal(e)
+            } else {
+                Attempt::Retry(e.to_string())
+            }
+        })?;
         let conn = self.open(transport);
         let guard = CloseOnDrop(Some(conn.clone()));
         let session_id = self.session_id.get().cloned().unwrap_or_default();

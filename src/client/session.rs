@@ -47,9 +47,11 @@ pub struct ExecServerClient {
 }
 
 impl ExecServerClient {
-    /// Connects to `ws://IP:PORT` and starts a new session.
+    /// Connects to `ws://HOST:PORT` or `wss://HOST:PORT` and starts a new session; the options'
+    /// bearer token goes with every connection (see [`WebSocketConnector::with_options`]).
     pub async fn connect(url: &str, options: ClientOptions) -> Result<Self, ClientError> {
-        Self::connect_with(Arc::new(WebSocketConnector::new(url)), options).await
+        let connector = WebSocketConnector::with_options(url, &options)?;
+        Self::connect_with(Arc::new(connector), options).await
     }
 
     /// Connects with `connector` (also used for every resume) and starts a new session.
@@ -117,9 +119,17 @@ impl ExecServerClient {
             target: target.clone(),
             message: format!("the connection closed {what}"),
         };
-        let answer = conn
-            .request(inner.next_request_id(), method::INITIALIZE, &params)
-            .await;
+        let request = conn.request(inner.next_request_id(), method::INITIALIZE, &params);
+        let answer =
+            match inner.options.initialize_timeout {
+                None => request.await,
+                Some(limit) => tokio::time::timeout(limit, request).await.map_err(|_| {
+                    ClientError::Connect {
+                        target: target.clone(),
+                        message: format!("no answer to initialize within {limit:?}"),
+                    }
+                })?,
+            };
         let result: InitializeResult = match answer {
             Ok(value) => decode(method::INITIALIZE, value)?,
             Err(CallError::Server { code, message }) => {

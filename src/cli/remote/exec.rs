@@ -29,7 +29,8 @@ pub struct ExecArgs {
     cwd: Option<PathBuf>,
 
     /// Set an environment variable for the command (repeatable); the rest is the server's.
-    #[arg(short, long = "env", value_name = "K=V", value_parser = parse_env)]
+    /// (`--env` is the connection flag naming an environments.toml entry.)
+    #[arg(short = 'e', long = "set-env", value_name = "K=V", value_parser = parse_env)]
     env: Vec<(String, String)>,
 
     /// The command and its arguments.

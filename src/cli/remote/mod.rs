@@ -14,10 +14,15 @@
 //!   ([`crate::client::ExecServerClient::upload_from`] / `download_to`).
 //! - `ls PATH`, `stat PATH`: `fs/readDirectory`, `fs/getMetadata`.
 //!
+//! Connection flags ([`connect`]): `--url`, or `--env ID` (an entry of the Codex CLI's
+//! `environments.toml`), a bearer token from `--token-file`/`--token-env`, `--ca-file` for
+//! `wss://`; each before or after the subcommand.
+//!
 //! Relative remote paths are taken from the server's working directory. A dropped connection is
 //! resumed by the library; the CLI says so on stderr ("reconnecting…"). Errors of the client
 //! itself exit with 255 (`exec`) or 1 (the file commands).
 
+pub mod connect;
 pub mod cp;
 pub mod exec;
 mod terminal;
@@ -25,17 +30,17 @@ mod terminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::client::{ClientOptions, ExecServerClient};
+use crate::client::ExecServerClient;
 
-/// Name of the environment variable that may give `--url`.
-pub const URL_ENV: &str = "CODEX_EXEC_SERVER_URL";
+pub use connect::URL_ENV;
 
 /// Talk to an exec-server: run commands, move files.
 #[derive(Debug, clap::Args)]
+#[command(after_help = connect::PRECEDENCE_HELP)]
 pub struct RemoteArgs {
-    /// The exec-server, `ws://HOST:PORT`.
-    #[arg(long, env = URL_ENV, value_name = "URL")]
-    url: String,
+    /// Where the server is and how to authenticate (global: before or after the subcommand).
+    #[command(flatten)]
+    connection: connect::ConnectArgs,
 
     /// What to do.
     #[command(subcommand)]
@@ -94,7 +99,7 @@ pub fn run(args: RemoteArgs) -> ExitCode {
 
 /// Connects and runs one subcommand; returns the exit code.
 async fn dispatch(args: RemoteArgs) -> anyhow::Result<u8> {
-    let client = ExecServerClient::connect(&args.url, ClientOptions::default()).await?;
+    let client = connect::connect(&args.connection).await?;
     match args.command {
         RemoteCommand::Exec(exec_args) => exec::run(client, exec_args).await,
         RemoteCommand::Info => {
