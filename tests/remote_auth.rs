@@ -45,6 +45,8 @@ struct GateState {
 struct Gate {
     url: String,
     state: Arc<Mutex<GateState>>,
+    /// Upgrades seen so far.
+    upgrades: Arc<tokio::sync::watch::Sender<usize>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -59,21 +61,23 @@ impl Gate {
             seen: Vec::new(),
             live: Vec::new(),
         }));
+        let upgrades = Arc::new(tokio::sync::watch::Sender::new(0));
         let task = {
-            let state = state.clone();
+            let (state, upgrades) = (state.clone(), upgrades.clone());
             tokio::spawn(async move {
                 loop {
                     let Ok((tcp, _)) = listener.accept().await else {
                         break;
                     };
                     let (state2, upstream, tls) = (state.clone(), upstream.clone(), tls.clone());
+                    let upgrades = upgrades.clone();
                     let conn = tokio::spawn(async move {
                         match tls {
-                            None => serve(tcp, &upstream, &state2).await,
+                            None => serve(tcp, &upstream, &state2, &upgrades).await,
                             Some(config) => {
                                 let acceptor = tokio_rustls::TlsAcceptor::from(config);
                                 if let Ok(stream) = acceptor.accept(tcp).await {
-                                    serve(stream, &upstream, &state2).await;
+                                    serve(stream, &upstream, &state2, &upgrades).await;
                                 }
                             }
                         }
@@ -82,7 +86,21 @@ impl Gate {
                 }
             })
         };
-        Gate { url, state, task }
+        Gate {
+            url,
+            state,
+            upgrades,
+            task,
+        }
+    }
+
+    /// Waits until `n` upgrades have been seen.
+    async fn wait_upgrades(&self, n: usize) {
+        let mut seen = self.upgrades.subscribe();
+        tokio::time::timeout(DEADLINE, seen.wait_for(|&c| c >= n))
+            .await
+            .expect("upgrades in time")
+            .unwrap();
     }
 
     fn url(&self) -> &str {
@@ -113,8 +131,12 @@ impl Drop for Gate {
 }
 
 /// One connection: the request head, the check, then the bytes both ways.
-async fn serve<S>(mut client: S, upstream: &str, state: &Mutex<GateState>)
-where
+async fn serve<S>(
+    mut client: S,
+    upstream: &str,
+    state: &Mutex<GateState>,
+    upgrades: &tokio::sync::watch::Sender<usize>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut head = Vec::new();
@@ -149,6 +171,7 @@ where
             },
         }
     };
+    upgrades.send_modify(|n| *n += 1);
     if let Some(body) = refusal {
         let answer = format!(
             "HTTP/1.1 401 Unauthorized\r\ncontent-type: text/plain; charset=utf-8\r\n\
@@ -168,9 +191,16 @@ where
     let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
 }
 
-/// A CA, and a server certificate for 127.0.0.1 and localhost signed by it: the gate's TLS
-/// configuration and the CA's PEM file in `dir`.
-fn certificates(dir: &TestDir) -> (Arc<rustls::ServerConfig>, PathBuf) {
+/// A CA and a server certificate for 127.0.0.1 and localhost signed by it, written to a
+/// directory, plus the gate's TLS configuration with them.
+struct Pki {
+    server_config: Arc<rustls::ServerConfig>,
+    ca_file: PathBuf,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+}
+
+fn certificates(dir: &TestDir) -> Pki {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -183,8 +213,14 @@ fn certificates(dir: &TestDir) -> (Arc<rustls::ServerConfig>, PathBuf) {
         .unwrap()
         .signed_by(&leaf_key, &*ca)
         .unwrap();
-    let ca_file = dir.join("ca.pem");
+    let (ca_file, cert_file, key_file) = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
     std::fs::write(&ca_file, ca.pem()).unwrap();
+    std::fs::write(&cert_file, leaf.pem()).unwrap();
+    std::fs::write(&key_file, leaf_key.serialize_pem()).unwrap();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -194,7 +230,27 @@ fn certificates(dir: &TestDir) -> (Arc<rustls::ServerConfig>, PathBuf) {
     .with_no_client_auth()
     .with_single_cert(vec![leaf.der().clone()], key)
     .unwrap();
-    (Arc::new(config), ca_file)
+    Pki {
+        server_config: Arc::new(config),
+        ca_file,
+        cert_file,
+        key_file,
+    }
+}
+
+/// A real server that requires [`TOKEN`] (`--ws-auth capability-token --ws-token-file`), with
+/// `extra` flags.
+async fn token_server(dir: &TestDir, extra: &[&str]) -> Server {
+    let file = dir.join("server-token");
+    std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+    let mut flags = vec![
+        "--ws-auth",
+        "capability-token",
+        "--ws-token-file",
+        file.to_str().unwrap(),
+    ];
+    flags.extend_from_slice(extra);
+    Server::start(&flags).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -615,7 +671,8 @@ async fn bad_connection_flags_are_errors_naming_the_flag_or_file() {
 async fn wss_with_a_ca_file_reaches_a_tls_server_and_without_it_the_certificate_is_refused() {
     let server = Server::start(&[]).await;
     let dir = TestDir::new();
-    let (tls, ca_file) = certificates(&dir);
+    let pki = certificates(&dir);
+    let (tls, ca_file) = (pki.server_config.clone(), pki.ca_file.clone());
     let gate = Gate::start(&server, Some(tls)).await;
     let file = token_file(&dir, TOKEN);
     let (file, ca) = (file.to_str().unwrap(), ca_file.to_str().unwrap());
@@ -676,7 +733,7 @@ async fn wss_with_a_ca_file_reaches_a_tls_server_and_without_it_the_certificate_
     // Trusting only another CA, the server's certificate is refused, and nothing reaches the
     // gate's HTTP side (no token is sent).
     let other_dir = TestDir::new();
-    let (_, other_ca) = certificates(&other_dir);
+    let other_ca = certificates(&other_dir).ca_file;
     let mut cmd = remote(
         dir.path(),
         &[
@@ -717,19 +774,19 @@ async fn wait_status(
     pred: impl Fn(&ConnectionStatus) -> bool,
 ) -> ConnectionStatus {
     let mut status = client.watch_status();
-    let seen = tokio::time::timeout(DEADLINE, status.wait_for(|s| pred(s)))
+    tokio::time::timeout(DEADLINE, status.wait_for(|s| pred(s)))
         .await
         .expect("status in time")
         .expect("status channel")
-        .clone();
-    seen
+        .clone()
 }
 
 #[tokio::test]
 async fn a_resume_after_a_dropped_connection_carries_the_token_again() {
-    let server = Server::start(&[]).await;
-    let gate = Gate::start(&server, None).await;
+    // The real server requires the token; the gate in front records it and cuts the connection.
     let dir = TestDir::new();
+    let server = token_server(&dir, &[]).await;
+    let gate = Gate::start(&server, None).await;
     let client = ExecServerClient::connect(gate.url(), token_options())
         .await
         .unwrap();
@@ -742,11 +799,8 @@ async fn a_resume_after_a_dropped_connection_carries_the_token_again() {
     let mut handle = client.start(params).await.unwrap();
 
     gate.cut_all();
-    wait_status(&client, |s| {
-        matches!(s, ConnectionStatus::Recovering { .. })
-    })
-    .await;
-    wait_status(&client, |s| *s == ConnectionStatus::Connected).await;
+    // The client comes back (only after it saw the drop), and the server let it in.
+    gate.wait_upgrades(2).await;
     // The session resumed (the process lives on): stdin reaches it, its output comes back.
     assert_eq!(
         handle.control().write(b"after-cut\n").await.unwrap(),
@@ -810,4 +864,228 @@ async fn a_token_refused_during_a_resume_ends_the_session_at_once() {
         matches!(event, Some(Err(ClientError::Unauthorized { .. }))),
         "{event:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Against the real server's own `--ws-auth` and `--tls-cert` (no gate).
+
+#[tokio::test]
+async fn the_real_token_server_takes_the_token_from_a_file_a_variable_and_environments_toml() {
+    let home = TestDir::new();
+    let server = token_server(&home, &[]).await;
+    let file = token_file(&home, TOKEN);
+    let out = run(remote(
+        home.path(),
+        &[
+            "exec",
+            "--url",
+            server.url(),
+            "--token-file",
+            file.to_str().unwrap(),
+            "--",
+            "echo",
+            "file",
+        ],
+    ))
+    .await;
+    assert_echoed(&out, "file\n");
+    let mut cmd = remote(
+        home.path(),
+        &[
+            "--token-env",
+            "MY_EXEC_TOKEN",
+            "exec",
+            "--url",
+            server.url(),
+            "--",
+            "echo",
+            "var",
+        ],
+    );
+    cmd.env("MY_EXEC_TOKEN", TOKEN);
+    assert_echoed(&run(cmd).await, "var\n");
+    std::fs::write(
+        home.join("environments.toml"),
+        format!(
+            "[[environments]]\nid = \"real\"\nurl = \"{}\"\nauth_bearer_token = \"{TOKEN}\"\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let out = run(remote(
+        home.path(),
+        &["exec", "--env", "real", "--", "echo", "toml"],
+    ))
+    .await;
+    assert_echoed(&out, "toml\n");
+}
+
+#[tokio::test]
+async fn the_real_token_server_refuses_a_wrong_or_missing_token_clearly() {
+    let home = TestDir::new();
+    let server = token_server(&home, &[]).await;
+    let wrong = "wrong-Token-9876543210";
+    let file = token_file(&home, wrong);
+    for (args, code, body) in [
+        (
+            vec!["--token-file", file.to_str().unwrap(), "exec", "--", "true"],
+            255,
+            "invalid websocket bearer token",
+        ),
+        (
+            vec!["--token-file", file.to_str().unwrap(), "stat", "/"],
+            1,
+            "invalid websocket bearer token",
+        ),
+        (
+            vec!["exec", "--", "true"],
+            255,
+            "missing websocket bearer token",
+        ),
+    ] {
+        let mut all = vec!["--url", server.url()];
+        all.extend(args.iter());
+        let out = run(remote(home.path(), &all)).await;
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("HTTP 401") && stderr.contains(body),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !stderr.contains(wrong) && !stderr.contains(TOKEN),
+            "{stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_real_tls_server_is_reached_over_wss_with_the_ca_file_and_the_token() {
+    let dir = TestDir::new();
+    let pki = certificates(&dir);
+    let (cert, key) = (
+        pki.cert_file.to_str().unwrap(),
+        pki.key_file.to_str().unwrap(),
+    );
+    let server = token_server(&dir, &["--tls-cert", cert, "--tls-key", key]).await;
+    assert!(server.url().starts_with("wss://"), "{}", server.url());
+    let mut cmd = remote(
+        dir.path(),
+        &[
+            "exec",
+            "--url",
+            server.url(),
+            "--ca-file",
+            pki.ca_file.to_str().unwrap(),
+            "--token-env",
+            "MY_EXEC_TOKEN",
+            "--",
+            "echo",
+            "wss",
+        ],
+    );
+    cmd.env("MY_EXEC_TOKEN", TOKEN);
+    assert_echoed(&run(cmd).await, "wss\n");
+    // The library across a resume over wss://: a relay below TLS cuts the connection; the
+    // resume must bring the token again, or the server would refuse it.
+    let relay = Relay::start(&server.addr()).await;
+    let options = ClientOptions {
+        ca_file: Some(pki.ca_file.clone()),
+        ..token_options()
+    };
+    let client = ExecServerClient::connect(&format!("wss://{}", relay.addr), options)
+        .await
+        .unwrap();
+    let mut params = start_params(
+        "p1",
+        ["sh", "-c", "read line; echo got:$line"],
+        file_uri(dir.path()),
+    );
+    params.pipe_stdin = true;
+    let mut handle = client.start(params).await.unwrap();
+    relay.cut_all();
+    relay.wait_connections(2).await;
+    assert_eq!(
+        handle.control().write(b"tls\n").await.unwrap(),
+        WriteStatus::Accepted
+    );
+    let mut output = Vec::new();
+    while let Some(event) = tokio::time::timeout(DEADLINE, handle.recv())
+        .await
+        .expect("events")
+    {
+        match event.unwrap() {
+            ProcessEvent::Output { data, .. } => output.extend(data),
+            ProcessEvent::Closed { .. } => break,
+            ProcessEvent::Exited { .. } => {}
+        }
+    }
+    assert_eq!(text(&output), "got:tls\n");
+    assert_eq!(client.stats().recoveries, 1);
+    assert!(relay.connections() >= 2);
+}
+
+/// Forwards bytes to the server as they are (TLS included) and can cut every connection.
+struct Relay {
+    addr: String,
+    live: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    count: Arc<tokio::sync::watch::Sender<usize>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(upstream: &str) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let live = Arc::new(Mutex::new(Vec::new()));
+        let count = Arc::new(tokio::sync::watch::Sender::new(0));
+        let upstream = upstream.to_string();
+        let task = {
+            let (live, count) = (live.clone(), count.clone());
+            tokio::spawn(async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    count.send_modify(|n| *n += 1);
+                    let upstream = upstream.clone();
+                    let conn = tokio::spawn(async move {
+                        if let Ok(mut server) = TcpStream::connect(&upstream).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                    live.lock().unwrap().push(conn.abort_handle());
+                }
+            })
+        };
+        Relay {
+            addr,
+            live,
+            count,
+            task,
+        }
+    }
+
+    fn cut_all(&self) {
+        for conn in self.live.lock().unwrap().drain(..) {
+            conn.abort();
+        }
+    }
+
+    fn connections(&self) -> usize {
+        *self.count.borrow()
+    }
+
+    /// Waits until `n` connections have come in.
+    async fn wait_connections(&self, n: usize) {
+        let mut seen = self.count.subscribe();
+        tokio::time::timeout(DEADLINE, seen.wait_for(|&c| c >= n))
+            .await
+            .expect("connections in time")
+            .unwrap();
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cut_all();
+    }
 }

@@ -3,6 +3,7 @@
 //! killed when the client goes away ([`ChildGroup`]).
 
 use std::future::Future;
+use std::os::fd::AsFd as _;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -136,6 +137,8 @@ impl WebSocketConnector {
                 endpoint.host
             ))
         })?;
+        // The TCP socket under TLS, for the transport's TCP_QUICKACK and silence check.
+        let socket = tcp.as_fd().try_clone_to_owned().ok();
         let stream = tokio_rustls::TlsConnector::from(tls)
             .connect(name, tcp)
             .await
@@ -144,7 +147,12 @@ impl WebSocketConnector {
             tokio_tungstenite::client_async_with_config(request, stream, Some(rpc::ws::config()))
                 .await
                 .map_err(refused)?;
-        Ok(rpc::ws::spawn(ws, tracker, rpc::ws::PING_INTERVAL))
+        Ok(rpc::ws::spawn_with_socket(
+            ws,
+            tracker,
+            rpc::ws::PING_INTERVAL,
+            socket,
+        ))
     }
 }
 

@@ -115,14 +115,23 @@ struct FileToml {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EntryToml {
+    /// The name `--env` takes.
     id: String,
+    /// A WebSocket executor.
     url: Option<String>,
+    /// Or a program spoken to over its stdio.
     program: Option<String>,
+    /// The program's arguments.
     args: Option<Vec<String>>,
+    /// Variables added to the program's environment.
     env: Option<BTreeMap<String, String>>,
+    /// The program's working directory.
     cwd: Option<PathBuf>,
+    /// Sent as `Authorization: Bearer` to `url`.
     auth_bearer_token: Option<String>,
+    /// Limit on one connection to `url`.
     connect_timeout_sec: Option<f64>,
+    /// Limit on the first `initialize`.
     initialize_timeout_sec: Option<f64>,
     /// Skills the environment requires (the Codex CLI's; not used here).
     #[serde(rename = "skills")]
