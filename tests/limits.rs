@@ -561,3 +561,31 @@ async fn limit_flags_refuse_zero_junk_and_a_message_limit_outside_its_range_nami
     let (_, stderr) = refused_start(&["--max-message-bytes", "1000"]).await;
     assert!(stderr.contains("fs/writeBlock"), "{stderr}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Request head timeout
+
+/// A peer that connects and sends nothing, or half a head, is answered 408 and closed once
+/// `--request-head-timeout-ms` has passed (it cannot hold a task and a descriptor forever), and a
+/// connected client's session is not disturbed meanwhile.
+#[tokio::test]
+async fn a_request_head_not_sent_in_time_is_answered_408_and_closed() {
+    let server = Server::start(&["--request-head-timeout-ms", "300"]).await;
+    let mut bystander = Bystander::start(&server).await;
+    for partial in ["", "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n"] {
+        let started = Instant::now();
+        let answer = raw_http(&server.addr(), partial).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{partial:?}: {answer}"
+        );
+        assert!(
+            started.elapsed() >= std::time::Duration::from_millis(300),
+            "answered before the timeout: {partial:?}"
+        );
+    }
+    assert_bystander_works(&mut bystander, "after-408").await;
+    // A whole head in time is served as before.
+    let answer = raw_http(&server.addr(), "GET /readyz HTTP/1.1\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

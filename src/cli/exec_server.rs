@@ -191,6 +191,14 @@ pub struct ExecServerArgs {
     /// RUST_LOG (default `warn`; `info` adds the audit records of target `codex::audit`).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
     pub log_format: LogFormat,
+
+    /// How long a new connection may take to complete its TLS handshake, and then to send its
+    /// whole HTTP request head, in milliseconds each. A peer too slow (or silent) is answered
+    /// `408 Request Timeout` and closed, so idle sockets cannot pile up before the
+    /// --max-connections check.
+    #[arg(long, default_value_t = 10_000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    request_head_timeout_ms: u64,
 }
 
 /// Parses `--max-message-bytes`: a byte count between the floor and the ceiling.
@@ -364,6 +372,7 @@ pub fn run(args: ExecServerArgs) -> ExitCode {
         max_http_streams_per_connection: args.max_http_streams_per_connection as usize,
         max_message_bytes: args.max_message_bytes,
         metrics: Arc::new(Metrics::new()),
+        request_head_timeout: Duration::from_millis(args.request_head_timeout_ms),
     };
     if config.sandbox_pid_namespace == PidNamespaceMode::Isolate && !pid_namespace_available() {
         eprintln!(

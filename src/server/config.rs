@@ -41,6 +41,9 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// What the server counts (`--metrics-listen` serves it); shared by every clone.
     pub metrics: Arc<Metrics>,
+    /// How long a new connection may take to send its whole request head (and a TLS handshake,
+    /// each); then it is answered 408 and closed, so idle sockets cannot pile up.
+    pub request_head_timeout: Duration,
 }
 
 /// `--linux-sandbox-pid-namespace`: whether a sandboxed process runs in a PID namespace of its
@@ -103,6 +106,7 @@ impl Default for ServerConfig {
             max_http_streams_per_connection: DEFAULT_MAX_HTTP_STREAMS_PER_CONNECTION,
             max_message_bytes: crate::rpc::MAX_MESSAGE_BYTES,
             metrics: Arc::default(),
+            request_head_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -100,11 +100,25 @@ where
 {
     let tracker = &state.tracker;
     let mut buf = Vec::with_capacity(1024);
+    // The whole head must arrive by then: a peer that connects and sends nothing (or a byte at a
+    // time) is answered 408 and closed, instead of holding a task and a descriptor forever.
+    let head_deadline = tokio::time::Instant::now() + state.limits.request_head_timeout;
     let (route, head_len) = loop {
         let mut chunk = [0u8; 2048];
-        let n = match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => n,
+        let read = tokio::time::timeout_at(head_deadline, stream.read(&mut chunk)).await;
+        let n = match read {
+            Err(_elapsed) => {
+                tracing::debug!(%peer, "request head not received in time");
+                respond(
+                    &mut stream,
+                    "408 Request Timeout",
+                    "request head not received in time\n",
+                )
+                .await;
+                return None;
+            }
+            Ok(Ok(0) | Err(_)) => return None,
+            Ok(Ok(n)) => n,
         };
         buf.extend_from_slice(&chunk[..n]);
         match route(&buf) {

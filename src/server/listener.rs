@@ -12,9 +12,6 @@ use super::connection;
 use super::http::{self, Door};
 use super::state::ServerState;
 
-/// How long a TLS client may take to complete its handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Serves WebSocket connections on a bound listener until `shutdown` completes; `door` says
 /// whether the port speaks TLS and who may upgrade.
 pub async fn run_ws(
@@ -24,6 +21,7 @@ pub async fn run_ws(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let ping = config.ping_interval;
+    let head_timeout = config.request_head_timeout;
     let state = ServerState::new(config);
     tokio::pin!(shutdown);
     loop {
@@ -51,7 +49,7 @@ pub async fn run_ws(
                             // The TLS stream hides the socket: the transport gets a duplicate.
                             let socket = stream.as_fd().try_clone_to_owned().ok();
                             let handshake = tls.acceptor().accept(stream);
-                            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+                            match tokio::time::timeout(head_timeout, handshake).await {
                                 Ok(Ok(tls_stream)) => {
                                     http::accept(tls_stream, socket, &door, peer, &state2, ping)
                                         .await

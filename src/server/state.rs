@@ -53,6 +53,7 @@ pub(crate) struct Limits {
     pub(crate) max_connections: usize,
     pub(crate) max_http_streams_per_connection: usize,
     pub(crate) max_message_bytes: usize,
+    pub(crate) request_head_timeout: std::time::Duration,
 }
 
 /// A WebSocket connection's place in `--max-connections`, given back when dropped.
@@ -132,6 +133,7 @@ impl ServerState {
             max_connections: config.max_connections,
             max_http_streams_per_connection: config.max_http_streams_per_connection,
             max_message_bytes: config.max_message_bytes,
+            request_head_timeout: config.request_head_timeout,
         };
         let connection_slots = Arc::new(Semaphore::new(
             config.max_connections.min(Semaphore::MAX_PERMITS),
