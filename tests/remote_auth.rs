@@ -897,7 +897,8 @@ async fn the_real_token_server_takes_the_token_from_a_file_a_variable_and_enviro
     let home = TestDir::new();
     let server = token_server(&home, &[]).await;
     let file = token_file(&home, TOKEN);
-    let out = run(remote(
+    // With every log on, the token still appears nowhere.
+    let mut cmd = remote(
         home.path(),
         &[
             "exec",
@@ -909,9 +910,13 @@ async fn the_real_token_server_takes_the_token_from_a_file_a_variable_and_enviro
             "echo",
             "file",
         ],
-    ))
-    .await;
+    );
+    cmd.env("RUST_LOG", "trace");
+    let out = run(cmd).await;
     assert_echoed(&out, "file\n");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("TRACE"), "no trace log at all: {stderr}");
+    assert!(!stderr.contains(TOKEN), "the token is in the log: {stderr}");
     let mut cmd = remote(
         home.path(),
         &[

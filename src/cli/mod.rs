@@ -56,6 +56,12 @@ pub fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // tungstenite's client traces the whole upgrade request, `Authorization: Bearer` included:
+    // never below debug there, whatever RUST_LOG says.
+    let filter = match "tungstenite::handshake::client=debug".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
