@@ -778,3 +778,50 @@ async fn ten_thousand_wrong_token_upgrades_leave_the_right_token_working() {
         median(right_times)
     );
 }
+
+#[tokio::test]
+async fn a_rotated_shared_secret_is_reloaded_on_sighup() {
+    let dir = TestDir::new();
+    let file = write(&dir, "secret", SECRET);
+    let mut server = LoggedServer::start(&[
+        "--ws-auth",
+        "signed-bearer-token",
+        "--ws-shared-secret-file",
+        &file,
+    ])
+    .await;
+    let new_secret = "a-new-secret-that-is-also-32-bytes-or-more";
+    let old_jwt = jwt(json!({"exp": now() + 60}));
+    let new_jwt = jwt_with(new_secret, json!({"exp": now() + 60}));
+    assert_eq!(bearer(&server.addr(), &old_jwt).await.status, 101);
+    std::fs::write(&file, new_secret).unwrap();
+    server.hangup();
+    server
+        .wait_for_log("reloaded the websocket auth credential")
+        .await;
+    assert_401(
+        &bearer(&server.addr(), &old_jwt).await,
+        "invalid websocket jwt",
+    );
+    runs_a_command(&server.url, &new_jwt).await;
+    // A secret that became too short is not taken.
+    std::fs::write(&file, "short").unwrap();
+    server.hangup();
+    let warning = server.wait_for_log("websocket auth reload failed").await;
+    assert!(warning.contains("must be at least 32 bytes"), "{warning}");
+    runs_a_command(&server.url, &new_jwt).await;
+}
+
+/// With `--ws-token-sha256` there is nothing to re-read, but SIGHUP must not end the server.
+#[tokio::test]
+async fn sighup_with_a_token_digest_keeps_serving() {
+    let hex: String = sha2::Sha256::digest(TOKEN.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut server =
+        LoggedServer::start(&["--ws-auth", "capability-token", "--ws-token-sha256", &hex]).await;
+    server.hangup();
+    server.wait_for_log("no file to reload").await;
+    runs_a_command(&server.url, TOKEN).await;
+}

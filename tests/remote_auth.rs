@@ -911,7 +911,7 @@ async fn the_real_token_server_takes_the_token_from_a_file_a_variable_and_enviro
             "file",
         ],
     );
-    cmd.env("RUST_LOG", "trace");
+    cmd.env("RUST_LOG", "trace,tungstenite=trace");
     let out = run(cmd).await;
     assert_echoed(&out, "file\n");
     let stderr = text(&out.stderr);

@@ -1385,11 +1385,19 @@ async fn setuid_binary_gains_no_capabilities() {
     run.assert_has(&format!("Uid:\t{uid}\t{uid}\t{uid}\t{uid}\n"));
 }
 
+/// In the server's PID namespace the Landlock signal scope refuses the kill (EPERM); in one of
+/// its own the server's pid does not even exist there (ESRCH).
+#[test_case(&["--linux-sandbox-pid-namespace", "inherit"], "kill err EPERM" ; "landlock scope")]
+#[test_case(&[], "kill err ESRCH" ; "own pid namespace")]
 #[tokio::test]
-async fn kill_of_the_server_from_the_sandbox_is_denied() {
+async fn kill_of_the_server_from_the_sandbox_is_denied(flags: &[&str], denied: &str) {
     require_sandbox!(6);
+    if flags.is_empty() && !pid_namespace_available() {
+        skip("no PID namespace can be had here (neither root nor user namespaces)");
+        return;
+    }
     let f = Fixture::new();
-    let (mut server, mut c) = start(&[]).await;
+    let (mut server, mut c) = start(flags).await;
     let code = format!(
         "import signal\n\
          attempt('kill', lambda: os.kill({}, signal.SIGKILL))\n\
@@ -1398,7 +1406,7 @@ async fn kill_of_the_server_from_the_sandbox_is_denied() {
         server.pid()
     );
     let run = py_in(&mut c, "p", &f.ws, &code, workspace_write(&[&f.ws])).await;
-    run.assert_has("kill err EPERM");
+    run.assert_has(denied);
     run.assert_has("kill-self-group-0 ok");
     assert_eq!(content(&f.ws("ran.txt")), "ran", "{run:?}");
     assert_server_alive(&mut server, &mut c, "alive").await;
@@ -1931,4 +1939,214 @@ async fn symlink_alias_of_git_dir_does_not_bypass_the_carve_out(layer: Layer) {
     assert_eq!(content(&f.ws(".git/config")), "original\n", "{run:?}");
     assert!(!exists(&f.ws(".git/new")), "{run:?}");
     assert_eq!(content(&f.ws("notes.txt")), "new\n", "{run:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// PID namespace (`--linux-sandbox-pid-namespace`)
+
+/// Whether this machine can give a sandboxed process a PID namespace (root, or unprivileged user
+/// namespaces): asked of the binary's own start-up probe.
+fn pid_namespace_available() -> bool {
+    std::process::Command::new(env!("CARGO_BIN_EXE_codex"))
+        .args(["sandbox", "probe-pid-namespace"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `require_sandbox!` plus a PID namespace.
+macro_rules! require_pid_namespace {
+    () => {
+        require_sandbox!();
+        if !pid_namespace_available() {
+            skip("no PID namespace can be had here (neither root nor user namespaces)");
+            return;
+        }
+    };
+}
+
+/// Whether any process on the machine runs with exactly `cmdline` (NUL-separated argv).
+fn host_process_with_cmdline(cmdline: &[u8]) -> bool {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .any(|entry| std::fs::read(entry.path().join("cmdline")).is_ok_and(|c| c == cmdline))
+}
+
+/// By default a sandboxed command is PID 2 of a namespace of its own (its init is PID 1), its
+/// /proc lists only that namespace, and the server says so in its capabilities; the same
+/// command unsandboxed sees the machine's processes.
+#[tokio::test]
+async fn sandboxed_command_runs_in_a_pid_namespace_of_its_own() {
+    require_pid_namespace!();
+    let f = Fixture::new();
+    let (_server, mut c) = start(&[]).await;
+    let info = c.request_ok("environment/info", json!({})).await;
+    assert_eq!(info["capabilities"]["sandboxPidNamespace"], true, "{info}");
+    let script = "echo pid=$$; echo procs=$(ls /proc | grep -c '^[0-9]')";
+    let run = sh_in(&mut c, "iso", &f.ws, script, workspace_write(&[&f.ws])).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    run.assert_has("pid=2\n");
+    // init, sh, ls, grep (and the subshell): a handful, not the machine's.
+    let procs: usize = run
+        .out
+        .split("procs=")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(procs <= 6, "{run:?}");
+    let plain = sh_in(&mut c, "plain", &f.ws, script, Value::Null).await;
+    plain.assert_lacks("pid=2\n");
+}
+
+/// What a sandboxed command leaves running in its namespace is killed when it exits (the
+/// namespace ends with its init), so nothing it started outlives it.
+#[tokio::test]
+async fn background_child_of_a_sandboxed_command_dies_with_it() {
+    require_pid_namespace!();
+    let f = Fixture::new();
+    let (_server, mut c) = start(&[]).await;
+    // A unique argv, to find the child among the machine's processes.
+    let marker = format!("{}.{}", 600 + std::process::id() % 300, 17);
+    let script = format!("sleep {marker} >/dev/null 2>&1 & echo started");
+    let run = sh_in(&mut c, "bg", &f.ws, &script, workspace_write(&[&f.ws])).await;
+    run.assert_has("started\n");
+    // The namespace's init exits only once the kernel has killed and reaped the rest of the
+    // namespace, and the command's exit is reported after that: no wait is needed.
+    let cmdline = format!("sleep\0{marker}\0");
+    assert!(
+        !host_process_with_cmdline(cmdline.as_bytes()),
+        "`sleep {marker}` outlived the sandboxed command"
+    );
+    // Control: unsandboxed, the same child does outlive its parent (then we kill it).
+    let run = sh_in(
+        &mut c,
+        "bg-plain",
+        &f.ws,
+        &format!("{script}; echo $!"),
+        Value::Null,
+    )
+    .await;
+    let pid: i32 = run.out.lines().last().unwrap().trim().parse().unwrap();
+    assert!(host_process_with_cmdline(cmdline.as_bytes()), "{run:?}");
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Signal::KILL,
+    );
+}
+
+/// `process/signal interrupt` reaches a sandboxed command that traps it (the supervisor left
+/// outside the namespace neither dies of it nor passes it on twice), and its exit code comes
+/// back unchanged.
+#[tokio::test]
+async fn interrupt_reaches_a_trapping_sandboxed_command_once() {
+    require_pid_namespace!();
+    let f = Fixture::new();
+    let (_server, mut c) = start(&[]).await;
+    let script = "n=0; trap 'n=$((n+1)); echo got-int-$n' INT; echo ready; \
+                  while [ ! -e stop ]; do sleep 0.05; done; echo ints=$n; exit 7";
+    c.start_process(params_in(
+        "int",
+        &f.ws,
+        &["/bin/sh", "-c", script],
+        workspace_write(&[&f.ws]),
+    ))
+    .await;
+    c.wait_for_output("int", "ready\n").await;
+    c.request_ok(
+        "process/signal",
+        json!({"processId": "int", "signal": "interrupt"}),
+    )
+    .await;
+    c.wait_for_output("int", "got-int-1\n").await;
+    put(&f.ws("stop"), "");
+    let events = c.collect_process_events("int").await;
+    let out = output_text(&events, Some("stdout"));
+    assert!(out.contains("ints=1\n"), "{out}");
+    assert_eq!(exit_code(&events), 7, "{events:?}");
+}
+
+/// A sandboxed command killed by a signal is reported as the same command unsandboxed is.
+#[tokio::test]
+async fn death_by_signal_is_reported_the_same_in_a_pid_namespace() {
+    require_pid_namespace!();
+    let f = Fixture::new();
+    let (_server, mut c) = start(&[]).await;
+    let script = "kill -TERM $$";
+    let plain = sh_in(&mut c, "plain", &f.ws, script, Value::Null).await;
+    let isolated = sh_in(&mut c, "iso", &f.ws, script, workspace_write(&[&f.ws])).await;
+    assert_ne!(plain.code, 0, "{plain:?}");
+    assert_eq!(isolated.code, plain.code, "{isolated:?} vs {plain:?}");
+}
+
+/// `process/terminate` of a sandboxed command that ignores SIGTERM still ends it (and its
+/// namespace) after the grace.
+#[tokio::test]
+async fn terminate_ends_a_sandboxed_command_that_ignores_term() {
+    require_pid_namespace!();
+    let f = Fixture::new();
+    let (_server, mut c) = start(&["--terminate-grace-ms", "200"]).await;
+    c.start_process(params_in(
+        "stubborn",
+        &f.ws,
+        &[
+            "/bin/sh",
+            "-c",
+            "trap '' TERM; echo ready; while :; do sleep 0.05; done",
+        ],
+        workspace_write(&[&f.ws]),
+    ))
+    .await;
+    c.wait_for_output("stubborn", "ready\n").await;
+    c.request_ok("process/terminate", json!({"processId": "stubborn"}))
+        .await;
+    let events = c.collect_process_events("stubborn").await;
+    assert_ne!(exit_code(&events), 0, "{events:?}");
+}
+
+/// `--linux-sandbox-pid-namespace inherit`: sandboxed commands share the server's namespace, and
+/// the capability says so.
+#[tokio::test]
+async fn inherit_mode_shares_the_servers_pid_namespace() {
+    require_sandbox!();
+    let f = Fixture::new();
+    let (_server, mut c) = start(&["--linux-sandbox-pid-namespace", "inherit"]).await;
+    let info = c.request_ok("environment/info", json!({})).await;
+    assert_eq!(info["capabilities"]["sandboxPidNamespace"], false, "{info}");
+    let run = sh_in(
+        &mut c,
+        "inh",
+        &f.ws,
+        "echo pid=$$",
+        workspace_write(&[&f.ws]),
+    )
+    .await;
+    run.assert_lacks("pid=2\n");
+    assert_eq!(run.code, 0, "{run:?}");
+}
+
+/// An explicit `isolate` where it can be had starts and isolates; a bad mode is refused at start
+/// naming the flag.
+#[tokio::test]
+async fn explicit_isolate_mode_isolates_and_a_bad_mode_is_refused() {
+    require_pid_namespace!();
+    let f = Fixture::new();
+    let (_server, mut c) = start(&["--linux-sandbox-pid-namespace", "isolate"]).await;
+    let run = sh_in(
+        &mut c,
+        "iso",
+        &f.ws,
+        "echo pid=$$",
+        workspace_write(&[&f.ws]),
+    )
+    .await;
+    run.assert_has("pid=2\n");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_codex"))
+        .args(["exec-server", "--linux-sandbox-pid-namespace", "sometimes"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--linux-sandbox-pid-namespace"), "{stderr}");
 }

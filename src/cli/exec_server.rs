@@ -6,7 +6,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::server::{self, AuthFlags, AuthMode, Authenticator, Door, ServerConfig, TlsServer};
+use crate::server::{
+    self, AuthFlags, AuthMode, Authenticator, Door, PidNamespaceMode, ServerConfig, TlsServer,
+};
+use std::sync::Arc;
+
+use crate::server::Metrics;
 
 /// `codex exec-server` arguments.
 #[derive(Debug, clap::Args)]
@@ -61,10 +66,60 @@ pub struct ExecServerArgs {
     #[arg(long, value_name = "COUNT", default_value = "1")]
     concurrent_requests: std::num::NonZeroUsize,
 
+    /// Whether a sandboxed process gets a PID namespace of its own, where it sees (in its own
+    /// /proc) and can signal only its own descendants, and where whatever it leaves running is
+    /// killed when it exits. `isolate`: always, and the server refuses to start where the machine
+    /// cannot give one (it needs root, or unprivileged user namespaces; a container started
+    /// without CAP_SYS_ADMIN has neither). `inherit`: never; the sandbox's Landlock scope still
+    /// keeps the process from signalling anything outside it. Left out: isolate where possible,
+    /// else share the server's (said in the log, and as
+    /// `environmentInfo.capabilities.sandboxPidNamespace: false`).
+    /// The supervisor left outside the namespace passes no signal on: signal the process group,
+    /// as the server does (SIGKILL to the supervisor alone ends everything too).
+    #[arg(long, value_name = "MODE", value_enum)]
+    linux_sandbox_pid_namespace: Option<PidNamespaceArg>,
+
     /// Behave as if the kernel had no Landlock: restricting sandboxes are refused (for tests of
     /// the fail-closed path).
     #[arg(long, hide = true)]
     sandbox_simulate_no_landlock: bool,
+
+    /// Open WebSocket connections at most [default: a quarter of the open-file limit (`ulimit
+    /// -n`), at most 4096: 256 for the usual 1024, as each connection holds two descriptors and
+    /// the rest go to processes and files]. One more is answered `503 Service Unavailable` with a
+    /// text body naming this flag, before the upgrade; `/readyz` is answered whatever the count.
+    /// A connection's place is free again once it has closed.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: Option<u32>,
+
+    /// Sessions at most, detached ones included (they hold processes for
+    /// --detached-session-ttl-ms) [default: twice --max-connections]. One more is refused at
+    /// `initialize` with error -32600 naming this flag; resuming an existing session never is.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_sessions: Option<u32>,
+
+    /// Processes one session may hold: starting, running, and finished but still retained for
+    /// `process/read` (for --closed-process-ttl-ms after they close). One more `process/start`
+    /// is refused with error -32600 naming this flag; other sessions are unaffected.
+    #[arg(long, value_name = "N", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_processes_per_session: u32,
+
+    /// Streamed `http/request`s (`streamResponse: true`) active at once on one connection, from
+    /// the request to the last body delta. One more is refused with error -32600 naming this
+    /// flag. Buffered requests are bounded by the 256 requests a connection may have in flight.
+    #[arg(long, value_name = "N", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_http_streams_per_connection: u32,
+
+    /// Largest message the server reads, in bytes (a WebSocket message, or a stdio line), from
+    /// 2097152 (2 MiB: a 1 MiB `fs/writeBlock` chunk must fit) to 1073741824 (1 GiB). A larger
+    /// message is answered with an error with id -1 (code -32600, `message too large: the limit
+    /// is N bytes`), then the connection is closed; its session stays resumable. The largest
+    /// `fs/writeFile` (and `codex remote cp` upload) is about three quarters of it.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::rpc::MAX_MESSAGE_BYTES,
+          value_parser = parse_max_message_bytes)]
+    max_message_bytes: usize,
 
     // ----- Authentication and TLS (docs/protocol.md, "Authentication and TLS"; README, "Security")
     /// Require every WebSocket upgrade to carry `Authorization: Bearer TOKEN` [default: none,
@@ -121,6 +176,45 @@ pub struct ExecServerArgs {
     /// key that does not match the certificate stops the start.
     #[arg(long, value_name = "PEM")]
     tls_key: Option<PathBuf>,
+
+    /// Also serve `GET /metrics` (Prometheus text: connections, sessions, processes, output
+    /// bytes, errors, request latencies) and `GET /livez` on this separate address: `IP:PORT` or
+    /// `http://IP:PORT` (an IP literal; port 0 picks a free one). Off by default. That port serves
+    /// nothing else (404) and asks for no credentials, so bind it where only your scraper can
+    /// reach it. Its bound address is printed on stderr as `metrics: http://IP:PORT/metrics`. A
+    /// value that is not an IP:PORT, or an address that cannot be bound, stops the start-up.
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_listen)]
+    metrics_listen: Option<SocketAddr>,
+
+    /// Format of the log on stderr: `text` (one line per event, for people) or `json` (one JSON
+    /// object per line, every field a key: for log collectors). What is logged is chosen by
+    /// RUST_LOG (default `warn`; `info` adds the audit records of target `codex::audit`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// Parses `--max-message-bytes`: a byte count between the floor and the ceiling.
+fn parse_max_message_bytes(s: &str) -> Result<usize, String> {
+    use crate::server::{MAX_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES};
+    let n: usize = s
+        .parse()
+        .map_err(|e| format!("expected a number of bytes: {e}"))?;
+    if !(MIN_MAX_MESSAGE_BYTES..=MAX_MAX_MESSAGE_BYTES).contains(&n) {
+        return Err(format!(
+            "{n} is not in {MIN_MAX_MESSAGE_BYTES}..={MAX_MAX_MESSAGE_BYTES} (below 2 MiB a 1 MiB \
+             fs/writeBlock chunk would not fit in one message)"
+        ));
+    }
+    Ok(n)
+}
+
+/// Values of `--linux-sandbox-pid-namespace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PidNamespaceArg {
+    /// A PID namespace for every sandboxed process, or no start.
+    Isolate,
+    /// The server's PID namespace.
+    Inherit,
 }
 
 /// `--ws-auth`.
@@ -130,6 +224,25 @@ pub enum WsAuth {
     CapabilityToken,
     /// An HS256 JWT signed with --ws-shared-secret-file.
     SignedBearerToken,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Parses `--metrics-listen`: `IP:PORT` or `http://IP:PORT`.
+pub fn parse_metrics_listen(s: &str) -> Result<SocketAddr, String> {
+    let rest = s.strip_prefix("http://").unwrap_or(s);
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    rest.parse::<SocketAddr>().map_err(|_| {
+        format!(
+            "invalid metrics address `{s}`: expected `IP:PORT` or `http://IP:PORT` (an IP \
+             literal, v4 or v6, e.g. 127.0.0.1:9464 or http://[::1]:9464)"
+        )
+    })
 }
 
 /// Where the server listens.
@@ -226,6 +339,9 @@ pub fn run(args: ExecServerArgs) -> ExitCode {
         // Not fatal: sandboxed children close every fd above stderr themselves.
         tracing::warn!(%err, "could not mark inherited descriptors close-on-exec");
     }
+    let max_connections = args
+        .max_connections
+        .map_or_else(server::default_max_connections, |n| n as usize);
     let config = ServerConfig {
         detached_session_ttl: Duration::from_millis(args.detached_session_ttl_ms),
         closed_process_ttl: Duration::from_millis(args.closed_process_ttl_ms),
@@ -235,7 +351,29 @@ pub fn run(args: ExecServerArgs) -> ExitCode {
         sandbox_simulate_no_landlock: args.sandbox_simulate_no_landlock,
         ping_interval: Duration::from_millis(args.ping_interval_ms),
         reap_orphans: true,
+        sandbox_pid_namespace: match args.linux_sandbox_pid_namespace {
+            None => PidNamespaceMode::IsolateWherePossible,
+            Some(PidNamespaceArg::Isolate) => PidNamespaceMode::Isolate,
+            Some(PidNamespaceArg::Inherit) => PidNamespaceMode::Inherit,
+        },
+        max_connections,
+        max_sessions: args
+            .max_sessions
+            .map_or(max_connections.saturating_mul(2), |n| n as usize),
+        max_processes_per_session: args.max_processes_per_session as usize,
+        max_http_streams_per_connection: args.max_http_streams_per_connection as usize,
+        max_message_bytes: args.max_message_bytes,
+        metrics: Arc::new(Metrics::new()),
     };
+    if config.sandbox_pid_namespace == PidNamespaceMode::Isolate && !pid_namespace_available() {
+        eprintln!(
+            "codex exec-server: --linux-sandbox-pid-namespace isolate: this machine cannot give \
+             sandboxed processes a PID namespace of their own (it needs root, or unprivileged \
+             user namespaces); use `inherit`, or leave the flag out to isolate where possible"
+        );
+        return ExitCode::FAILURE;
+    }
+    let metrics = config.metrics.clone();
     let workers = args.worker_threads.map(usize::from).unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
     });
@@ -251,6 +389,18 @@ pub fn run(args: ExecServerArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        if let Some(addr) = args.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("failed to bind --metrics-listen {addr}: {e}"),
+                )
+            })?;
+            let local = listener.local_addr()?;
+            eprintln!("metrics: http://{local}/metrics");
+            tracing::info!(%local, "metrics listening");
+            tokio::spawn(server::serve_metrics(listener, metrics));
+        }
         match args.listen {
             Listen::Stdio => server::run_stdio(config, shutdown_signal()).await,
             Listen::Ws(addr) => {
@@ -291,6 +441,20 @@ pub fn run(args: ExecServerArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether a PID namespace can be had here, asked of a throwaway child (this executable's
+/// hidden `sandbox probe-pid-namespace`).
+fn pid_namespace_available() -> bool {
+    std::env::current_exe().is_ok_and(|exe| {
+        std::process::Command::new(exe)
+            .args(["sandbox", "probe-pid-namespace"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
 }
 
 /// Re-reads the door's files on every SIGHUP (off the async threads); never completes.
@@ -385,6 +549,27 @@ mod tests {
             assert!(door_of(&["--listen", loopback]).is_ok(), "{loopback}");
         }
         assert!(door_of(&["--listen", "ws://10.0.0.1:1"]).is_err());
+    }
+
+    #[test]
+    fn metrics_listen_takes_ip_port_with_or_without_http() {
+        let addr: SocketAddr = "127.0.0.1:9464".parse().unwrap();
+        assert_eq!(parse_metrics_listen("127.0.0.1:9464"), Ok(addr));
+        assert_eq!(parse_metrics_listen("http://127.0.0.1:9464/"), Ok(addr));
+        assert_eq!(
+            parse_metrics_listen("http://[::1]:0"),
+            Ok("[::1]:0".parse().unwrap())
+        );
+        for bad in [
+            "localhost:9464",
+            "https://127.0.0.1:1",
+            "127.0.0.1",
+            "",
+            "ws://1.2.3.4:5",
+        ] {
+            let err = parse_metrics_listen(bad).unwrap_err();
+            assert!(err.contains("IP:PORT"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -21,19 +21,26 @@ pub enum SandboxCommand {
     /// Exit 0 if a private mount namespace can be had here (the server's start-up probe).
     #[command(hide = true)]
     ProbeMountNamespace,
+    /// Exit 0 if a PID namespace can be had here (the server's start-up probe).
+    #[command(hide = true)]
+    ProbePidNamespace,
 }
 
 /// Runs `codex sandbox ...`.
 pub fn run(command: SandboxCommand) -> ExitCode {
     match command {
         SandboxCommand::Linux(args) => run_linux(args),
-        SandboxCommand::ProbeMountNamespace => {
-            if wrapper::probe_mount_namespace() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
+        SandboxCommand::ProbeMountNamespace => probe(wrapper::probe_mount_namespace()),
+        SandboxCommand::ProbePidNamespace => probe(wrapper::probe_pid_namespace()),
+    }
+}
+
+/// A probe's answer as the exit code.
+fn probe(available: bool) -> ExitCode {
+    if available {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -56,6 +63,11 @@ pub struct LinuxArgs {
     /// directly in the directories on the way down to a carve-out.
     #[arg(long)]
     no_mount_namespace: bool,
+    /// Run the command in a PID namespace of its own (with its own /proc where a mount namespace
+    /// can be had): it sees and signals only its own descendants, and whatever it leaves running
+    /// is killed when it exits. Refuses to run if no PID namespace can be had here.
+    #[arg(long)]
+    pid_namespace: bool,
     /// The command to run.
     #[arg(last = true, required = true)]
     command: Vec<OsString>,
@@ -129,6 +141,7 @@ fn run_inner(args: LinuxArgs) -> Result<std::convert::Infallible, String> {
     let options = ApplyOptions {
         allow_mount_namespace: !args.no_mount_namespace,
         report_fallback: true,
+        isolate_pids: args.pid_namespace,
         ..ApplyOptions::default()
     };
     wrapper::apply(&resolved, options).map_err(|e| e.to_string())?;

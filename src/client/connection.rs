@@ -183,7 +183,8 @@ pub(super) fn start<E: Events>(
                 Incoming::Request(r) => {
                     tracing::debug!(method = %r.method, "ignoring a request from the server")
                 }
-                Incoming::Malformed(m) => tracing::warn!(%m, "malformed message from the server"),
+                // Not the parser's message: it may quote a value of the payload.
+                Incoming::Malformed(_) => tracing::warn!("malformed message from the server"),
                 Incoming::TooLarge(_) => break "the exec-server sent a message over the size limit",
             }
         };
@@ -225,7 +226,10 @@ async fn route<E: Events>(events: &Arc<E>, conn: u64, n: Notification) {
     };
     match decoded {
         Ok((process_id, event)) => events.process_event(conn, process_id, event).await,
-        Err(err) => tracing::warn!(method = %n.method, %err, "undecodable notification"),
+        // The category only: serde's message may quote a value of the payload.
+        Err(err) => {
+            tracing::warn!(method = %n.method, category = ?err.classify(), "undecodable notification")
+        }
     }
 }
 

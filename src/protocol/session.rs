@@ -87,4 +87,7 @@ pub struct Capabilities {
     pub linux_root_write_preserves_devices: bool,
     /// Approved root writes keep the devices and denied root-metadata symlink targets denied.
     pub linux_approved_root_write_preserves_restrictions: bool,
+    /// Ours (not the reference's): sandboxed processes run in a PID namespace of their own
+    /// (`codex exec-server --linux-sandbox-pid-namespace`).
+    pub sandbox_pid_namespace: bool,
 }

@@ -48,7 +48,8 @@ pub enum Incoming {
     },
     /// A frame that is not a JSON-RPC message; answered with id -1 and the connection stays.
     Malformed(String),
-    /// A frame over [`super::MAX_MESSAGE_BYTES`]; answered with an error, then the connection ends.
+    /// A frame over the reader's limit (by default [`super::MAX_MESSAGE_BYTES`]), which it carries;
+    /// answered with an error, then the connection ends.
     TooLarge(usize),
 }
 

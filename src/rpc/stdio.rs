@@ -16,6 +16,20 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    spawn_with_limit(reader, writer, tracker, MAX_MESSAGE_BYTES)
+}
+
+/// [`spawn`], reading lines of at most `max_message_bytes`.
+pub fn spawn_with_limit<R, W>(
+    reader: R,
+    writer: W,
+    tracker: &TaskTracker,
+    max_message_bytes: usize,
+) -> Transport
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE);
     let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(OUTGOING_QUEUE);
 
@@ -25,7 +39,7 @@ where
         let mut line = Vec::new();
         loop {
             line.clear();
-            let limit = MAX_MESSAGE_BYTES as u64 + 1;
+            let limit = max_message_bytes as u64 + 1;
             let mut bounded = AsyncReadExt::take(&mut reader, limit);
             let read = tokio::select! {
                 read = bounded.read_until(b'\n', &mut line) => read,
@@ -39,8 +53,9 @@ where
                     break;
                 }
             }
-            if line.len() > MAX_MESSAGE_BYTES {
-                let _ = in_tx.send(Incoming::TooLarge(MAX_MESSAGE_BYTES)).await;
+            // The newline ends the message; it is not part of it.
+            if line.strip_suffix(b"\n").unwrap_or(&line).len() > max_message_bytes {
+                let _ = in_tx.send(Incoming::TooLarge(max_message_bytes)).await;
                 break;
             }
             let trimmed = line.trim_ascii();

@@ -6,7 +6,8 @@ use tokio::sync::mpsc;
 
 use super::message::Incoming;
 
-/// Largest message we accept in one frame or line (a limit of the protocol, declared there).
+/// Largest message accepted in one frame or line by default (a limit of the protocol, declared
+/// there). The client library always uses it; the server's is `--max-message-bytes`.
 pub use crate::protocol::MAX_MESSAGE_BYTES;
 
 /// Messages read from the peer waiting to be handled. Small: a slow handler slows its reader.

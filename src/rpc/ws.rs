@@ -43,10 +43,31 @@ const READ_BUFFER: usize = 32 * 1024;
 
 /// Frame and message limits for both ends.
 pub fn config() -> tungstenite::protocol::WebSocketConfig {
+    config_with_limit(MAX_MESSAGE_BYTES)
+}
+
+/// Frame and message limits, with `max_message_bytes` for one message (and one frame).
+pub fn config_with_limit(max_message_bytes: usize) -> tungstenite::protocol::WebSocketConfig {
     tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
-        .max_message_size(Some(MAX_MESSAGE_BYTES))
-        .max_frame_size(Some(MAX_MESSAGE_BYTES))
+        .max_message_size(Some(max_message_bytes))
+        .max_frame_size(Some(max_message_bytes))
+}
+
+/// How one end runs its WebSocket: see [`spawn_with`].
+pub struct Options {
+    /// How often the peer is pinged; it is gone after [`SILENT_INTERVALS`] of silence.
+    pub ping_interval: Duration,
+    /// The message limit the stream was configured with ([`config_with_limit`]), named in the
+    /// error a larger message gets.
+    pub max_message_bytes: usize,
+    /// Held for as long as the connection reads, and dropped when it stops, before the peer is
+    /// sent the close: the server's slot in `--max-connections`.
+    pub slot: Option<Box<dyn Send>>,
+    /// A duplicate of the TCP socket's descriptor under a stream that is not a `TcpStream`
+    /// itself (the server's TLS stream): TCP_QUICKACK and the silence check's TCP_INFO then work
+    /// as on a plain socket. `None`: found by downcasting the stream.
+    pub socket: Option<std::os::fd::OwnedFd>,
 }
 
 /// Starts the reader and writer tasks of one WebSocket and returns its channels. The writer pings
@@ -56,21 +77,29 @@ pub fn spawn<S>(ws: WebSocketStream<S>, tracker: &TaskTracker, ping_interval: Du
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    spawn_with_socket(ws, tracker, ping_interval, None)
+    spawn_with(
+        ws,
+        tracker,
+        Options {
+            ping_interval,
+            max_message_bytes: MAX_MESSAGE_BYTES,
+            slot: None,
+            socket: None,
+        },
+    )
 }
 
-/// [`spawn`], given a duplicate of the TCP socket's descriptor under a stream that is not a
-/// `TcpStream` itself (the server's TLS stream): TCP_QUICKACK and the silence check's TCP_INFO
-/// then work as on a plain socket. `None`: found by downcasting the stream, as [`spawn`] does.
-pub fn spawn_with_socket<S>(
-    ws: WebSocketStream<S>,
-    tracker: &TaskTracker,
-    ping_interval: Duration,
-    socket: Option<std::os::fd::OwnedFd>,
-) -> Transport
+/// [`spawn`], with the message limit the stream was configured with and a slot to hold.
+pub fn spawn_with<S>(ws: WebSocketStream<S>, tracker: &TaskTracker, options: Options) -> Transport
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Options {
+        ping_interval,
+        max_message_bytes,
+        slot,
+        socket,
+    } = options;
     // A TCP socket gets TCP_QUICKACK re-armed after every frame read: a peer with Nagle on (the
     // default) that sends a notification and then a request (`initialized` then `process/read`,
     // the first thing a resuming client does) would otherwise hold the request until our delayed
@@ -100,6 +129,9 @@ where
     let reader_stop = done.clone();
     tracker.spawn(async move {
         let _done = reader_stop.clone().drop_guard();
+        // Declared after `_done`, so dropped before it: the slot is free before the writer
+        // sends the close that tells the peer the connection is over.
+        let _slot = slot;
         // When the peer was last heard from. The timer is only re-armed when it fires, not per
         // frame: a streaming peer sends thousands of frames a second.
         let mut heard = tokio::time::Instant::now();
@@ -140,7 +172,7 @@ where
                 Ok(_) => continue,
                 Err(tungstenite::Error::Capacity(err)) => {
                     tracing::debug!(%err, "message too large");
-                    let _ = in_tx.send(Incoming::TooLarge(MAX_MESSAGE_BYTES)).await;
+                    let _ = in_tx.send(Incoming::TooLarge(max_message_bytes)).await;
                     // The connection answers it and ends; the writer sends what it queued once
                     // this reader stops, so stop when the connection has let go.
                     let _ = tokio::time::timeout(FLUSH_WHEN_STOPPED, in_tx.closed()).await;

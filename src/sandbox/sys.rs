@@ -55,6 +55,11 @@ pub trait Kernel {
     /// Enters a private mount namespace (inside a new user namespace when not root) whose mounts
     /// no longer propagate to or from the parent's.
     fn enter_mount_namespace(&self) -> io::Result<()>;
+    /// Moves what follows into a new PID namespace (inside a new user namespace when not root):
+    /// the caller stays outside as a supervisor, a forked child becomes the namespace's init, and
+    /// a child of that one returns from this call to be confined and exec the command (PID 2
+    /// inside). The supervisor and the init never return: they exit with the command's status.
+    fn isolate_pids(&self) -> io::Result<()>;
     /// `mount(path, path, NULL, MS_BIND | MS_REC, NULL)`.
     fn bind_mount(&self, path: &Path) -> io::Result<()>;
     /// The mount flags of the file system holding `path` (`statvfs(path).f_flag`).
@@ -119,6 +124,11 @@ impl Kernel for LinuxKernel {
         std::fs::write("/proc/self/uid_map", format!("{0} {0} 1", uid.as_raw()))?;
         std::fs::write("/proc/self/gid_map", format!("{0} {0} 1", gid.as_raw()))?;
         make_mounts_private()
+    }
+
+    fn isolate_pids(&self) -> io::Result<()> {
+        unshare_pid_namespace()?;
+        pid_namespace::supervise()
     }
 
     fn bind_mount(&self, path: &Path) -> io::Result<()> {
@@ -229,6 +239,239 @@ impl Kernel for LinuxKernel {
     }
 }
 
+/// `unshare(CLONE_NEWPID)`, inside a new user namespace (this uid and gid mapped to themselves)
+/// when not root or when root may not (a container without CAP_SYS_ADMIN). Only children forked
+/// afterwards are in the new namespace.
+fn unshare_pid_namespace() -> io::Result<()> {
+    if rustix::process::geteuid().is_root() {
+        // SAFETY: without CLONE_FILES the file-descriptor table stays shared, so no thread can be
+        // left holding descriptors of a table it no longer sees.
+        if unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWPID) }.is_ok() {
+            return Ok(());
+        }
+    }
+    let (uid, gid) = (rustix::process::getuid(), rustix::process::getgid());
+    // SAFETY: as above, CLONE_FILES is not among the flags.
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWUSER | UnshareFlags::NEWPID) }?;
+    std::fs::write("/proc/self/setgroups", "deny")?;
+    std::fs::write("/proc/self/uid_map", format!("{0} {0} 1", uid.as_raw()))?;
+    std::fs::write("/proc/self/gid_map", format!("{0} {0} 1", gid.as_raw()))?;
+    Ok(())
+}
+
+/// Whether a PID namespace can be had here: run in a throwaway process (it does enter one, and
+/// forks a child into it to be sure the kernel accepts the first process of the namespace).
+pub fn probe_pid_namespace() -> bool {
+    if unshare_pid_namespace().is_err() {
+        return false;
+    }
+    // SAFETY: the probe process is single-threaded (a hidden subcommand run before any runtime);
+    // the child only calls `_exit`.
+    match unsafe { libc::fork() } {
+        -1 => false,
+        0 => {
+            // SAFETY: `_exit` is async-signal-safe and ends the child at once.
+            unsafe { libc::_exit(0) }
+        }
+        child => matches!(
+            rustix::process::waitpid(
+                rustix::process::Pid::from_raw(child),
+                rustix::process::WaitOptions::empty()
+            ),
+            Ok(Some((_, status))) if status.exit_status() == Some(0)
+        ),
+    }
+}
+
+/// The three processes of an isolated run. The supervisor is what the server started (its pid,
+/// its process group: the server's signals reach the whole group, the command included); the
+/// namespace's init reaps orphans and, when the command ends, hands its wait status to the
+/// supervisor through a pipe and exits, which makes the kernel kill whatever the command left
+/// behind in the namespace; the supervisor then ends the way the command ended.
+///
+/// Why not exec the command as the init: an init only receives the signals it installed a
+/// handler for, so `sleep` as init would ignore the server's SIGINT and SIGTERM.
+mod pid_namespace {
+    use std::io::{self, Read as _, Write as _};
+
+    use rustix::process::{Pid, WaitOptions, WaitStatus};
+
+    /// The signals the server forwards to the process group. The supervisor ignores them (the
+    /// command receives its own copy); the init cannot receive them from outside anyway.
+    const GROUP_SIGNALS: [libc::c_int; 7] = [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGPIPE,
+    ];
+
+    /// How the command ended, as the init tells the supervisor.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Ended {
+        Code(i32),
+        Signal(i32),
+    }
+
+    impl Ended {
+        fn of(status: WaitStatus) -> Option<Self> {
+            match (status.exit_status(), status.terminating_signal()) {
+                (Some(code), _) => Some(Self::Code(code)),
+                (None, Some(signal)) => Some(Self::Signal(signal)),
+                _ => None,
+            }
+        }
+
+        fn encode(self) -> [u8; 5] {
+            let (kind, value) = match self {
+                Self::Code(v) => (0u8, v),
+                Self::Signal(v) => (1u8, v),
+            };
+            let mut out = [kind, 0, 0, 0, 0];
+            out[1..].copy_from_slice(&value.to_ne_bytes());
+            out
+        }
+
+        fn decode(raw: [u8; 5]) -> Option<Self> {
+            let value = i32::from_ne_bytes([raw[1], raw[2], raw[3], raw[4]]);
+            match raw[0] {
+                0 => Some(Self::Code(value)),
+                1 => Some(Self::Signal(value)),
+                _ => None,
+            }
+        }
+    }
+
+    /// Forks the init; returns in the command's process only.
+    pub(super) fn supervise() -> io::Result<()> {
+        // std's pipes are close-on-exec.
+        let (status_read, status_write) = io::pipe()?;
+        // SAFETY: the wrapper is single-threaded (it runs before any runtime exists), so the child
+        // may go on running ordinary code.
+        match unsafe { libc::fork() } {
+            -1 => Err(io::Error::last_os_error()),
+            0 => {
+                drop(status_read);
+                init(status_write)
+            }
+            init_pid => {
+                drop(status_write);
+                supervisor(Pid::from_raw(init_pid), status_read)
+            }
+        }
+    }
+
+    /// The supervisor: waits for the init, then ends as the command did.
+    fn supervisor(init: Option<Pid>, mut status_read: io::PipeReader) -> ! {
+        for signal in GROUP_SIGNALS {
+            // SAFETY: SIG_IGN installs no handler code; single-threaded.
+            unsafe { libc::signal(signal, libc::SIG_IGN) };
+        }
+        let init_status = loop {
+            match rustix::process::waitpid(init, WaitOptions::empty()) {
+                Ok(Some((_, status))) => break Ended::of(status),
+                Err(rustix::io::Errno::INTR) => continue,
+                _ => break None,
+            }
+        };
+        let mut raw = [0u8; 5];
+        let reported = status_read
+            .read_exact(&mut raw)
+            .ok()
+            .and_then(|()| Ended::decode(raw));
+        // The init did not report (killed outright): end as it did.
+        match reported.or(init_status) {
+            Some(ended) => end_as(ended),
+            None => std::process::exit(1),
+        }
+    }
+
+    /// Ends this process as the command ended: the same exit code, or death by the same signal
+    /// (with no core dump of ours).
+    fn end_as(ended: Ended) -> ! {
+        match ended {
+            Ended::Code(code) => std::process::exit(code),
+            Ended::Signal(signal) => {
+                // SAFETY: plain libc calls on this single-threaded process: no core file of the
+                // supervisor, default action for the signal, unblocked, then raised.
+                unsafe {
+                    libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+                    libc::signal(signal, libc::SIG_DFL);
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut set);
+                    libc::sigaddset(&mut set, signal);
+                    libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+                    libc::raise(signal);
+                }
+                std::process::exit(128 + signal)
+            }
+        }
+    }
+
+    /// The namespace's init: a fresh /proc (best effort: where a mount namespace can be had, so
+    /// that /proc shows the namespace's own processes), then the command's process, then reaping
+    /// until the command has ended.
+    fn init(status_write: io::PipeWriter) -> io::Result<()> {
+        // The supervisor's death (the server killed it alone) ends the namespace.
+        let _ =
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+        remount_proc();
+        // SAFETY: still single-threaded (a fork of the single-threaded wrapper).
+        let command = match unsafe { libc::fork() } {
+            -1 => {
+                let err = io::Error::last_os_error();
+                std::process::exit(report_failure(&err));
+            }
+            0 => {
+                drop(status_write);
+                return Ok(());
+            }
+            pid => pid,
+        };
+        let status = loop {
+            match rustix::process::wait(WaitOptions::empty()) {
+                Ok(Some((pid, status))) if pid.as_raw_nonzero().get() == command => break status,
+                Ok(_) | Err(rustix::io::Errno::INTR) => continue,
+                // No child left without having seen the command's end: cannot happen.
+                Err(_) => std::process::exit(1),
+            }
+        };
+        if let Some(ended) = Ended::of(status) {
+            let mut status_write = status_write;
+            let _ = status_write.write_all(&ended.encode());
+        }
+        std::process::exit(0)
+    }
+
+    /// Says why the command's process could not be forked; the exit code to use.
+    fn report_failure(err: &io::Error) -> i32 {
+        eprintln!("codex-linux-sandbox: failed to start the command in its PID namespace: {err}");
+        1
+    }
+
+    /// Mounts a /proc of this PID namespace over /proc, in a private mount namespace.
+    fn remount_proc() {
+        // SAFETY: without CLONE_FILES the descriptor table stays shared; single-threaded.
+        if unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }.is_err() {
+            return;
+        }
+        if crate::sandbox::sys::make_mounts_private().is_err() {
+            return;
+        }
+        let _ = rustix::mount::mount(
+            "proc",
+            "/proc",
+            "proc",
+            rustix::mount::MountFlags::NOSUID
+                | rustix::mount::MountFlags::NODEV
+                | rustix::mount::MountFlags::NOEXEC,
+            None,
+        );
+    }
+}
+
 /// Makes every mount of the new namespace private, so bind mounts made here stay here.
 fn make_mounts_private() -> io::Result<()> {
     Ok(rustix::mount::mount_change(
@@ -250,6 +493,7 @@ pub mod fake {
     pub enum Call {
         LandlockAbi,
         EnterMountNamespace,
+        IsolatePids,
         BindMount(PathBuf),
         MountFlags(PathBuf),
         Remount(PathBuf, MountFlags),
@@ -271,6 +515,7 @@ pub mod fake {
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum Op {
         EnterMountNamespace,
+        IsolatePids,
         BindMount,
         MountFlags,
         Remount,
@@ -289,6 +534,7 @@ pub mod fake {
             Some(match self {
                 Call::LandlockAbi => return None,
                 Call::EnterMountNamespace => Op::EnterMountNamespace,
+                Call::IsolatePids => Op::IsolatePids,
                 Call::BindMount(_) => Op::BindMount,
                 Call::MountFlags(_) => Op::MountFlags,
                 Call::Remount(..) => Op::Remount,
@@ -405,6 +651,10 @@ pub mod fake {
 
         fn enter_mount_namespace(&self) -> io::Result<()> {
             self.record(Call::EnterMountNamespace)
+        }
+
+        fn isolate_pids(&self) -> io::Result<()> {
+            self.record(Call::IsolatePids)
         }
 
         fn bind_mount(&self, path: &Path) -> io::Result<()> {

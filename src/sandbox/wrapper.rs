@@ -43,6 +43,9 @@ pub struct WrapperArgs {
     /// Never use a mount namespace; carve-outs use the split-grant layer.
     #[arg(long)]
     no_mount_namespace: bool,
+    /// Run the command in a PID namespace of its own (refuse to run if none can be had).
+    #[arg(long)]
+    pid_namespace: bool,
     /// Behave as if the kernel had no Landlock (tests of the fail-closed path).
     #[arg(long, hide = true)]
     simulate_no_landlock: bool,
@@ -73,6 +76,8 @@ pub enum WrapperError {
     NoLandlock,
     #[error("managed network needs Landlock ABI 4 or newer (kernel has {0}); refusing to run")]
     NoLandlockNet(i32),
+    #[error("failed to enter a PID namespace of its own: {0}")]
+    PidNamespace(std::io::Error),
     #[error("failed to set no_new_privs: {0}")]
     NoNewPrivs(std::io::Error),
     #[error("failed to drop capabilities: {0}")]
@@ -109,12 +114,21 @@ pub struct ApplyOptions {
     pub unsplit_read_carve_outs: bool,
     /// Say on stderr when the split-grant fallback is used (the local CLI only).
     pub report_fallback: bool,
+    /// Run what follows in a PID namespace of its own ([`Kernel::isolate_pids`]); a failure to
+    /// get one refuses the run.
+    pub isolate_pids: bool,
 }
 
 /// Whether this process can enter a private mount namespace (run in a throwaway child: it does
 /// enter one). The server asks once at start, to log the split-grant fallback's cost.
 pub fn probe_mount_namespace() -> bool {
     LinuxKernel.enter_mount_namespace().is_ok()
+}
+
+/// Whether this process can enter a PID namespace (run in a throwaway child: it does enter one).
+/// The server asks once at start (`--linux-sandbox-pid-namespace`).
+pub fn probe_pid_namespace() -> bool {
+    super::sys::probe_pid_namespace()
 }
 
 /// The wrapper's entry point (argv[0] = `codex-linux-sandbox`).
@@ -146,6 +160,7 @@ fn run(args: WrapperArgs) -> Result<Infallible, WrapperError> {
         simulate_no_landlock: args.simulate_no_landlock,
         unsplit_read_carve_outs: args.unsplit_read_carve_outs,
         report_fallback: false,
+        isolate_pids: args.pid_namespace,
     };
     apply(&policy, options)?;
     exec(args.command, args.arg0)
@@ -174,6 +189,11 @@ pub(crate) fn apply_with(
     }
     if managed && abi < 4 {
         return Err(WrapperError::NoLandlockNet(abi));
+    }
+    if options.isolate_pids {
+        // First: the namespace's init mounts its /proc in a mount namespace of its own, which the
+        // carve-outs' namespace below then copies.
+        kernel.isolate_pids().map_err(WrapperError::PidNamespace)?;
     }
     let plan = policy
         .file_system

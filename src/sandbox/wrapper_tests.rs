@@ -555,3 +555,53 @@ fn empty_command_is_refused_before_any_call() {
     assert!(matches!(err, WrapperError::Args(_)), "{err}");
     assert_eq!(kernel.calls(), []);
 }
+
+#[test]
+fn pid_namespace_comes_before_every_other_change() {
+    let (_w, policy) = workspace();
+    let kernel = FakeKernel::default();
+    let options = ApplyOptions {
+        isolate_pids: true,
+        ..with_mounts()
+    };
+    apply_with(&kernel, &policy, options).unwrap();
+    let ops = kernel.ops();
+    assert_eq!(ops[0], Op::IsolatePids, "{ops:?}");
+    assert_eq!(ops[1], Op::EnterMountNamespace, "{ops:?}");
+    assert_eq!(ops.iter().filter(|o| **o == Op::IsolatePids).count(), 1);
+}
+
+#[test]
+fn refused_pid_namespace_refuses_the_run_before_any_other_change() {
+    let (_w, policy) = workspace();
+    let kernel = FakeKernel::default().fail(Op::IsolatePids, libc::EPERM);
+    let options = ApplyOptions {
+        isolate_pids: true,
+        ..with_mounts()
+    };
+    let err = apply_with(&kernel, &policy, options).unwrap_err();
+    assert!(matches!(err, WrapperError::PidNamespace(_)), "{err}");
+    assert_eq!(kernel.ops(), [Op::IsolatePids]);
+}
+
+#[test]
+fn no_pid_namespace_unless_asked() {
+    let (_w, policy) = workspace();
+    let kernel = FakeKernel::default();
+    apply_with(&kernel, &policy, with_mounts()).unwrap();
+    assert!(!kernel.ops().contains(&Op::IsolatePids));
+}
+
+#[test]
+fn refused_pid_namespace_is_refused_before_landlock_checks_too() {
+    // A kernel without Landlock refuses first: nothing is forked for a run that cannot happen.
+    let (_w, policy) = workspace();
+    let kernel = FakeKernel::with_abi(0);
+    let options = ApplyOptions {
+        isolate_pids: true,
+        ..with_mounts()
+    };
+    let err = apply_with(&kernel, &policy, options).unwrap_err();
+    assert!(matches!(err, WrapperError::NoLandlock), "{err}");
+    assert_eq!(kernel.ops(), []);
+}

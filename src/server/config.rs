@@ -1,6 +1,9 @@
-//! The tunables of one server: TTLs, retention, sandbox switches, keepalive.
+//! The tunables of one server: TTLs, retention, sandbox switches, keepalive, limits.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use super::metrics::Metrics;
 
 /// Tunables of one server. Defaults are the protocol's; tests shorten the TTLs.
 #[derive(Debug, Clone)]
@@ -24,6 +27,62 @@ pub struct ServerConfig {
     /// only a program that is `codex` may turn it on: off by default (a program embedding the
     /// server would be run with an argument it does not know); `codex exec-server` turns it on.
     pub reap_orphans: bool,
+    /// Whether sandboxed processes get a PID namespace of their own.
+    pub sandbox_pid_namespace: PidNamespaceMode,
+    /// Open WebSocket connections at most; an upgrade beyond is answered 503 (`--max-connections`).
+    pub max_connections: usize,
+    /// Sessions at most, detached ones included; a new one beyond is refused at `initialize`.
+    pub max_sessions: usize,
+    /// Processes one session may hold, finished ones still retained included.
+    pub max_processes_per_session: usize,
+    /// Streamed `http/request` bodies active at once on one connection.
+    pub max_http_streams_per_connection: usize,
+    /// Largest message the server reads (a WebSocket message or a stdio line), in bytes.
+    pub max_message_bytes: usize,
+    /// What the server counts (`--metrics-listen` serves it); shared by every clone.
+    pub metrics: Arc<Metrics>,
+}
+
+/// `--linux-sandbox-pid-namespace`: whether a sandboxed process runs in a PID namespace of its
+/// own, where it sees and signals only its own descendants and whatever it leaves behind dies
+/// with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PidNamespaceMode {
+    /// Isolate where the machine allows it (root, or unprivileged user namespaces); elsewhere
+    /// share the server's, said once in the log and in `environmentInfo.capabilities`.
+    #[default]
+    IsolateWherePossible,
+    /// Isolate, or refuse every sandboxed process (the operator asked for it explicitly).
+    Isolate,
+    /// Share the server's PID namespace.
+    Inherit,
+}
+
+/// The smallest `--max-message-bytes`: an `fs/writeBlock` of the largest chunk (1 MiB, ~1.4 MB of
+/// base64) must still fit, with room for its envelope.
+pub const MIN_MAX_MESSAGE_BYTES: usize = 2 << 20;
+/// The largest `--max-message-bytes`: one message is held whole while it is decoded.
+pub const MAX_MAX_MESSAGE_BYTES: usize = 1 << 30;
+/// The cap on the default of `--max-connections` (an idle connection and its session take about
+/// 50 KiB: 4096 of them, some 200 MiB).
+pub const MAX_DEFAULT_CONNECTIONS: usize = 4096;
+/// `--max-processes-per-session` unless told otherwise.
+pub const DEFAULT_MAX_PROCESSES_PER_SESSION: usize = 256;
+/// `--max-http-streams-per-connection` unless told otherwise.
+pub const DEFAULT_MAX_HTTP_STREAMS_PER_CONNECTION: usize = 32;
+
+/// The default of `--max-connections`: a quarter of the open-file limit (the soft
+/// `RLIMIT_NOFILE`, `ulimit -n`), at most [`MAX_DEFAULT_CONNECTIONS`], at least 1. A WebSocket
+/// connection holds two descriptors (its socket and a duplicate for TCP_QUICKACK), so a quarter
+/// leaves half of the descriptors to processes' pipes, files and helpers: with the usual limit of
+/// 1024, 256 connections, and the server never reaches EMFILE on connections alone.
+pub fn default_max_connections() -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    usize::try_from(soft / 4)
+        .unwrap_or(usize::MAX)
+        .clamp(1, MAX_DEFAULT_CONNECTIONS)
 }
 
 impl Default for ServerConfig {
@@ -37,6 +96,33 @@ impl Default for ServerConfig {
             sandbox_simulate_no_landlock: false,
             ping_interval: crate::rpc::ws::PING_INTERVAL,
             reap_orphans: false,
+            sandbox_pid_namespace: PidNamespaceMode::default(),
+            max_connections: default_max_connections(),
+            max_sessions: 2 * default_max_connections(),
+            max_processes_per_session: DEFAULT_MAX_PROCESSES_PER_SESSION,
+            max_http_streams_per_connection: DEFAULT_MAX_HTTP_STREAMS_PER_CONNECTION,
+            max_message_bytes: crate::rpc::MAX_MESSAGE_BYTES,
+            metrics: Arc::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_connections_are_a_quarter_of_the_open_file_limit_capped() {
+        let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(u64::MAX);
+        let expected = (soft / 4).clamp(1, MAX_DEFAULT_CONNECTIONS as u64) as usize;
+        assert_eq!(default_max_connections(), expected);
+        let config = ServerConfig::default();
+        assert_eq!(config.max_sessions, 2 * config.max_connections);
+        assert_eq!(config.max_message_bytes, crate::rpc::MAX_MESSAGE_BYTES);
+        // The floor carries the largest fs/writeBlock: 1 MiB of base64 and its envelope.
+        let block_base64 = (1usize << 20).div_ceil(3) * 4;
+        assert!(block_base64 + 4096 <= MIN_MAX_MESSAGE_BYTES);
     }
 }

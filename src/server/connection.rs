@@ -50,10 +50,14 @@ impl Handshake {
 /// Serves one connection until the peer goes away, it breaks the protocol, or the server stops.
 pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
     let connection = state.connection_id();
+    let _counted = state.metrics.connection_opened();
     let out = transport.outgoing.clone();
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let fs_handles = Arc::new(FileHandles::default());
-    let http = Arc::new(HttpStreams::new(out.clone()));
+    let http = Arc::new(
+        HttpStreams::new(out.clone())
+            .with_max_streams(state.limits.max_http_streams_per_connection),
+    );
     let missing_watch = Arc::new(MissingWatch::new(out.clone()));
     let mut handshake = Handshake::AwaitingInitialize;
     loop {
@@ -99,6 +103,7 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
                 break;
             }
             Incoming::Request(mut req) if req.method == Method::Initialize.name() => {
+                let started = std::time::Instant::now();
                 let answer = match &handshake {
                     Handshake::AwaitingInitialize => {
                         match initialize(&state, connection, &out, req.params.take()).await {
@@ -113,6 +118,10 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
                         "initialize may only be sent once per connection",
                     )),
                 };
+                let code = answer.as_ref().err().map(|e| e.code);
+                state
+                    .metrics
+                    .request_done(Some(Method::Initialize), started, code);
                 let _ = out.send(encode_answer(&req, answer).into()).await;
             }
             Incoming::Request(req) => {
@@ -121,6 +130,9 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
                     .filter(|m| m.is_request() && m.spec().family != Family::Handshake)
                 else {
                     let err = router::not_implemented(&req.method);
+                    let method = Method::from_name(&req.method);
+                    let now = std::time::Instant::now();
+                    state.metrics.request_done(method, now, Some(err.code));
                     let _ = out.send(encode_error(&req.id, &err).into()).await;
                     continue;
                 };
@@ -131,6 +143,10 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
                         let err = RpcError::invalid_request(format!(
                             "client must call initialize before using {family} methods"
                         ));
+                        let now = std::time::Instant::now();
+                        state
+                            .metrics
+                            .request_done(Some(method), now, Some(err.code));
                         let _ = out.send(encode_error(&req.id, &err).into()).await;
                         continue;
                     }
@@ -138,6 +154,10 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
                         let err = RpcError::invalid_request(format!(
                             "client must send initialized before using {family} methods"
                         ));
+                        let now = std::time::Instant::now();
+                        state
+                            .metrics
+                            .request_done(Some(method), now, Some(err.code));
                         let _ = out.send(encode_error(&req.id, &err).into()).await;
                         continue;
                     }
@@ -154,9 +174,13 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
                     missing_watch: missing_watch.clone(),
                 };
                 let out = out.clone();
+                let metrics = state.metrics.clone();
                 state.tracker.spawn(async move {
                     let Request { id, params, .. } = req;
+                    let started = std::time::Instant::now();
                     let answer = router::route(call, method, params).await;
+                    let code = answer.as_ref().err().map(|e| e.code);
+                    metrics.request_done(Some(method), started, code);
                     let mut then = None;
                     let message = match answer {
                         Ok(Answer::Value(v)) => encode_result(&id, v).into(),
@@ -206,7 +230,10 @@ async fn initialize(
 ) -> Result<(Arc<Session>, Value), RpcError> {
     let p: InitializeParams = decode_params(params)?;
     let session = match &p.resume_session_id {
-        None => state.sessions.create(connection, out.clone()),
+        None => state
+            .sessions
+            .create(connection, out.clone())
+            .map_err(|e| RpcError::invalid_request(e.to_string()))?,
         Some(id) => state
             .sessions
             .resume(id, connection, out.clone())

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::call::Call;
 use super::env_policy;
+use super::metrics::{ProcessAudit, program_name};
 use super::process::spawn::{SpawnError, SpawnSpec};
 use super::process::table::Lookup;
 use super::sandboxing;
@@ -68,6 +69,7 @@ pub(super) fn start(call: &Call, p: StartParams) -> Result<StartResult, RpcError
         .map_err(|e| RpcError::invalid_params(format!("invalid cwd: {e}")))?;
     check_0169_fields(&p)?;
     let env = env_policy::build(std::env::vars_os(), p.env_policy.as_ref(), &p.env);
+    let program = program_name(&p.argv[0]);
     let spec = SpawnSpec {
         argv: p.argv,
         arg0: p.arg0,
@@ -85,13 +87,23 @@ pub(super) fn start(call: &Call, p: StartParams) -> Result<StartResult, RpcError
         p.managed_network.as_ref(),
         spec,
     )?;
+    let audit = ProcessAudit {
+        metrics: call.state.metrics.clone(),
+        session: call.session.id.clone(),
+        process_id: p.process_id.clone(),
+        program,
+        sandbox: sandbox_type,
+        tty: p.tty,
+        started: std::time::Instant::now(),
+    };
     call.session
         .processes
-        .start(p.process_id.clone(), spec)
+        .start(p.process_id.clone(), spec, audit)
         .map_err(|err| match err {
             SpawnError::DuplicateId => {
                 RpcError::invalid_request(format!("process {} already exists", p.process_id))
             }
+            too_many @ SpawnError::TooMany(_) => RpcError::invalid_request(too_many.to_string()),
             other => RpcError::internal(other.to_string()),
         })?;
     Ok(StartResult {

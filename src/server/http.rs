@@ -1,9 +1,11 @@
 //! The HTTP side of the listening port, read by hand before any WebSocket handshake so that each
 //! request is answered by the rules of protocol.md: a request with an `Origin` header is 403 on every
-//! path (browsers must not drive a local executor); `GET`/`HEAD /readyz` is 200, other methods 405;
+//! path (browsers must not drive a local executor); `GET`/`HEAD /readyz` and `/livez` are 200
+//! (`/livez`: the runtime answers; also on the metrics listener), other methods 405;
 //! `/` upgrades to WebSocket, without an upgrade 400; other paths 404. With `--ws-auth`, an
 //! upgrade is 401 unless its `Authorization` header passes ([`Door`], `auth.rs`); the check comes
-//! after the `Origin` rule and never applies to `/readyz`.
+//! after the `Origin` rule and never applies to `/readyz` or `/livez`. An upgrade that passes is
+//! 503 beyond `--max-connections`.
 //!
 //! Written by hand (with `httparse` for the request line and headers) because tungstenite's
 //! server handshake can only accept or reject upgrades, not serve the health path beside them.
@@ -16,9 +18,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_util::task::TaskTracker;
 
 use super::auth::Authenticator;
+use super::state::ServerState;
 use super::tls::TlsServer;
 use crate::rpc::{Transport, ws};
 
@@ -84,18 +86,19 @@ enum Route {
 }
 
 /// Reads one request head and either upgrades the stream or answers and closes it. `socket`: a
-/// duplicate of the TCP socket under a TLS stream (see [`ws::spawn_with_socket`]).
+/// duplicate of the TCP socket under a TLS stream (see [`ws::Options::socket`]).
 pub(super) async fn accept<S>(
     mut stream: S,
     socket: Option<OwnedFd>,
     door: &Door,
     peer: SocketAddr,
-    tracker: &TaskTracker,
+    state: &ServerState,
     ping_interval: std::time::Duration,
 ) -> Option<Transport>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let tracker = &state.tracker;
     let mut buf = Vec::with_capacity(1024);
     let (route, head_len) = loop {
         let mut chunk = [0u8; 2048];
@@ -123,12 +126,7 @@ where
     };
     match route {
         Route::Respond(status, body) => {
-            let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
+            respond(&mut stream, status, body).await;
             None
         }
         Route::Upgrade { authorization, .. }
@@ -136,7 +134,8 @@ where
                 && let Err(failure) = auth.check(authorization.as_deref()) =>
         {
             // The audit line: who, and why (never the header).
-            tracing::info!(%peer, reason = failure.reason(), "websocket authentication failed");
+            tracing::info!(target: "codex::audit", %peer, reason = failure.reason(), "websocket authentication failed");
+            state.metrics.auth_failed(failure.reason());
             let body = failure.body();
             let response = format!(
                 "HTTP/1.1 401 Unauthorized\r\ncontent-type: text/plain; charset=utf-8\r\nwww-authenticate: Bearer\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -147,22 +146,48 @@ where
             None
         }
         Route::Upgrade { key, .. } => {
+            // `--max-connections`: refused before the upgrade, so the client sees why.
+            let slot = match state.connection_slot() {
+                Ok(slot) => slot,
+                Err(body) => {
+                    tracing::debug!("connection limit reached: upgrade refused");
+                    respond(&mut stream, "503 Service Unavailable", &body).await;
+                    return None;
+                }
+            };
             let response = format!(
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
                 derive_accept_key(key.as_bytes())
             );
             stream.write_all(response.as_bytes()).await.ok()?;
             let rest = buf.split_off(head_len);
+            let max_message_bytes = state.limits.max_message_bytes;
             let ws = WebSocketStream::from_partially_read(
                 stream,
                 rest,
                 Role::Server,
-                Some(ws::config()),
+                Some(ws::config_with_limit(max_message_bytes)),
             )
             .await;
-            Some(ws::spawn_with_socket(ws, tracker, ping_interval, socket))
+            let options = ws::Options {
+                ping_interval,
+                max_message_bytes,
+                slot: Some(Box::new(slot)),
+                socket,
+            };
+            Some(ws::spawn_with(ws, tracker, options))
         }
     }
+}
+
+/// Answers with `status` and a text body, then closes.
+async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, status: &str, body: &str) {
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }
 
 /// Parses a request head. `Ok(None)`: incomplete; `Err`: not HTTP.
@@ -195,7 +220,7 @@ fn route(buf: &[u8]) -> Result<Option<(Route, usize)>, ()> {
         .unwrap_or_default();
     let route = if header("origin").is_some() {
         Route::Respond("403 Forbidden", "")
-    } else if path == "/readyz" {
+    } else if path == "/readyz" || path == "/livez" {
         if method == "GET" || method == "HEAD" {
             Route::Respond("200 OK", "")
         } else {
@@ -240,6 +265,10 @@ mod tests {
 
     #[test]
     fn readyz_answers_get_and_head_only() {
+        assert_eq!(
+            routed("GET /livez HTTP/1.1\r\n\r\n"),
+            Route::Respond("200 OK", "")
+        );
         assert_eq!(
             routed("GET /readyz HTTP/1.1\r\n\r\n"),
             Route::Respond("200 OK", "")

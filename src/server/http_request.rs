@@ -194,14 +194,24 @@ pub(super) async fn request(call: &Call, p: HttpRequestParams) -> Result<Answer,
 
 /// A buffered body, refused past [`MAX_BUFFERED_BODY_BYTES`].
 async fn read_buffered(response: reqwest::Response) -> Result<Vec<u8>, String> {
+    let too_large = || {
+        format!(
+            "the body is larger than {MAX_BUFFERED_BODY_BYTES} bytes; stream it with streamResponse"
+        )
+    };
+    // A declared length says so before a byte is read.
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_BUFFERED_BODY_BYTES as u64)
+    {
+        return Err(too_large());
+    }
     let mut body = response.bytes_stream();
     let mut bytes = Vec::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| e.to_string())?;
         if bytes.len() + chunk.len() > MAX_BUFFERED_BODY_BYTES {
-            return Err(format!(
-                "the body is larger than {MAX_BUFFERED_BODY_BYTES} bytes; stream it with streamResponse"
-            ));
+            return Err(too_large());
         }
         bytes.extend_from_slice(&chunk);
     }

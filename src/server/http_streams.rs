@@ -1,5 +1,5 @@
 //! The streamed `http/request` bodies of one connection: created by `connection::serve`, every
-//! body aborted when the connection ends. Deltas are queued under a budget of bytes per
+//! body aborted when the connection ends, at most `--max-http-streams-per-connection` at once. Deltas are queued under a budget of bytes per
 //! connection, returned as the writer drops each delta's text: a client that does not read its
 //! socket stops the body's reads, so the server never holds more than the budget of any body.
 
@@ -27,6 +27,8 @@ pub(crate) struct HttpStreams {
     out: mpsc::Sender<Outgoing>,
     /// Bytes of delta text queued and not yet written ([`QUEUED_DELTA_BUDGET`]).
     budget: Arc<Semaphore>,
+    /// Streams active at once, at most (`--max-http-streams-per-connection`).
+    max_streams: usize,
 }
 
 impl HttpStreams {
@@ -36,7 +38,14 @@ impl HttpStreams {
             cancel: CancellationToken::new(),
             out,
             budget: Arc::new(Semaphore::new(QUEUED_DELTA_BUDGET)),
+            max_streams: crate::server::config::DEFAULT_MAX_HTTP_STREAMS_PER_CONNECTION,
         }
+    }
+
+    /// At most `max` streams active at once; a stream beyond is refused.
+    pub(crate) fn with_max_streams(mut self, max: usize) -> Self {
+        self.max_streams = max;
+        self
     }
 
     /// Aborts every body of the connection.
@@ -76,13 +85,25 @@ impl HttpStreams {
         self.active.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reserves `id` for a stream, or refuses it while another stream holds it.
+    /// Reserves `id` for a stream, or refuses it while another stream holds it or while the
+    /// connection has its most streams active (a stream counts from its request, before any
+    /// answer, to its terminal delta).
     pub(super) fn reserve(self: &Arc<Self>, id: &str) -> Result<Reservation, RpcError> {
-        if !self.lock().insert(id.to_string()) {
+        let mut active = self.lock();
+        if active.contains(id) {
             return Err(RpcError::invalid_params(format!(
                 "http/request streamResponse requestId `{id}` is already active"
             )));
         }
+        if active.len() >= self.max_streams {
+            return Err(RpcError::invalid_request(format!(
+                "too many http/request streams on this connection: the limit is {} \
+                 (--max-http-streams-per-connection); retry once one has ended",
+                self.max_streams
+            )));
+        }
+        active.insert(id.to_string());
+        drop(active);
         Ok(Reservation {
             streams: self.clone(),
             id: Some(id.to_string()),
@@ -120,5 +141,31 @@ struct Queued {
 impl AsRef<[u8]> for Queued {
     fn as_ref(&self) -> &[u8] {
         self.text.as_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_beyond_the_limit_are_refused_and_a_released_one_frees_its_place() {
+        let streams = Arc::new(HttpStreams::new(mpsc::channel(1).0).with_max_streams(2));
+        let mut a = streams.reserve("a").unwrap();
+        let _b = streams.reserve("b").unwrap();
+        // A duplicate id is still the params error; a new one is the limit.
+        assert_eq!(streams.reserve("a").err().unwrap().code.code(), -32602);
+        let err = streams.reserve("c").err().unwrap();
+        assert_eq!(err.code.code(), -32600);
+        assert!(
+            err.message
+                .contains("the limit is 2 (--max-http-streams-per-connection)"),
+            "{}",
+            err.message
+        );
+        a.release();
+        let _c = streams.reserve("c").unwrap();
+        drop(_b);
+        let _d = streams.reserve("d").unwrap();
     }
 }

@@ -45,16 +45,15 @@ pub async fn run_ws(
                 state.tracker.spawn(async move {
                     tracing::debug!(%peer, "connection");
                     state2.connection_opened();
-                    let tracker = &state2.tracker;
                     let transport = match &door.tls {
-                        None => http::accept(stream, None, &door, peer, tracker, ping).await,
+                        None => http::accept(stream, None, &door, peer, &state2, ping).await,
                         Some(tls) => {
                             // The TLS stream hides the socket: the transport gets a duplicate.
                             let socket = stream.as_fd().try_clone_to_owned().ok();
                             let handshake = tls.acceptor().accept(stream);
                             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
                                 Ok(Ok(tls_stream)) => {
-                                    http::accept(tls_stream, socket, &door, peer, tracker, ping)
+                                    http::accept(tls_stream, socket, &door, peer, &state2, ping)
                                         .await
                                 }
                                 Ok(Err(err)) => {
@@ -87,8 +86,12 @@ pub async fn run_stdio(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let state = ServerState::new(config);
-    let transport =
-        crate::rpc::stdio::spawn(tokio::io::stdin(), tokio::io::stdout(), &state.tracker);
+    let transport = crate::rpc::stdio::spawn_with_limit(
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+        &state.tracker,
+        state.limits.max_message_bytes,
+    );
     tokio::select! {
         _ = shutdown => {}
         _ = connection::serve(transport, state.clone()) => {}

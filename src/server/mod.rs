@@ -24,6 +24,8 @@ mod http;
 mod http_request;
 mod http_streams;
 mod listener;
+pub mod metrics;
+mod metrics_http;
 mod missing_watch;
 pub mod process;
 pub mod reaper;
@@ -34,8 +36,13 @@ mod state;
 pub mod sys;
 mod tls;
 
+pub use config::{PidNamespaceMode, ServerConfig};
+
 pub use auth::{AuthFailure, AuthFlags, AuthMode, Authenticator};
-pub use config::ServerConfig;
+pub use config::{MAX_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES, default_max_connections};
+
 pub use http::Door;
 pub use listener::{run_stdio, run_ws};
+pub use metrics::Metrics;
+pub use metrics_http::serve_metrics;
 pub use tls::TlsServer;

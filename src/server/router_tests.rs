@@ -17,7 +17,7 @@ use crate::server::state::ServerState;
 fn call() -> (Call, mpsc::Receiver<crate::rpc::Outgoing>) {
     let state = ServerState::new(ServerConfig::default());
     let (tx, rx) = mpsc::channel(16);
-    let session = state.sessions.create(1, tx.clone());
+    let session = state.sessions.create(1, tx.clone()).unwrap();
     let call = Call {
         state,
         session,

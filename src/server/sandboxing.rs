@@ -8,7 +8,7 @@ use std::process::Stdio;
 
 use tokio::io::AsyncWriteExt;
 
-use super::config::ServerConfig;
+use super::config::{PidNamespaceMode, ServerConfig};
 use super::process::spawn::SpawnSpec;
 use crate::protocol::ErrorCode;
 use crate::protocol::fs::{FsHelperAnswer, FsRequest, FsResponse};
@@ -33,6 +33,9 @@ pub(crate) struct SandboxSupport {
     /// Read-only carve-outs use split grants (no mount namespace here, or configured so): the
     /// cost is logged once per session.
     split_grants: bool,
+    /// Sandboxed processes get a PID namespace of their own (`--pid-namespace` to the wrapper);
+    /// or why they cannot although the configuration demands it (then none is started).
+    pid_namespace: Result<bool, String>,
 }
 
 impl SandboxSupport {
@@ -48,12 +51,37 @@ impl SandboxSupport {
             tracing::warn!("{e}; sandboxed requests will be refused");
         }
         let split_grants = config.sandbox_no_mount_namespace || !mount_namespace_available(&alias);
+        let pid_namespace = match config.sandbox_pid_namespace {
+            PidNamespaceMode::Inherit => Ok(false),
+            mode => {
+                let available = probe_available(&alias, "probe-pid-namespace");
+                match (available, mode) {
+                    (true, _) => Ok(true),
+                    (false, PidNamespaceMode::Isolate) => {
+                        let why = "this machine gives no PID namespace to the sandbox (it needs \
+                            root, or unprivileged user namespaces), and \
+                            --linux-sandbox-pid-namespace isolate demands one";
+                        tracing::warn!("{why}; sandboxed processes will be refused");
+                        Err(why.to_string())
+                    }
+                    (false, _) => {
+                        tracing::warn!(
+                            "sandbox: no PID namespace can be had here (it needs root, or \
+                             unprivileged user namespaces): sandboxed processes share the \
+                             server's (environmentInfo.capabilities.sandboxPidNamespace is false)"
+                        );
+                        Ok(false)
+                    }
+                }
+            }
+        };
         Self {
             alias,
             landlock_abi,
             no_mount_namespace: config.sandbox_no_mount_namespace,
             simulate_no_landlock: config.sandbox_simulate_no_landlock,
             split_grants,
+            pid_namespace,
         }
     }
 
@@ -81,6 +109,7 @@ impl SandboxSupport {
         mut spec: SpawnSpec,
     ) -> Result<SpawnSpec, String> {
         let alias = self.alias.as_ref().map_err(Clone::clone)?;
+        let isolate_pids = self.pid_namespace.clone()?;
         let json =
             serde_json::to_string(policy).map_err(|e| format!("cannot encode the policy: {e}"))?;
         let cwd = spec.cwd.display().to_string();
@@ -100,6 +129,9 @@ impl SandboxSupport {
         if self.no_mount_namespace {
             argv.push("--no-mount-namespace".into());
         }
+        if isolate_pids {
+            argv.push("--pid-namespace".into());
+        }
         if self.simulate_no_landlock {
             argv.push("--simulate-no-landlock".into());
         }
@@ -111,13 +143,23 @@ impl SandboxSupport {
         spec.sandboxed = true;
         Ok(spec)
     }
+
+    /// Whether sandboxed processes run in a PID namespace of their own.
+    pub(crate) fn isolates_pids(&self) -> bool {
+        self.pid_namespace == Ok(true)
+    }
 }
 
 /// Asks a throwaway child whether a private mount namespace can be had here.
 fn mount_namespace_available(alias: &Result<AliasDir, String>) -> bool {
+    probe_available(alias, "probe-mount-namespace")
+}
+
+/// Runs `codex sandbox <probe>` in a throwaway child: whether it exits 0.
+fn probe_available(alias: &Result<AliasDir, String>, probe: &str) -> bool {
     let Ok(alias) = alias else { return false };
     std::process::Command::new(alias.exe())
-        .args(["sandbox", "probe-mount-namespace"])
+        .args(["sandbox", probe])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

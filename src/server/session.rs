@@ -27,6 +27,14 @@ pub(super) enum ResumeError {
     Attached(String),
 }
 
+/// Why a new session was refused: the server holds `--max-sessions` of them.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "too many sessions: the limit is {0} (--max-sessions), detached sessions included; resume \
+     one, or retry once one has ended"
+)]
+pub(super) struct TooManySessions(pub(super) usize);
+
 /// One session: its processes and its attachment.
 pub(crate) struct Session {
     /// The UUID v4 the client resumes by.
@@ -72,8 +80,13 @@ impl SessionRegistry {
         })
     }
 
-    /// A new session attached to `connection`.
-    pub(super) fn create(&self, connection: u64, outgoing: mpsc::Sender<Outgoing>) -> Arc<Session> {
+    /// A new session attached to `connection`, unless there are `--max-sessions` already
+    /// (detached ones count: they hold processes and output).
+    pub(super) fn create(
+        &self,
+        connection: u64,
+        outgoing: mpsc::Sender<Outgoing>,
+    ) -> Result<Arc<Session>, TooManySessions> {
         let id = uuid::Uuid::new_v4().to_string();
         let attachment = Arc::new(Attachment::new(connection, outgoing));
         let session = Arc::new(Session {
@@ -88,9 +101,16 @@ impl SessionRegistry {
             attachment,
             split_cost_logged: AtomicBool::new(false),
         });
-        self.sessions.lock().unwrap().insert(id, session.clone());
+        {
+            let mut sessions = self.sessions.lock().unwrap();
+            if sessions.len() >= self.config.max_sessions {
+                return Err(TooManySessions(self.config.max_sessions));
+            }
+            sessions.insert(id, session.clone());
+        }
+        self.config.metrics.session_created();
         tracing::debug!(session = %session.id, "session created");
-        session
+        Ok(session)
     }
 
     /// Re-attaches a detached session to `connection`.
@@ -114,6 +134,7 @@ impl SessionRegistry {
                 Refused::Attached => ResumeError::Attached(id.to_string()),
                 Refused::Expired => ResumeError::Unknown(id.to_string()),
             })?;
+        self.config.metrics.session_resumed();
         tracing::debug!(session = %id, "session resumed");
         Ok(session)
     }
@@ -124,6 +145,7 @@ impl SessionRegistry {
         if !session.attachment.detach(connection, epoch) {
             return;
         }
+        self.config.metrics.session_detached();
         tracing::debug!(session = %session.id, "session detached");
         let registry = self.clone();
         let session = session.clone();
@@ -143,6 +165,7 @@ impl SessionRegistry {
             return;
         }
         self.sessions.lock().unwrap().remove(&session.id);
+        self.config.metrics.session_expired();
         session.processes.kill_all();
         tracing::debug!(session = %session.id, "detached session expired");
     }

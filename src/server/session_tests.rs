@@ -38,7 +38,7 @@ async fn elapse(by: Duration) {
 #[tokio::test(start_paused = true)]
 async fn detach_by_a_connection_that_no_longer_holds_the_session_is_ignored() {
     let sessions = registry();
-    let session = sessions.create(1, outgoing());
+    let session = sessions.create(1, outgoing()).unwrap();
     sessions.detach(&session, 1);
     let resumed = sessions.resume(&session.id, 2, outgoing()).unwrap();
     assert!(Arc::ptr_eq(&resumed, &session));
@@ -58,7 +58,7 @@ async fn detach_by_a_connection_that_no_longer_holds_the_session_is_ignored() {
 #[tokio::test(start_paused = true)]
 async fn expiry_timer_of_an_earlier_detach_leaves_a_session_detached_again_since() {
     let sessions = registry();
-    let session = sessions.create(1, outgoing());
+    let session = sessions.create(1, outgoing()).unwrap();
     sessions.detach(&session, 1); // timer 1: due at TTL
     elapse(TTL / 2).await;
     sessions.resume(&session.id, 2, outgoing()).unwrap();
@@ -87,8 +87,8 @@ async fn expiry_timer_of_an_earlier_detach_leaves_a_session_detached_again_since
 #[tokio::test(start_paused = true)]
 async fn resume_just_before_the_ttl_wins_and_just_after_is_unknown() {
     let sessions = registry();
-    let early = sessions.create(1, outgoing());
-    let late = sessions.create(2, outgoing());
+    let early = sessions.create(1, outgoing()).unwrap();
+    let late = sessions.create(2, outgoing()).unwrap();
     sessions.detach(&early, 1);
     sessions.detach(&late, 2);
     elapse(TTL - Duration::from_millis(1)).await;
@@ -100,4 +100,34 @@ async fn resume_just_before_the_ttl_wins_and_just_after_is_unknown() {
     ));
     // The early one, attached when its timer fired, lives on.
     assert_eq!(early.attachment.attached_connection(), Some(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn session_limit_counts_detached_sessions_never_refuses_a_resume_and_frees_on_expiry() {
+    let sessions = SessionRegistry::new(
+        ServerConfig {
+            detached_session_ttl: TTL,
+            max_sessions: 2,
+            ..ServerConfig::default()
+        },
+        TaskTracker::new(),
+        CancellationToken::new(),
+        None,
+    );
+    let a = sessions.create(1, outgoing()).unwrap();
+    let _b = sessions.create(2, outgoing()).unwrap();
+    let Err(refused) = sessions.create(3, outgoing()) else {
+        panic!("a third session must be refused");
+    };
+    assert_eq!(refused.0, 2);
+    assert!(refused.to_string().contains("--max-sessions"), "{refused}");
+    // Detached, it still counts; its resume is never refused by the limit.
+    sessions.detach(&a, 1);
+    assert!(sessions.create(3, outgoing()).is_err());
+    sessions.resume(&a.id, 4, outgoing()).unwrap();
+    // Expired, its place is free again.
+    sessions.detach(&a, 4);
+    elapse(TTL * 2).await;
+    sessions.create(5, outgoing()).unwrap();
+    assert!(sessions.create(6, outgoing()).is_err());
 }

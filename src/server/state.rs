@@ -1,16 +1,18 @@
 //! What every connection of one server shares: the session registry, the task tracker and the
-//! stop signal, the environment info, what the sandbox can enforce, the reaper, and the count of
-//! live connections that decides when freed heap is given back.
+//! stop signal, the environment info, what the sandbox can enforce, the reaper, the count of
+//! live connections that decides when freed heap is given back, and the connection limits.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::config::ServerConfig;
 use super::env_info;
+use super::metrics::Metrics;
 use super::reaper::Reaper;
 use super::sandboxing;
 use super::session::SessionRegistry;
@@ -37,7 +39,24 @@ pub(crate) struct ServerState {
     /// Kills the groups still held if this process dies without cleaning up; dropped with the
     /// state, which ends the helper. `None` when not asked for or it could not start.
     _reaper: Option<Arc<Reaper>>,
+    /// One permit per open WebSocket connection (`--max-connections`).
+    connection_slots: Arc<Semaphore>,
+    /// The limits every connection applies.
+    pub(super) limits: Limits,
+    /// What the server counts (`--metrics-listen`).
+    pub(super) metrics: Arc<Metrics>,
 }
+
+/// The limits of [`ServerConfig`] that connections apply (`docs/protocol.md`, "Limits").
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) max_connections: usize,
+    pub(crate) max_http_streams_per_connection: usize,
+    pub(crate) max_message_bytes: usize,
+}
+
+/// A WebSocket connection's place in `--max-connections`, given back when dropped.
+pub(crate) type ConnectionSlot = tokio::sync::OwnedSemaphorePermit;
 
 /// Live connections, and the most there were since the heap was last given back.
 #[derive(Default)]
@@ -106,7 +125,21 @@ impl ServerState {
             let provider_id = provider_id.clone();
             tracker.spawn(async move { provider_id.get().await });
         }
+        let sandbox = sandboxing::SandboxSupport::probe(&config);
+        let mut environment = env_info::current();
+        environment.capabilities.sandbox_pid_namespace = sandbox.isolates_pids();
+        let limits = Limits {
+            max_connections: config.max_connections,
+            max_http_streams_per_connection: config.max_http_streams_per_connection,
+            max_message_bytes: config.max_message_bytes,
+        };
+        let connection_slots = Arc::new(Semaphore::new(
+            config.max_connections.min(Semaphore::MAX_PERMITS),
+        ));
         Arc::new(Self {
+            connection_slots,
+            limits,
+            metrics: config.metrics.clone(),
             sessions: SessionRegistry::new(
                 config.clone(),
                 tracker.clone(),
@@ -117,9 +150,9 @@ impl ServerState {
             tracker,
             cancel,
             next_connection_id: AtomicU64::new(1),
-            environment: env_info::current(),
+            environment,
             provider_id,
-            sandbox: sandboxing::SandboxSupport::probe(&config),
+            sandbox,
             connections: Default::default(),
         })
     }
@@ -129,6 +162,20 @@ impl ServerState {
         let mut info = self.environment.clone();
         info.provider_id = self.provider_id.get().await;
         info
+    }
+
+    /// A place for one more WebSocket connection, or the body of the 503 that refuses it.
+    pub(super) fn connection_slot(&self) -> Result<ConnectionSlot, String> {
+        self.connection_slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                format!(
+                    "too many connections: the limit is {} (--max-connections); retry when one has \
+                 closed\n",
+                    self.limits.max_connections
+                )
+            })
     }
 
     pub(super) fn connection_id(&self) -> u64 {

@@ -43,6 +43,8 @@ pub struct OutputLog {
     failure: Option<String>,
     /// The sandbox heuristic's verdict at exit.
     sandbox_denied: bool,
+    /// Chunks and raw bytes dropped from retention since [`Self::take_dropped`] (for metrics).
+    dropped: (u64, u64),
 }
 
 impl OutputLog {
@@ -55,7 +57,13 @@ impl OutputLog {
             lifecycle: Lifecycle::Running,
             failure: None,
             sandbox_denied: false,
+            dropped: (0, 0),
         }
+    }
+
+    /// Chunks and raw bytes dropped from retention since the last call.
+    pub fn take_dropped(&mut self) -> (u64, u64) {
+        std::mem::take(&mut self.dropped)
     }
 
     fn take_seq(&mut self) -> u64 {
@@ -85,6 +93,8 @@ impl OutputLog {
         while self.retained > self.limit && self.chunks.len() > 1 {
             let dropped = self.chunks.pop_front().expect("len > 1");
             self.retained -= dropped.len;
+            self.dropped.0 += 1;
+            self.dropped.1 += dropped.len as u64;
         }
         message
     }
@@ -208,6 +218,16 @@ mod tests {
         assert_eq!(r.next_seq, 5);
         assert!(r.exited && r.closed);
         assert_eq!(r.exit_code, Some(0));
+    }
+
+    #[test]
+    fn retention_drops_are_counted_once() {
+        let mut log = OutputLog::new(10);
+        push(&mut log, Stream::Stdout, b"123456");
+        push(&mut log, Stream::Stdout, b"abcdef");
+        push(&mut log, Stream::Stdout, b"ABCDEFG");
+        assert_eq!(log.take_dropped(), (2, 12));
+        assert_eq!(log.take_dropped(), (0, 0));
     }
 
     #[test]

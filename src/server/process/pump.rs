@@ -18,6 +18,7 @@ use crate::rpc::Outgoing;
 use crate::rpc::encode::{encode_notification, encode_output};
 use crate::sandbox::denial;
 use crate::server::attachment::Attachment;
+use crate::server::metrics::ProcessAudit;
 
 /// Bytes read from a pipe at a time.
 const READ_BUFFER: usize = 64 * 1024;
@@ -43,6 +44,8 @@ pub(super) struct Pump {
     pub(super) sandboxed: bool,
     /// Server shutdown: stop waiting out the retention.
     pub(super) cancel: CancellationToken,
+    /// Metrics and the audit record of the exit.
+    pub(super) audit: ProcessAudit,
 }
 
 impl Pump {
@@ -128,15 +131,17 @@ impl Pump {
     }
 
     async fn output(&self, stream: Stream, data: &[u8]) {
-        let message = self
-            .process
-            .log
-            .lock()
-            .unwrap()
-            .push_output(stream, data.len(), |seq| {
+        let (message, dropped) = {
+            let mut log = self.process.log.lock().unwrap();
+            let message = log.push_output(stream, data.len(), |seq| {
                 encode_output(&self.process.id, seq, stream, data)
             });
+            (message, log.take_dropped())
+        };
         self.process.changed();
+        let metrics = &self.audit.metrics;
+        metrics.output(stream, data.len());
+        metrics.retention_dropped(dropped.0, dropped.1);
         self.notify(message).await;
     }
 
@@ -145,6 +150,7 @@ impl Pump {
             Ok(status) => exit_code(*status),
             Err(_) => -1,
         };
+        self.audit.exited(status.as_ref().ok().copied());
         let (seq, sandbox_denied) = {
             let mut log = self.process.log.lock().unwrap();
             if let Err(err) = &status {

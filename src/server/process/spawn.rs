@@ -37,6 +37,12 @@ pub enum SpawnError {
         #[source]
         source: std::io::Error,
     },
+    /// The session holds `--max-processes-per-session` processes already.
+    #[error(
+        "too many processes in this session: the limit is {0} (--max-processes-per-session), \
+         finished processes included until their retention ends (--closed-process-ttl-ms)"
+    )]
+    TooMany(usize),
 }
 
 /// Where `process/write` bytes go.

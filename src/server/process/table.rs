@@ -1,5 +1,6 @@
-//! The processes of one session, by client-chosen id: reserving an id, spawning, starting the
-//! pump, freeing the id after the closed TTL, killing everything on expiry or shutdown.
+//! The processes of one session, by client-chosen id: reserving an id (at most
+//! `--max-processes-per-session` of them), spawning, starting the pump, freeing the id after the
+//! closed TTL, killing everything on expiry or shutdown.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,6 +13,7 @@ use super::pump::Pump;
 use super::spawn::{SpawnError, SpawnSpec, spawn};
 use crate::server::attachment::Attachment;
 use crate::server::config::ServerConfig;
+use crate::server::metrics::ProcessAudit;
 use crate::server::reaper::Reaper;
 
 /// A slot in the table.
@@ -95,12 +97,22 @@ impl ProcessTable {
         }
     }
 
-    /// Spawns `spec` as process `id`, and starts its pump.
-    pub(crate) fn start(&self, id: String, spec: SpawnSpec) -> Result<(), SpawnError> {
+    /// Spawns `spec` as process `id`, and starts its pump; `audit` records the start and exit.
+    pub(crate) fn start(
+        &self,
+        id: String,
+        spec: SpawnSpec,
+        audit: ProcessAudit,
+    ) -> Result<(), SpawnError> {
         {
             let mut entries = self.entries.lock().unwrap();
             if entries.contains_key(&id) {
                 return Err(SpawnError::DuplicateId);
+            }
+            // Starting, running, and finished but retained for `process/read`: each holds
+            // memory (its retained output), the first two descriptors and a child too.
+            if entries.len() >= self.config.max_processes_per_session {
+                return Err(SpawnError::TooMany(self.config.max_processes_per_session));
             }
             entries.insert(id.clone(), Slot::Starting);
         }
@@ -112,6 +124,7 @@ impl ProcessTable {
             }
         };
         let pgid = spawned.child.id().map(|p| p as i32).unwrap_or(-1);
+        audit.started(pgid);
         if let Some(reaper) = &self.reaper {
             reaper.watch(pgid);
         }
@@ -146,6 +159,7 @@ impl ProcessTable {
             closed_ttl: self.config.closed_process_ttl,
             sandboxed: spec.sandboxed,
             cancel: self.cancel.clone(),
+            audit,
         };
         self.tracker.spawn(pump.run(spawned.child, spawned.output));
         Ok(())
