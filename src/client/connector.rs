@@ -147,11 +147,15 @@ impl WebSocketConnector {
             tokio_tungstenite::client_async_with_config(request, stream, Some(rpc::ws::config()))
                 .await
                 .map_err(refused)?;
-        Ok(rpc::ws::spawn_with_socket(
+        Ok(rpc::ws::spawn_with(
             ws,
             tracker,
-            rpc::ws::PING_INTERVAL,
-            socket,
+            rpc::ws::Options {
+                ping_interval: rpc::ws::PING_INTERVAL,
+                max_message_bytes: rpc::MAX_MESSAGE_BYTES,
+                slot: None,
+                socket,
+            },
         ))
     }
 }
