@@ -626,6 +626,15 @@ async fn bad_connection_flags_are_errors_naming_the_flag_or_file() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
         assert!(stderr.contains(want), "{args:?}: want {want:?} in {stderr}");
     }
+    // `--env K=V` (the old long form of `exec -e`) says what to use instead.
+    let out = run(remote(
+        home.path(),
+        &["exec", "--env", "FOO=bar", "--", "true"],
+    ))
+    .await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{stderr}");
+    assert!(stderr.contains("--set-env K=V"), "{stderr}");
     // An empty --token-env variable.
     let mut cmd = remote(
         home.path(),
