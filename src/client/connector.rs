@@ -147,16 +147,13 @@ impl WebSocketConnector {
             tokio_tungstenite::client_async_with_config(request, stream, Some(rpc::ws::config()))
                 .await
                 .map_err(refused)?;
-        Ok(rpc::ws::spawn_with(
-            ws,
-            tracker,
-            rpc::ws::Options {
-                ping_interval: rpc::ws::PING_INTERVAL,
-                max_message_bytes: rpc::MAX_MESSAGE_BYTES,
-                slot: None,
-                socket,
-            },
-        ))
+        let options = rpc::ws::Options {
+            ping_interval: rpc::ws::PING_INTERVAL,
+            max_message_bytes: rpc::MAX_MESSAGE_BYTES,
+            slot: None,
+            socket,
+        };
+        Ok(rpc::ws::spawn_with(ws, tracker, options))
     }
 }
 
