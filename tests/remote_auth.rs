@@ -626,6 +626,15 @@ async fn bad_connection_flags_are_errors_naming_the_flag_or_file() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
         assert!(stderr.contains(want), "{args:?}: want {want:?} in {stderr}");
     }
+    // `--env K=V` (the old long form of `exec -e`) says what to use instead.
+    let out = run(remote(
+        home.path(),
+        &["exec", "--env", "FOO=bar", "--", "true"],
+    ))
+    .await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{stderr}");
+    assert!(stderr.contains("--set-env K=V"), "{stderr}");
     // An empty --token-env variable.
     let mut cmd = remote(
         home.path(),
@@ -897,7 +906,8 @@ async fn the_real_token_server_takes_the_token_from_a_file_a_variable_and_enviro
     let home = TestDir::new();
     let server = token_server(&home, &[]).await;
     let file = token_file(&home, TOKEN);
-    let out = run(remote(
+    // With every log on, the token still appears nowhere.
+    let mut cmd = remote(
         home.path(),
         &[
             "exec",
@@ -909,9 +919,13 @@ async fn the_real_token_server_takes_the_token_from_a_file_a_variable_and_enviro
             "echo",
             "file",
         ],
-    ))
-    .await;
+    );
+    cmd.env("RUST_LOG", "trace,tungstenite=trace");
+    let out = run(cmd).await;
     assert_echoed(&out, "file\n");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("TRACE"), "no trace log at all: {stderr}");
+    assert!(!stderr.contains(TOKEN), "the token is in the log: {stderr}");
     let mut cmd = remote(
         home.path(),
         &[

@@ -117,6 +117,9 @@ fn init_logging(format: exec_server::LogFormat) {
             t.with_target(*krate, cap)
         },
     );
+    // tungstenite's client traces the whole upgrade request, `Authorization: Bearer` included:
+    // never below debug there, even when RUST_LOG names tungstenite (the most specific wins).
+    let caps = caps.with_target("tungstenite::handshake::client", LevelFilter::DEBUG);
     let layer = match format {
         exec_server::LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(std::io::stderr().is_terminal())

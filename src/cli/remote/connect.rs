@@ -167,20 +167,17 @@ fn flag_token(args: &ConnectArgs) -> anyhow::Result<Option<BearerToken>> {
 
 /// The entry `id` of the environments file.
 fn environment(id: &str) -> anyhow::Result<environments::Environment> {
+    if id.contains('=') {
+        bail!(
+            "--env {id}: --env names an environment of environments.toml; to set a variable for \
+             the command, use `exec -e K=V` (long form `--set-env K=V`)"
+        );
+    }
     let path = environments::default_path().ok_or_else(|| {
         anyhow!("--env {id}: neither CODEX_HOME nor HOME is set, so there is no environments.toml")
     })?;
     let file = load(&path, id)?;
-    let entry = file.get(id).map_err(|e| {
-        if id.contains('=') {
-            anyhow!(
-                "--env {id}: {e}\n(--env names an environment of environments.toml; to set a \
-                 variable for the command, use `exec -e K=V` / `--set-env K=V`)"
-            )
-        } else {
-            anyhow!("--env {id}: {e}")
-        }
-    })?;
+    let entry = file.get(id).map_err(|e| anyhow!("--env {id}: {e}"))?;
     Ok(entry.clone())
 }
 
