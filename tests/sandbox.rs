@@ -1973,12 +1973,18 @@ fn host_process_with_cmdline(cmdline: &[u8]) -> bool {
 }
 
 /// By default a sandboxed command is PID 2 of a namespace of its own (its init is PID 1), its
-/// /proc lists only that namespace, and the server says so in its capabilities; the same
-/// command unsandboxed sees the machine's processes.
+/// /proc lists only that namespace (where the mount layer gives it a mount namespace: here the
+/// workspace's `.git` carve-out), and the server says so in its capabilities; the same command
+/// unsandboxed sees the machine's processes.
 #[tokio::test]
 async fn sandboxed_command_runs_in_a_pid_namespace_of_its_own() {
     require_pid_namespace!();
+    if let Some(reason) = mount_layer_missing().await {
+        skip(&reason);
+        return;
+    }
     let f = Fixture::new();
+    f.mkdir_ws(".git");
     let (_server, mut c) = start(&[]).await;
     let info = c.request_ok("environment/info", json!({})).await;
     assert_eq!(info["capabilities"]["sandboxPidNamespace"], true, "{info}");

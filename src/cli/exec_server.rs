@@ -66,9 +66,9 @@ pub struct ExecServerArgs {
     #[arg(long, value_name = "COUNT", default_value = "1")]
     concurrent_requests: std::num::NonZeroUsize,
 
-    /// Whether a sandboxed process gets a PID namespace of its own, where it sees (in its own
-    /// /proc) and can signal only its own descendants, and where whatever it leaves running is
-    /// killed when it exits. `isolate`: always, and the server refuses to start where the machine
+    /// Whether a sandboxed process gets a PID namespace of its own, where it can signal only its
+    /// own descendants (and see only them in /proc, where its carve-outs use a mount namespace),
+    /// and where whatever it leaves running is killed when it exits. `isolate`: always, and the server refuses to start where the machine
     /// cannot give one (it needs root, or unprivileged user namespaces; a container started
     /// without CAP_SYS_ADMIN has neither). `inherit`: never; the sandbox's Landlock scope still
     /// keeps the process from signalling anything outside it. Left out: isolate where possible,

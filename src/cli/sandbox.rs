@@ -63,9 +63,9 @@ pub struct LinuxArgs {
     /// directly in the directories on the way down to a carve-out.
     #[arg(long)]
     no_mount_namespace: bool,
-    /// Run the command in a PID namespace of its own (with its own /proc where a mount namespace
-    /// can be had): it sees and signals only its own descendants, and whatever it leaves running
-    /// is killed when it exits. Refuses to run if no PID namespace can be had here.
+    /// Run the command in a PID namespace of its own (with its own /proc where the policy's
+    /// carve-outs use a mount namespace): it signals only its own descendants, and whatever it
+    /// leaves running is killed when it exits. Refuses to run if no PID namespace can be had here.
     #[arg(long)]
     pid_namespace: bool,
     /// The command to run.

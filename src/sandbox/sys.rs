@@ -60,6 +60,9 @@ pub trait Kernel {
     /// a child of that one returns from this call to be confined and exec the command (PID 2
     /// inside). The supervisor and the init never return: they exit with the command's status.
     fn isolate_pids(&self) -> io::Result<()>;
+    /// Mounts a procfs of this process's PID namespace over `/proc` (in a mount namespace of its
+    /// own, entered before).
+    fn mount_proc(&self) -> io::Result<()>;
     /// `mount(path, path, NULL, MS_BIND | MS_REC, NULL)`.
     fn bind_mount(&self, path: &Path) -> io::Result<()>;
     /// The mount flags of the file system holding `path` (`statvfs(path).f_flag`).
@@ -129,6 +132,16 @@ impl Kernel for LinuxKernel {
     fn isolate_pids(&self) -> io::Result<()> {
         unshare_pid_namespace()?;
         pid_namespace::supervise()
+    }
+
+    fn mount_proc(&self) -> io::Result<()> {
+        Ok(rustix::mount::mount(
+            "proc",
+            "/proc",
+            "proc",
+            MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+            None,
+        )?)
     }
 
     fn bind_mount(&self, path: &Path) -> io::Result<()> {
@@ -410,14 +423,12 @@ mod pid_namespace {
         }
     }
 
-    /// The namespace's init: a fresh /proc (best effort: where a mount namespace can be had, so
-    /// that /proc shows the namespace's own processes), then the command's process, then reaping
-    /// until the command has ended.
+    /// The namespace's init: forks the command's process, then reaps until the command has
+    /// ended.
     fn init(status_write: io::PipeWriter) -> io::Result<()> {
         // The supervisor's death (the server killed it alone) ends the namespace.
         let _ =
             rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
-        remount_proc();
         // SAFETY: still single-threaded (a fork of the single-threaded wrapper).
         let command = match unsafe { libc::fork() } {
             -1 => {
@@ -450,26 +461,6 @@ mod pid_namespace {
         eprintln!("codex-linux-sandbox: failed to start the command in its PID namespace: {err}");
         1
     }
-
-    /// Mounts a /proc of this PID namespace over /proc, in a private mount namespace.
-    fn remount_proc() {
-        // SAFETY: without CLONE_FILES the descriptor table stays shared; single-threaded.
-        if unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }.is_err() {
-            return;
-        }
-        if crate::sandbox::sys::make_mounts_private().is_err() {
-            return;
-        }
-        let _ = rustix::mount::mount(
-            "proc",
-            "/proc",
-            "proc",
-            rustix::mount::MountFlags::NOSUID
-                | rustix::mount::MountFlags::NODEV
-                | rustix::mount::MountFlags::NOEXEC,
-            None,
-        );
-    }
 }
 
 /// Makes every mount of the new namespace private, so bind mounts made here stay here.
@@ -494,6 +485,7 @@ pub mod fake {
         LandlockAbi,
         EnterMountNamespace,
         IsolatePids,
+        MountProc,
         BindMount(PathBuf),
         MountFlags(PathBuf),
         Remount(PathBuf, MountFlags),
@@ -516,6 +508,7 @@ pub mod fake {
     pub enum Op {
         EnterMountNamespace,
         IsolatePids,
+        MountProc,
         BindMount,
         MountFlags,
         Remount,
@@ -535,6 +528,7 @@ pub mod fake {
                 Call::LandlockAbi => return None,
                 Call::EnterMountNamespace => Op::EnterMountNamespace,
                 Call::IsolatePids => Op::IsolatePids,
+                Call::MountProc => Op::MountProc,
                 Call::BindMount(_) => Op::BindMount,
                 Call::MountFlags(_) => Op::MountFlags,
                 Call::Remount(..) => Op::Remount,
@@ -655,6 +649,10 @@ pub mod fake {
 
         fn isolate_pids(&self) -> io::Result<()> {
             self.record(Call::IsolatePids)
+        }
+
+        fn mount_proc(&self) -> io::Result<()> {
+            self.record(Call::MountProc)
         }
 
         fn bind_mount(&self, path: &Path) -> io::Result<()> {

@@ -191,8 +191,7 @@ pub(crate) fn apply_with(
         return Err(WrapperError::NoLandlockNet(abi));
     }
     if options.isolate_pids {
-        // First: the namespace's init mounts its /proc in a mount namespace of its own, which the
-        // carve-outs' namespace below then copies.
+        // First: only what is forked after it is in the namespace.
         kernel.isolate_pids().map_err(WrapperError::PidNamespace)?;
     }
     let plan = policy
@@ -251,6 +250,12 @@ fn file_system_plan(
         return mount_plan;
     }
     let mounted = kernel.enter_mount_namespace().and_then(|()| {
+        if options.isolate_pids {
+            // The namespace's own /proc, now that a mount namespace is there anyway (one only for
+            // it would cost a few ms a start). Best effort: it changes what the command sees,
+            // not what it may do.
+            let _ = kernel.mount_proc();
+        }
         mount_plan
             .read_only_mounts
             .iter()

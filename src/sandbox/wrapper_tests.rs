@@ -568,6 +568,7 @@ fn pid_namespace_comes_before_every_other_change() {
     let ops = kernel.ops();
     assert_eq!(ops[0], Op::IsolatePids, "{ops:?}");
     assert_eq!(ops[1], Op::EnterMountNamespace, "{ops:?}");
+    assert_eq!(ops[2], Op::MountProc, "the namespace's /proc: {ops:?}");
     assert_eq!(ops.iter().filter(|o| **o == Op::IsolatePids).count(), 1);
 }
 
@@ -590,6 +591,36 @@ fn no_pid_namespace_unless_asked() {
     let kernel = FakeKernel::default();
     apply_with(&kernel, &policy, with_mounts()).unwrap();
     assert!(!kernel.ops().contains(&Op::IsolatePids));
+    assert!(!kernel.ops().contains(&Op::MountProc));
+}
+
+#[test]
+fn a_refused_proc_mount_changes_nothing_else() {
+    let (_w, policy) = workspace();
+    let kernel = FakeKernel::default().fail(Op::MountProc, libc::EPERM);
+    let options = ApplyOptions {
+        isolate_pids: true,
+        ..with_mounts()
+    };
+    apply_with(&kernel, &policy, options).unwrap();
+    // Still the mount layer: the carve-out was bind-mounted after the refused proc mount.
+    assert!(kernel.ops().contains(&Op::Remount), "{:?}", kernel.ops());
+}
+
+#[test]
+fn no_mount_namespace_is_entered_only_for_proc() {
+    let (_w, policy) = workspace();
+    let kernel = FakeKernel::default();
+    let options = ApplyOptions {
+        isolate_pids: true,
+        ..ApplyOptions::default()
+    };
+    apply_with(&kernel, &policy, options).unwrap();
+    let ops = kernel.ops();
+    assert!(
+        !ops.contains(&Op::EnterMountNamespace) && !ops.contains(&Op::MountProc),
+        "{ops:?}"
+    );
 }
 
 #[test]
