@@ -17,8 +17,10 @@
 #![allow(dead_code)]
 
 mod client;
+mod logged;
 
 pub use client::*;
+pub use logged::*;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
