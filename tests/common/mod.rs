@@ -20,6 +20,8 @@ mod client;
 mod logged;
 
 pub use client::*;
+// Not every test binary starts a `LoggedServer`.
+#[allow(unused_imports)]
 pub use logged::*;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
