@@ -13,10 +13,9 @@ use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use sha2::Digest as _;
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
+use tokio::process::Command;
 use tokio::time::Instant;
 
 const TOKEN: &str = "c4p4bility-t0ken-for-tests";
@@ -24,82 +23,6 @@ const SECRET: &str = "an-hs256-secret-of-more-than-32-bytes!";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/// A server whose stderr is read line by line, so a test can wait for a log line (a reload, an
-/// audit record) instead of guessing when it happened. Logs at `info`. Killed on drop.
-struct LoggedServer {
-    child: Child,
-    url: String,
-    lines: mpsc::UnboundedReceiver<String>,
-    seen: Vec<String>,
-}
-
-impl LoggedServer {
-    async fn start(flags: &[&str]) -> LoggedServer {
-        let mut child = Command::new(server_binary())
-            .args(["exec-server", "--listen", "ws://127.0.0.1:0"])
-            .args(flags)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the server");
-        let (tx, lines) = mpsc::unbounded_channel();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = stderr.next_line().await {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = tokio::time::timeout(DEADLINE, stdout.next_line())
-            .await
-            .expect("the URL line in time")
-            .expect("read stdout")
-            .expect("a URL line");
-        // Keep stdout open.
-        tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
-        LoggedServer {
-            child,
-            url,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    fn addr(&self) -> String {
-        self.url.trim_start_matches("ws://").to_string()
-    }
-
-    /// Waits for a log line containing `needle` (one not returned before) and returns it.
-    async fn wait_for_log(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
-                Ok(Some(line)) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                other => panic!(
-                    "no log line with {needle:?} ({other:?}); the log so far:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    fn hangup(&self) {
-        let pid = self.child.id().expect("running") as i32;
-        // SAFETY: kill(2) on our own child's pid, which it has not been reaped (kill_on_drop).
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
-    }
-}
 
 /// Writes a file in `dir` and returns its path as a string.
 fn write(dir: &TestDir, name: &str, contents: &str) -> String {

@@ -6,13 +6,10 @@
 
 mod common;
 
-use std::process::Stdio;
-
 use common::*;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::process::Command;
 
 const ENV_SECRET: &str = "S3CRETenvZq81";
 const ARGV_SECRET: &str = "S3CRETargvWx27";
@@ -59,35 +56,14 @@ async fn http_sink() -> String {
 async fn run_with_secrets(rust_log: &str, format: &str) -> (String, String) {
     let sink = http_sink().await;
     let dir = TestDir::new();
-    let mut child = Command::new(server_binary())
-        .args([
-            "exec-server",
-            "--listen",
-            "ws://127.0.0.1:0",
-            "--log-format",
-            format,
-        ])
-        .env("RUST_LOG", rust_log)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the server");
-    let mut stderr = child.stderr.take().unwrap();
-    let stderr_all = tokio::spawn(async move {
-        let mut all = Vec::new();
-        let _ = stderr.read_to_end(&mut all).await;
-        String::from_utf8_lossy(&all).into_owned()
-    });
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = tokio::time::timeout(DEADLINE, stdout.next_line())
-        .await
-        .expect("the URL line in time")
-        .unwrap()
-        .expect("a URL line");
+    let mut server = LoggedServer::start_with(LoggedOptions {
+        flags: vec!["--log-format".into(), format.into()],
+        env: vec![("RUST_LOG".into(), rust_log.into())],
+        listen: None,
+    })
+    .await;
 
-    let mut c = Client::connect(&url, ConnectOptions::default())
+    let mut c = Client::connect(&server.url, ConnectOptions::default())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let session = c.initialize().await;
@@ -121,18 +97,10 @@ async fn run_with_secrets(rust_log: &str, format: &str) -> (String, String) {
     assert_eq!(answer["status"], 200, "{answer}");
     c.close().await;
 
-    let pid = child.id().expect("running") as i32;
-    // SAFETY: kill(2) with the pid of our own child, not yet waited for (the pid is not reused).
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let status = tokio::time::timeout(DEADLINE, child.wait())
-        .await
-        .expect("the server stops in time")
-        .unwrap();
+    server.kill_with(libc::SIGTERM);
+    let status = server.wait_for_exit().await;
     assert!(status.success(), "{status:?}");
-    let log = tokio::time::timeout(DEADLINE, stderr_all)
-        .await
-        .expect("stderr ends")
-        .unwrap();
+    let log = server.log_to_end().await;
     (log, session)
 }
 

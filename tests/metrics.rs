@@ -9,53 +9,38 @@ use std::process::Stdio;
 
 use common::*;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 /// A server started with `--metrics-listen 127.0.0.1:0` (and `flags`): its URL and metrics
 /// address, read from the lines it prints.
 struct MetricsServer {
-    _child: Child,
+    _server: LoggedServer,
     url: String,
     metrics: String,
 }
 
 impl MetricsServer {
     async fn start(flags: &[&str]) -> MetricsServer {
-        let mut child = Command::new(server_binary())
-            .args(["exec-server", "--listen", "ws://127.0.0.1:0"])
-            .args(["--metrics-listen", "127.0.0.1:0"])
-            .args(flags)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the server");
-        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-        let metrics = tokio::time::timeout(DEADLINE, async {
-            while let Some(line) = stderr.next_line().await.unwrap() {
-                if let Some(url) = line.strip_prefix("metrics: http://") {
-                    return url.trim_end_matches("/metrics").to_string();
-                }
-            }
-            panic!("the server exited without printing its metrics address")
+        let mut server = LoggedServer::start_with(LoggedOptions {
+            flags: ["--metrics-listen", "127.0.0.1:0"]
+                .iter()
+                .chain(flags)
+                .map(|s| s.to_string())
+                .collect(),
+            ..LoggedOptions::default()
         })
-        .await
-        .expect("the metrics address line");
-        // Keep draining stderr so the server never blocks on it.
-        tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = tokio::time::timeout(DEADLINE, stdout.next_line())
-            .await
-            .expect("the URL line in time")
-            .unwrap()
-            .expect("a URL line");
-        tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
+        .await;
+        let line = server.wait_for_log("metrics: http://").await;
+        let metrics = line
+            .strip_prefix("metrics: http://")
+            .unwrap_or_else(|| panic!("the metrics address line: {line:?}"))
+            .trim_end_matches("/metrics")
+            .to_string();
         MetricsServer {
-            _child: child,
-            url,
+            url: server.url.clone(),
+            _server: server,
             metrics,
         }
     }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use codex::client::{
     BearerToken, ClientError, ClientOptions, ConnectionStatus, ExecServerClient, ProcessEvent,
-    start_params,
+    ProcessHandle, start_params,
 };
 use codex::protocol::process::WriteStatus;
 use common::{DEADLINE, Server, TestDir, file_uri};
@@ -813,31 +813,20 @@ async fn wait_status(
         .clone()
 }
 
-#[tokio::test]
-async fn a_resume_after_a_dropped_connection_carries_the_token_again() {
-    // The real server requires the token; the gate in front records it and cuts the connection.
-    let dir = TestDir::new();
-    let server = token_server(&dir, &[]).await;
-    let gate = Gate::start(&server, None).await;
-    let client = ExecServerClient::connect(gate.url(), token_options())
-        .await
-        .unwrap();
+/// Starts `p1`, `sh -c "read line; echo got:$line"` with stdin piped, in `cwd`.
+async fn start_line_echo(client: &ExecServerClient, cwd: &Path) -> ProcessHandle {
     let mut params = start_params(
         "p1",
         ["sh", "-c", "read line; echo got:$line"],
-        file_uri(dir.path()),
+        file_uri(cwd),
     );
     params.pipe_stdin = true;
-    let mut handle = client.start(params).await.unwrap();
+    client.start(params).await.unwrap()
+}
 
-    gate.cut_all();
-    // The client comes back (only after it saw the drop), and the server let it in.
-    gate.wait_upgrades(2).await;
-    // The session resumed (the process lives on): stdin reaches it, its output comes back.
-    assert_eq!(
-        handle.control().write(b"after-cut\n").await.unwrap(),
-        WriteStatus::Accepted
-    );
+/// Reads a process's events until its close (each under the deadline): all its output and its
+/// exit code.
+async fn read_to_close(handle: &mut ProcessHandle) -> (Vec<u8>, Option<i32>) {
     let mut output = Vec::new();
     let mut exit = None;
     while let Some(event) = tokio::time::timeout(DEADLINE, handle.recv())
@@ -850,6 +839,29 @@ async fn a_resume_after_a_dropped_connection_carries_the_token_again() {
             ProcessEvent::Closed { .. } => break,
         }
     }
+    (output, exit)
+}
+
+#[tokio::test]
+async fn a_resume_after_a_dropped_connection_carries_the_token_again() {
+    // The real server requires the token; the gate in front records it and cuts the connection.
+    let dir = TestDir::new();
+    let server = token_server(&dir, &[]).await;
+    let gate = Gate::start(&server, None).await;
+    let client = ExecServerClient::connect(gate.url(), token_options())
+        .await
+        .unwrap();
+    let mut handle = start_line_echo(&client, dir.path()).await;
+
+    gate.cut_all();
+    // The client comes back (only after it saw the drop), and the server let it in.
+    gate.wait_upgrades(2).await;
+    // The session resumed (the process lives on): stdin reaches it, its output comes back.
+    assert_eq!(
+        handle.control().write(b"after-cut\n").await.unwrap(),
+        WriteStatus::Accepted
+    );
+    let (output, exit) = read_to_close(&mut handle).await;
     assert_eq!((text(&output).as_str(), exit), ("got:after-cut\n", Some(0)));
     assert_eq!(client.stats().recoveries, 1);
     let seen = gate.seen();
@@ -1033,30 +1045,14 @@ async fn the_real_tls_server_is_reached_over_wss_with_the_ca_file_and_the_token(
     let client = ExecServerClient::connect(&format!("wss://{}", relay.addr), options)
         .await
         .unwrap();
-    let mut params = start_params(
-        "p1",
-        ["sh", "-c", "read line; echo got:$line"],
-        file_uri(dir.path()),
-    );
-    params.pipe_stdin = true;
-    let mut handle = client.start(params).await.unwrap();
+    let mut handle = start_line_echo(&client, dir.path()).await;
     relay.cut_all();
     relay.wait_connections(2).await;
     assert_eq!(
         handle.control().write(b"tls\n").await.unwrap(),
         WriteStatus::Accepted
     );
-    let mut output = Vec::new();
-    while let Some(event) = tokio::time::timeout(DEADLINE, handle.recv())
-        .await
-        .expect("events")
-    {
-        match event.unwrap() {
-            ProcessEvent::Output { data, .. } => output.extend(data),
-            ProcessEvent::Closed { .. } => break,
-            ProcessEvent::Exited { .. } => {}
-        }
-    }
+    let (output, _) = read_to_close(&mut handle).await;
     assert_eq!(text(&output), "got:tls\n");
     assert_eq!(client.stats().recoveries, 1);
     assert!(relay.connections() >= 2);

@@ -12,11 +12,9 @@ use std::sync::Arc;
 use common::*;
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
-use tokio::time::Instant;
+use tokio::process::Command;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls;
@@ -156,80 +154,14 @@ async fn run_echo(ws: &mut WebSocketStream<TlsStream<TcpStream>>) {
     assert_eq!(String::from_utf8_lossy(&output), "over tls\n");
 }
 
-/// A TLS server whose stderr is read line by line (for the reload's log lines). Killed on drop.
-struct TlsServer {
-    child: Child,
-    url: String,
-    lines: mpsc::UnboundedReceiver<String>,
-}
-
-impl TlsServer {
-    async fn start(cert: &str, key: &str, extra: &[&str]) -> TlsServer {
-        let mut child = Command::new(server_binary())
-            .args([
-                "exec-server",
-                "--listen",
-                "ws://127.0.0.1:0",
-                "--tls-cert",
-                cert,
-                "--tls-key",
-                key,
-            ])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let (tx, lines) = mpsc::unbounded_channel();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = stderr.next_line().await {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = tokio::time::timeout(DEADLINE, stdout.next_line())
-            .await
-            .expect("the URL line in time")
-            .unwrap()
-            .expect("a URL line");
-        tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
-        assert!(url.starts_with("wss://127.0.0.1:"), "{url}");
-        TlsServer { child, url, lines }
-    }
-
-    fn addr(&self) -> String {
-        self.url.trim_start_matches("wss://").to_string()
-    }
-
-    async fn wait_for_log(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
-                Ok(Some(line)) if line.contains(needle) => return line,
-                Ok(Some(_)) => {}
-                other => panic!("no log line with {needle:?}: {other:?}"),
-            }
-        }
-    }
-
-    fn hangup(&self) {
-        let pid = self.child.id().unwrap() as i32;
-        // SAFETY: kill(2) on our own child, not yet reaped (kill_on_drop).
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
-    }
-
-    fn assert_running(&mut self) {
-        assert!(
-            matches!(self.child.try_wait(), Ok(None)),
-            "the server exited"
-        );
-    }
+/// A TLS server (`--tls-cert cert --tls-key key` and `extra`, `RUST_LOG=info`) whose stderr is
+/// read line by line (for the reload's log lines). Killed on drop.
+async fn tls_server(cert: &str, key: &str, extra: &[&str]) -> LoggedServer {
+    let mut flags = vec!["--tls-cert", cert, "--tls-key", key];
+    flags.extend_from_slice(extra);
+    let server = LoggedServer::start(&flags).await;
+    assert!(server.url.starts_with("wss://127.0.0.1:"), "{}", server.url);
+    server
 }
 
 #[tokio::test]
@@ -237,7 +169,7 @@ async fn a_client_trusting_the_ca_runs_a_process_over_wss() {
     let dir = TestDir::new();
     let pki = pki();
     let (cert, key) = install(&dir, &pki);
-    let server = TlsServer::start(&cert, &key, &[]).await;
+    let server = tls_server(&cert, &key, &[]).await;
     let tls = tls_connect(&server.addr(), &pki.ca_der).await.unwrap();
     assert_eq!(served(&tls), pki.leaf_der);
     let mut ws = wss(&server.url, tls, None).await.unwrap();
@@ -249,7 +181,7 @@ async fn a_client_trusting_another_ca_fails_the_handshake() {
     let dir = TestDir::new();
     let pki = pki();
     let (cert, key) = install(&dir, &pki);
-    let mut server = TlsServer::start(&cert, &key, &[]).await;
+    let mut server = tls_server(&cert, &key, &[]).await;
     let other = self::pki();
     let err = tls_connect(&server.addr(), &other.ca_der)
         .await
@@ -268,7 +200,7 @@ async fn plain_ws_to_the_tls_port_fails_and_the_server_goes_on() {
     let dir = TestDir::new();
     let pki = pki();
     let (cert, key) = install(&dir, &pki);
-    let mut server = TlsServer::start(&cert, &key, &[]).await;
+    let mut server = tls_server(&cert, &key, &[]).await;
     let plain_url = format!("ws://{}", server.addr());
     let result = Client::connect(&plain_url, ConnectOptions::default()).await;
     assert!(result.is_err(), "a plain WebSocket must not get through");
@@ -295,7 +227,7 @@ async fn readyz_and_the_token_check_work_over_tls() {
     let (cert, key) = install(&dir, &pki);
     let token = dir.join("token");
     std::fs::write(&token, "tls-token").unwrap();
-    let server = TlsServer::start(
+    let server = tls_server(
         &cert,
         &key,
         &[
@@ -347,7 +279,7 @@ async fn sighup_serves_the_new_certificate_and_a_bad_pair_keeps_the_old() {
     let dir = TestDir::new();
     let first = pki();
     let (cert, key) = install(&dir, &first);
-    let mut server = TlsServer::start(&cert, &key, &[]).await;
+    let mut server = tls_server(&cert, &key, &[]).await;
     // A connection made with the first certificate.
     let tls = tls_connect(&server.addr(), &first.ca_der).await.unwrap();
     let mut before = wss(&server.url, tls, None).await.unwrap();

@@ -17,8 +17,12 @@
 #![allow(dead_code)]
 
 mod client;
+mod logged;
 
 pub use client::*;
+// Not every test binary starts a `LoggedServer`.
+#[allow(unused_imports)]
+pub use logged::*;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
