@@ -143,7 +143,12 @@ async fn trace_text_log_has_audit_records_and_no_secret() {
         assert!(start.contains(&field), "{field} not in {start}");
     }
     assert!(start.contains("pid="), "{start}");
-    assert!(!start.contains("-c"), "no argument of argv: {start}");
+    // No argument of argv (not `-c`, not the script): fields are `key=value`, so an argument
+    // would stand as a word of its own or inside a quoted argv (a session id may hold "-c").
+    assert!(
+        !start.contains(" -c") && !start.contains("\"-c") && !start.contains("printf"),
+        "no argument of argv: {start}"
+    );
     let exit = log
         .lines()
         .find(|l| l.contains("codex::audit") && l.contains("event=\"process.exit\""))
