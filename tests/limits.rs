@@ -475,14 +475,17 @@ async fn a_message_over_max_message_bytes_is_answered_with_id_minus_one_then_clo
     assert_eq!(a.await_answer(900).await, Ok(json!({})));
     assert_eq!(std::fs::read(&path).unwrap(), data);
 
-    // One byte more: refused, then closed.
-    a.send_raw_text(&write_file_message(
-        901,
-        &dir.join("too-big"),
-        &data,
-        SMALL_LIMIT + 1,
-    ))
-    .await;
+    // One byte more: refused, then closed. The server answers and closes as soon as the frame's
+    // header names a length over the limit, so our write of the rest may be cut off (reset by
+    // the peer); the answer is already in our receive queue then.
+    let _ = a
+        .try_send_text(write_file_message(
+            901,
+            &dir.join("too-big"),
+            &data,
+            SMALL_LIMIT + 1,
+        ))
+        .await;
     assert_too_large_then_closed(&a.wait_for_close().await, SMALL_LIMIT);
     assert!(!dir.join("too-big").exists());
     assert_bystander_works(&mut bystander, "after-too-large").await;
