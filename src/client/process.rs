@@ -53,6 +53,8 @@ where
         metadata: None,
         shell_snapshot: None,
         network_proxy: None,
+        timeout_ms: None,
+        pty_size: None,
     }
 }
 
