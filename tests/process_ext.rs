@@ -469,3 +469,184 @@ async fn a_pty_size_without_a_tty_is_refused() {
     let err = c.request_err("process/start", params).await;
     assert_error(&err, INVALID_PARAMS, &["ptySize", "tty"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// codex remote exec: --timeout, the remote stdin closed at our EOF, the terminal's size
+
+/// `codex remote --url URL ARGS...` with `stdin`, run to completion under the deadline.
+async fn remote(url: &str, args: &[&str], stdin: &[u8]) -> std::process::Output {
+    use tokio::io::AsyncWriteExt as _;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_codex"))
+        .arg("remote")
+        .arg("--url")
+        .arg(url)
+        .args(args)
+        .env_remove("CODEX_EXEC_SERVER_URL")
+        .kill_on_drop(true)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn codex remote");
+    let mut pipe = child.stdin.take().unwrap();
+    pipe.write_all(stdin).await.unwrap();
+    drop(pipe);
+    tokio::time::timeout(DEADLINE, child.wait_with_output())
+        .await
+        .expect("codex remote did not finish in time")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn remote_exec_closes_the_remote_stdin_at_local_eof() {
+    let server = Server::start(&[]).await;
+    let out = remote(server.url(), &["exec", "--", "cat"], b"to the end").await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "to the end");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn remote_exec_timeout_stops_the_command_after_its_output() {
+    let server = Server::start(&[]).await;
+    let out = remote(
+        server.url(),
+        &[
+            "exec",
+            "--timeout",
+            "300ms",
+            "--",
+            "sh",
+            "-c",
+            "echo partial; exec sleep 30",
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "partial\n");
+    assert_eq!(out.status.code(), Some(143), "SIGTERM at the deadline");
+}
+
+#[test_case("0"; "zero")]
+#[test_case("5x"; "unknown unit")]
+#[test_case("soon"; "not a number")]
+#[test_case("99999999999999999h"; "too long")]
+#[tokio::test]
+async fn remote_exec_refuses_a_bad_timeout_naming_the_flag(value: &str) {
+    let server = Server::start(&[]).await;
+    let out = remote(
+        server.url(),
+        &["exec", "--timeout", value, "--", "true"],
+        b"",
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--timeout"), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+}
+
+#[tokio::test]
+async fn remote_exec_tty_sends_the_local_size_at_start_and_after_sigwinch() {
+    use codex::pty::{self, PtyMaster};
+    use std::os::fd::OwnedFd;
+    let server = Server::start(&[]).await;
+    let pair = pty::open(40, 132).unwrap();
+    let slave = |fd: &OwnedFd| std::process::Stdio::from(fd.try_clone().unwrap());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_codex"))
+        .args(["remote", "--url", server.url(), "exec", "--tty", "--"])
+        .args([
+            "sh",
+            "-c",
+            "stty size; trap 'stty size; kill $!; exit 4' WINCH; \
+             sleep 30 >/dev/null 2>&1 & echo armed; wait",
+        ])
+        .env_remove("CODEX_EXEC_SERVER_URL")
+        .kill_on_drop(true)
+        .stdin(slave(&pair.slave))
+        .stdout(slave(&pair.slave))
+        .stderr(slave(&pair.slave))
+        .spawn()
+        .unwrap();
+    let master = PtyMaster::new(pair.master).unwrap();
+    let mut screen = Vec::new();
+    let read_until = async |screen: &mut Vec<u8>, needle: &str| {
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(screen).contains(needle) {
+            let n = tokio::time::timeout(DEADLINE, master.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("no {needle:?}: {:?}", String::from_utf8_lossy(screen)))
+                .unwrap();
+            assert!(n > 0, "terminal closed before {needle:?}");
+            screen.extend_from_slice(&buf[..n]);
+        }
+    };
+    read_until(&mut screen, "armed").await;
+    assert!(
+        String::from_utf8_lossy(&screen).contains("40 132"),
+        "{screen:?}"
+    );
+    master.set_size(50, 100).unwrap();
+    // The test's terminal is not the controlling terminal of `codex remote`, so the kernel
+    // does not signal it: send the SIGWINCH a real terminal would.
+    let pid = rustix::process::Pid::from_raw(child.id().unwrap() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::WINCH).unwrap();
+    read_until(&mut screen, "50 100").await;
+    let status = tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .expect("exit in time")
+        .unwrap();
+    assert_eq!(status.code(), Some(4));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client library
+
+#[tokio::test]
+async fn the_client_library_lists_signals_resizes_and_closes_stdin() {
+    use codex::client::{ClientOptions, ExecServerClient, start_params};
+    use codex::protocol::process::{ProcessState, SignalName};
+    let server = Server::start(&[]).await;
+    let client = ExecServerClient::connect(server.url(), ClientOptions::default())
+        .await
+        .unwrap();
+    let cwd = file_uri(&std::env::temp_dir());
+    let script = "trap 'stty size; exit 5' USR2; echo ready; read line; echo \"<$line>\"; \
+                  sleep 30 >/dev/null 2>&1 & wait";
+    let mut params = start_params("lib", ["sh", "-c", script], cwd);
+    params.tty = true;
+    let mut handle = client.start(params).await.unwrap();
+    let control = handle.control();
+
+    let listed = client.list_processes().await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (
+            listed[0].process_id.as_str(),
+            listed[0].state,
+            listed[0].tty
+        ),
+        ("lib", ProcessState::Running, true)
+    );
+
+    let mut screen = String::new();
+    let mut until = async |needle: &str| {
+        while !screen.contains(needle) {
+            match tokio::time::timeout(DEADLINE, handle.recv())
+                .await
+                .ok()
+                .flatten()
+            {
+                Some(Ok(codex::client::ProcessEvent::Output { data, .. })) => {
+                    screen.push_str(&String::from_utf8_lossy(&data))
+                }
+                other => panic!("{needle:?} not seen: {other:?} after {screen:?}"),
+            }
+        }
+    };
+    until("ready").await;
+    control.write(b"typed").await.unwrap();
+    control.close_stdin().await.unwrap();
+    until("<typed>").await;
+    control.resize(120, 33).await.unwrap();
+    control.signal(SignalName::User2).await.unwrap();
+    until("33 120").await;
+}

@@ -33,6 +33,9 @@ pub(super) struct StdinState {
     recent: VecDeque<String>,
     /// The same ids, for lookup.
     seen: HashSet<String>,
+    /// A terminal's input is at the start of a line (nothing written yet, or a newline last):
+    /// one end-of-file character ends it there, after a partial line it takes two.
+    at_line_start: bool,
 }
 
 /// One running (or finished, still retained) process.
@@ -92,6 +95,7 @@ impl Process {
                 sink,
                 recent: VecDeque::new(),
                 seen: HashSet::new(),
+                at_line_start: true,
             }),
         }
     }
@@ -149,6 +153,9 @@ impl Process {
             StdinSink::Pty(master) => master.write_all(data).await,
         };
         result.map_err(WriteError::Io)?;
+        if let Some(&last) = data.last() {
+            stdin.at_line_start = matches!(last, b'\n' | b'\r');
+        }
         stdin.recent.push_back(write_id.to_string());
         stdin.seen.insert(write_id.to_string());
         if stdin.recent.len() > WRITE_ID_MEMORY
@@ -167,13 +174,19 @@ impl Process {
     }
 
     /// Ends the child's stdin, after any write still in progress: a pipe is closed; a terminal
-    /// gets its end-of-file character (VEOF), which a reader in canonical mode sees as EOF.
+    /// gets its end-of-file character (VEOF), which a reader in canonical mode sees as EOF;
+    /// after a partial line, twice (the first only hands the line over, as Ctrl-D does).
     /// Later writes answer `stdinClosed`; closing again does nothing.
     pub async fn close_stdin(&self) -> Result<(), WriteError> {
         let mut stdin = self.stdin.lock().await;
         if let StdinSink::Pty(master) = &stdin.sink {
             let eof = master.eof_char().map_err(WriteError::Io)?;
-            master.write_all(&[eof]).await.map_err(WriteError::Io)?;
+            let eofs = [eof, eof];
+            let count = if stdin.at_line_start { 1 } else { 2 };
+            master
+                .write_all(&eofs[..count])
+                .await
+                .map_err(WriteError::Io)?;
         }
         stdin.sink = StdinSink::Closed;
         Ok(())
