@@ -292,7 +292,8 @@ async fn a_new_signal_to_an_unknown_process_is_empty_like_the_reference() {
 async fn a_deadline_stops_the_process_keeping_its_output_and_says_timed_out() {
     let (_server, mut c, _) = started().await;
     let mut params = sh("slow", "echo partial; exec sleep 30");
-    params["timeoutMs"] = json!(300);
+    // Long enough for the shell to print first, even on a loaded machine.
+    params["timeoutMs"] = json!(1000);
     c.start_process(params).await;
     let events = c.collect_process_events("slow").await;
     assert_eq!(output_text(&events, Some("stdout")), "partial\n");
@@ -319,7 +320,8 @@ async fn a_deadline_escalates_to_kill_after_the_terminate_grace() {
         "stubborn",
         "trap '' TERM; echo ready; while :; do sleep 0.05; done",
     );
-    params["timeoutMs"] = json!(100);
+    // Long enough for the trap to be set first, even on a loaded machine.
+    params["timeoutMs"] = json!(1500);
     c.start_process(params).await;
     let events = c.collect_process_events("stubborn").await;
     assert_eq!(exit_code(&events), 137, "SIGKILL: {events:?}");
@@ -513,7 +515,7 @@ async fn remote_exec_timeout_stops_the_command_after_its_output() {
         &[
             "exec",
             "--timeout",
-            "300ms",
+            "1000ms",
             "--",
             "sh",
             "-c",
