@@ -13,7 +13,7 @@ use rustix::termios::Winsize;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-/// Window size given to new terminals (the protocol has no resize call).
+/// Window size given to new terminals unless `process/start` names one (`ptySize`).
 pub const DEFAULT_ROWS: u16 = 24;
 /// See [`DEFAULT_ROWS`].
 pub const DEFAULT_COLS: u16 = 80;
@@ -68,6 +68,27 @@ impl PtyMaster {
             unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }
                 .map_err(|e| e.into_parts().1)?;
         Ok(Self { fd })
+    }
+
+    /// Sets the terminal's size (TIOCSWINSZ on the master); the kernel sends SIGWINCH to the
+    /// terminal's foreground process group.
+    pub fn set_size(&self, rows: u16, cols: u16) -> io::Result<()> {
+        let size = Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        Ok(rustix::termios::tcsetwinsize(self.fd.get_ref(), size)?)
+    }
+
+    /// The terminal's end-of-file character (VEOF) as the child's side has it set now. The master
+    /// keeps termios of its own, so this opens the slave side for a moment to ask it.
+    pub fn eof_char(&self) -> io::Result<u8> {
+        let flags = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
+        let slave = rustix::pty::ioctl_tiocgptpeer(self.fd.get_ref(), flags)?;
+        let termios = rustix::termios::tcgetattr(&slave)?;
+        Ok(termios.special_codes[rustix::termios::SpecialCodeIndex::VEOF])
     }
 
     /// Reads output. `Ok(0)` once every slave fd is closed (Linux reports that as EIO).
@@ -130,6 +151,17 @@ mod tests {
             out.extend_from_slice(&buf[..n]);
         }
         assert_eq!(out, b"ping\r\npong");
+    }
+
+    #[tokio::test]
+    async fn resize_through_the_master_is_seen_on_the_slave_and_eof_char_is_the_default() {
+        let pair = open(DEFAULT_ROWS, DEFAULT_COLS).unwrap();
+        let slave = pair.slave;
+        let master = PtyMaster::new(pair.master).unwrap();
+        master.set_size(50, 200).unwrap();
+        let size = rustix::termios::tcgetwinsize(&slave).unwrap();
+        assert_eq!((size.ws_row, size.ws_col), (50, 200));
+        assert_eq!(master.eof_char().unwrap(), 0x04, "Ctrl-D by default");
     }
 
     #[tokio::test]

@@ -15,11 +15,19 @@ use super::session::ExecServerClient;
 use super::table::ProcessEntry;
 use crate::protocol::method;
 use crate::protocol::process::{
-    EnvPolicy, ReadParams, ReadResult, SandboxType, SignalName, SignalParams, StartParams,
-    StartResult, Stream, TerminateParams, TerminateResult, WriteParams, WriteResult, WriteStatus,
+    CloseStdinParams, EnvPolicy, ListParams, ListResult, ProcessInfo, ReadParams, ReadResult,
+    ResizeParams, SandboxType, SignalName, SignalParams, StartParams, StartResult, Stream,
+    TerminateParams, TerminateResult, WriteParams, WriteResult, WriteStatus,
 };
 
 impl ExecServerClient {
+    /// The session's processes on the server (`process/list`, capability `processList`),
+    /// including those this client does not follow (started before a restart).
+    pub async fn list_processes(&self) -> Result<Vec<ProcessInfo>, ClientError> {
+        let result: ListResult = self.call(method::PROCESS_LIST, &ListParams {}).await?;
+        Ok(result.processes)
+    }
+
     /// Starts a process and returns its handle. If the transport drops before the answer, the
     /// start is not replayed: the client terminates `processId` on the resumed session and
     /// returns [`ClientError::StartAmbiguous`].
@@ -53,6 +61,8 @@ where
         metadata: None,
         shell_snapshot: None,
         network_proxy: None,
+        timeout_ms: None,
+        pty_size: None,
     }
 }
 
@@ -204,6 +214,41 @@ impl ProcessControl {
             signal: SignalName::Interrupt,
         };
         let _: serde_json::Value = self.client.call(method::PROCESS_SIGNAL, &params).await?;
+        Ok(())
+    }
+
+    /// Sends `signal` to the process group (`process/signal`; names other than `interrupt` need
+    /// the capability `processSignals`).
+    pub async fn signal(&self, signal: SignalName) -> Result<(), ClientError> {
+        let params = SignalParams {
+            process_id: self.process_id.to_string(),
+            signal,
+        };
+        let _: serde_json::Value = self.client.call(method::PROCESS_SIGNAL, &params).await?;
+        Ok(())
+    }
+
+    /// Ends the process's stdin after the writes already made (`process/closeStdin`, capability
+    /// `stdinClose`): EOF on a pipe, the terminal's EOF character on a tty.
+    pub async fn close_stdin(&self) -> Result<(), ClientError> {
+        let params = CloseStdinParams {
+            process_id: self.process_id.to_string(),
+        };
+        let _: serde_json::Value = self
+            .client
+            .call(method::PROCESS_CLOSE_STDIN, &params)
+            .await?;
+        Ok(())
+    }
+
+    /// Sets the terminal size of a tty process (`process/resize`, capability `ptyResize`).
+    pub async fn resize(&self, cols: u16, rows: u16) -> Result<(), ClientError> {
+        let params = ResizeParams {
+            process_id: self.process_id.to_string(),
+            cols: cols.into(),
+            rows: rows.into(),
+        };
+        let _: serde_json::Value = self.client.call(method::PROCESS_RESIZE, &params).await?;
         Ok(())
     }
 

@@ -524,6 +524,7 @@ impl Inner {
                 closed,
                 failure,
                 sandbox_denied,
+                timed_out: _,
             } = read;
             let last = read_chunks.last().map(|c| c.seq);
             for chunk in read_chunks.into_iter().filter(|c| c.seq > cursor) {

@@ -227,6 +227,16 @@ methods! {
     /// A `fs/watchMissing` watch fired.
     FsMissingChanged, FS_MISSING_CHANGED = "fs/missingChanged", Filesystem, ServerNotification,
         NotSent: "sent by the server";
+    // ----- issue 14, part "procx": process extensions (ours).
+    /// The session's processes.
+    ProcessList, PROCESS_LIST = "process/list", Exec, Request,
+        Resend: "reads only";
+    /// Ends a process's stdin (EOF).
+    ProcessCloseStdin, PROCESS_CLOSE_STDIN = "process/closeStdin", Exec, Request,
+        Resend: "closing a closed stdin is `{}` and changes nothing";
+    /// Sets a tty process's terminal size.
+    ProcessResize, PROCESS_RESIZE = "process/resize", Exec, Request,
+        Resend: "setting the same size again changes nothing";
 }
 
 impl Method {

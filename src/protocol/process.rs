@@ -66,7 +66,26 @@ pub struct StartParams {
     /// advertised): one with `enabled: true` is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_proxy: Option<NetworkProxyLaunch>,
+    /// Ours (issue 14, `processTimeout`): SIGTERM to the group after this many ms, then SIGKILL
+    /// after the terminate grace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Ours (issue 14, `ptyResize`): the terminal's size at start (tty only; default 80×24).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pty_size: Option<PtySize>,
 }
+
+/// A terminal size (`process/start.ptySize`). Each member must be in
+/// `1..=`[`MAX_PTY_DIMENSION`]; wider integers are taken so that the range error can name the
+/// field.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PtySize {
+    pub cols: u64,
+    pub rows: u64,
+}
+
+/// The largest `cols` or `rows` accepted.
+pub const MAX_PTY_DIMENSION: u64 = 10_000;
 
 /// `process/start.metadata`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -195,6 +214,13 @@ pub struct ReadResult {
     pub closed: bool,
     pub failure: Option<String>,
     pub sandbox_denied: bool,
+    /// Ours (issue 14): the process was stopped by its `timeoutMs` (absent when false).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub timed_out: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// `process/write` params.
@@ -228,7 +254,20 @@ pub struct WriteResult {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub enum SignalName {
+    /// SIGINT (the reference's only one).
     Interrupt,
+    /// SIGTERM (ours, issue 14, as are the rest).
+    Terminate,
+    /// SIGKILL.
+    Kill,
+    /// SIGHUP.
+    Hangup,
+    /// SIGQUIT.
+    Quit,
+    /// SIGUSR1.
+    User1,
+    /// SIGUSR2.
+    User2,
 }
 
 /// `process/signal` params.
@@ -271,6 +310,9 @@ pub struct ExitedNotification {
     pub seq: u64,
     pub exit_code: i32,
     pub sandbox_denied: bool,
+    /// Ours (issue 14): the process was stopped by its `timeoutMs` (absent when false).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub timed_out: bool,
 }
 
 /// `process/closed` notification.
@@ -279,4 +321,61 @@ pub struct ExitedNotification {
 pub struct ClosedNotification {
     pub process_id: String,
     pub seq: u64,
+}
+
+/// `process/closeStdin` params (issue 14).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloseStdinParams {
+    pub process_id: String,
+}
+
+/// `process/resize` params (issue 14).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResizeParams {
+    pub process_id: String,
+    pub cols: u64,
+    pub rows: u64,
+}
+
+/// `process/list` params (issue 14): none; unknown members are ignored.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ListParams {}
+
+/// Where a listed process is.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum ProcessState {
+    Running,
+    Exited,
+    Closed,
+}
+
+/// One process of `process/list`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessInfo {
+    pub process_id: String,
+    /// `argv[0]` as the client sent it.
+    pub argv0: String,
+    pub state: ProcessState,
+    /// Null while running.
+    pub exit_code: Option<i32>,
+    /// The child's pid (its process group's id); null once reaped.
+    pub pid: Option<i32>,
+    pub tty: bool,
+    /// When it was started, in ms since the Unix epoch.
+    pub started_at_ms: u64,
+    /// Decoded bytes of output retained for `process/read`.
+    pub retained_bytes: u64,
+    /// The seq the next event will get.
+    pub next_seq: u64,
+}
+
+/// `process/list` result (issue 14).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ListResult {
+    pub processes: Vec<ProcessInfo>,
 }

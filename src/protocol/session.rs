@@ -90,4 +90,15 @@ pub struct Capabilities {
     /// Ours (not the reference's): sandboxed processes run in a PID namespace of their own
     /// (`codex exec-server --linux-sandbox-pid-namespace`).
     pub sandbox_pid_namespace: bool,
+    // ----- issue 14, part "procx" (ours).
+    /// `process/start.ptySize` and `process/resize`.
+    pub pty_resize: bool,
+    /// `process/closeStdin`.
+    pub stdin_close: bool,
+    /// `process/signal` takes `terminate`, `kill`, `hangup`, `quit`, `user1`, `user2` too.
+    pub process_signals: bool,
+    /// `process/start.timeoutMs` and `timedOut`.
+    pub process_timeout: bool,
+    /// `process/list`.
+    pub process_list: bool,
 }

@@ -51,6 +51,13 @@ pub fn current() -> EnvironmentInfo {
 
             file_write_streaming: true,
             sandboxed_file_streaming: true,
+
+            // Issue 14, part "procx" (tests/process_ext.rs).
+            pty_resize: true,
+            stdin_close: true,
+            process_signals: true,
+            process_timeout: true,
+            process_list: true,
             ..Capabilities::default()
         },
     }

@@ -11,7 +11,8 @@ use super::process::table::Lookup;
 use super::sandboxing;
 use crate::path_uri;
 use crate::protocol::process::{
-    ReadParams, ReadResult, SignalParams, StartParams, StartResult, TerminateParams,
+    CloseStdinParams, ListParams, ListResult, MAX_PTY_DIMENSION, ReadParams, ReadResult,
+    ResizeParams, SignalName, SignalParams, StartParams, StartResult, TerminateParams,
     TerminateResult, WriteParams, WriteResult, WriteStatus,
 };
 use crate::rpc::RpcError;
@@ -68,9 +69,27 @@ pub(super) fn start(call: &Call, p: StartParams) -> Result<StartResult, RpcError
     let cwd = path_uri::to_path(&p.cwd)
         .map_err(|e| RpcError::invalid_params(format!("invalid cwd: {e}")))?;
     check_0169_fields(&p)?;
+    if p.timeout_ms == Some(0) {
+        return Err(RpcError::invalid_params("timeoutMs must be at least 1"));
+    }
+    let pty_size = match p.pty_size {
+        None => None,
+        Some(_) if !p.tty => {
+            return Err(RpcError::invalid_params(
+                "ptySize is only valid with tty: true",
+            ));
+        }
+        Some(size) => Some((
+            dimension("ptySize.rows", size.rows)?,
+            dimension("ptySize.cols", size.cols)?,
+        )),
+    };
     let env = env_policy::build(std::env::vars_os(), p.env_policy.as_ref(), &p.env);
     let program = program_name(&p.argv[0]);
     let spec = SpawnSpec {
+        listed_argv0: p.argv[0].clone(),
+        pty_size,
+        timeout: p.timeout_ms.map(Duration::from_millis),
         argv: p.argv,
         arg0: p.arg0,
         cwd,
@@ -130,6 +149,7 @@ pub(super) async fn read(call: &Call, p: ReadParams) -> Result<ReadResult, RpcEr
                 closed: false,
                 failure: None,
                 sandbox_denied: false,
+                timed_out: false,
             });
         }
         Lookup::Live(p) => p,
@@ -167,8 +187,18 @@ pub(super) async fn write(call: &Call, p: WriteParams) -> Result<WriteResult, Rp
 
 /// `process/signal`: unknown ids are answered `{}` like the reference.
 pub(super) fn signal(call: &Call, p: SignalParams) {
+    use rustix::process::Signal;
+    let signal = match p.signal {
+        SignalName::Interrupt => Signal::INT,
+        SignalName::Terminate => Signal::TERM,
+        SignalName::Kill => Signal::KILL,
+        SignalName::Hangup => Signal::HUP,
+        SignalName::Quit => Signal::QUIT,
+        SignalName::User1 => Signal::USR1,
+        SignalName::User2 => Signal::USR2,
+    };
     if let Lookup::Live(process) = call.session.processes.get(&p.process_id) {
-        process.interrupt();
+        process.signal(signal);
     }
 }
 
@@ -182,4 +212,56 @@ pub(super) fn terminate(call: &Call, p: TerminateParams) -> TerminateResult {
         Lookup::Missing | Lookup::Starting => false,
     };
     TerminateResult { running }
+}
+
+/// A terminal dimension named `field`, checked against `1..=MAX_PTY_DIMENSION`.
+fn dimension(field: &str, value: u64) -> Result<u16, RpcError> {
+    match u16::try_from(value) {
+        Ok(v) if (1..=MAX_PTY_DIMENSION).contains(&value) => Ok(v),
+        _ => Err(RpcError::invalid_params(format!(
+            "{field} must be between 1 and {MAX_PTY_DIMENSION}, not {value}"
+        ))),
+    }
+}
+
+/// The live process `id`, or the -32600 a call on an unknown (or still starting) one gets.
+fn live(call: &Call, id: &str) -> Result<std::sync::Arc<super::process::entry::Process>, RpcError> {
+    match call.session.processes.get(id) {
+        Lookup::Live(process) => Ok(process),
+        Lookup::Missing => Err(RpcError::invalid_request(format!(
+            "unknown process id {id}"
+        ))),
+        Lookup::Starting => Err(RpcError::invalid_request(format!(
+            "process {id} is still starting"
+        ))),
+    }
+}
+
+/// `process/list` (issue 14): the calling session's processes.
+pub(super) fn list(call: &Call, _p: ListParams) -> ListResult {
+    ListResult {
+        processes: call.session.processes.list(),
+    }
+}
+
+/// `process/closeStdin` (issue 14).
+pub(super) async fn close_stdin(call: &Call, p: CloseStdinParams) -> Result<(), RpcError> {
+    live(call, &p.process_id)?
+        .close_stdin()
+        .await
+        .map_err(|e| RpcError::internal(e.to_string()))
+}
+
+/// `process/resize` (issue 14).
+pub(super) fn resize(call: &Call, p: ResizeParams) -> Result<(), RpcError> {
+    let rows = dimension("rows", p.rows)?;
+    let cols = dimension("cols", p.cols)?;
+    live(call, &p.process_id)?
+        .resize(rows, cols)
+        .map_err(|e| match e {
+            no_tty @ super::process::entry::ResizeError::NoTerminal(_) => {
+                RpcError::invalid_request(no_tty.to_string())
+            }
+            other => RpcError::internal(other.to_string()),
+        })
 }

@@ -48,6 +48,15 @@ pub(super) async fn route(call: Call, method: Method, params: Value) -> Result<A
         }
         Method::FsWalk => fs::walk(call, decode_params(params)?).await,
         Method::FsWatchMissing => to_value(&fs::watch_missing(call, decode_params(params)?).await?),
+        Method::ProcessList => to_value(&exec::list(call, decode_params(params)?)),
+        Method::ProcessCloseStdin => {
+            exec::close_stdin(call, decode_params(params)?).await?;
+            Ok(empty())
+        }
+        Method::ProcessResize => {
+            exec::resize(call, decode_params(params)?)?;
+            Ok(empty())
+        }
         Method::Initialize
         | Method::Initialized
         | Method::FsMissingChanged

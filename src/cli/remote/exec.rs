@@ -8,21 +8,32 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
-use super::terminal::RawMode;
+use super::terminal::{self, RawMode};
 use crate::client::{ConnectionStatus, ExecServerClient, ProcessControl, ProcessEvent};
 use crate::path_uri;
-use crate::protocol::process::{Stream, WriteStatus};
+use crate::protocol::process::{PtySize, Stream, WriteStatus};
 
 /// `codex remote exec`.
 #[derive(Debug, clap::Args)]
 pub struct ExecArgs {
-    /// Run under a pseudo-terminal (80x24); the local terminal is in raw mode meanwhile.
+    /// Run under a pseudo-terminal; the local terminal is in raw mode meanwhile. Its size is
+    /// our terminal's, at start and on every resize (80x24 when our stdin is no terminal, or
+    /// when the server does not advertise `ptyResize`).
     #[arg(short, long)]
     tty: bool,
 
-    /// Do not forward stdin: the remote command's stdin is at EOF.
+    /// Do not forward stdin: the remote command's stdin is at EOF. Without it, the remote stdin
+    /// is closed when ours reaches EOF (if the server advertises `stdinClose`; otherwise it stays
+    /// open).
     #[arg(short = 'n', long)]
     no_stdin: bool,
+
+    /// Stop the command after this long: SIGTERM, then SIGKILL after the server's terminate
+    /// grace (exit code 143 or 137). A number with a unit: `500ms`, `30s`, `5m`, `2h` (no unit:
+    /// seconds). Default: no limit. Refused if zero or malformed, or if the server does not
+    /// advertise `processTimeout`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    timeout: Option<Duration>,
 
     /// Working directory on the executor (default: the server's).
     #[arg(long, value_name = "DIR")]
@@ -46,6 +57,27 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// Parses `--timeout`: a positive number with an optional unit (ms, s, m, h; default s).
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("expected a duration like 30s or 500ms, got `{s}`"))?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => return Err(format!("unknown unit `{unit}` in `{s}`: use ms, s, m or h")),
+    };
+    match ms {
+        Some(0) => Err("the timeout must be more than zero".to_string()),
+        Some(ms) => Ok(Duration::from_millis(ms)),
+        None => Err(format!("`{s}` is too long")),
+    }
+}
+
 /// Runs `exec`: start, stream, forward, propagate the exit code.
 pub async fn run(client: ExecServerClient, args: ExecArgs) -> anyhow::Result<u8> {
     let cwd = match &args.cwd {
@@ -60,6 +92,23 @@ pub async fn run(client: ExecServerClient, args: ExecArgs) -> anyhow::Result<u8>
     params.tty = args.tty;
     params.pipe_stdin = !args.tty && !args.no_stdin;
     params.env = args.env.into_iter().collect();
+    let capabilities = client
+        .environment_info()
+        .map(|e| e.capabilities)
+        .unwrap_or_default();
+    if let Some(timeout) = args.timeout {
+        if !capabilities.process_timeout {
+            anyhow::bail!("--timeout: the server does not support timeouts (processTimeout)");
+        }
+        params.timeout_ms = Some(timeout.as_millis().try_into().unwrap_or(u64::MAX));
+    }
+    let resize = args.tty && capabilities.pty_resize;
+    if resize && let Some((cols, rows)) = terminal::local_size() {
+        params.pty_size = Some(PtySize {
+            cols: cols.into(),
+            rows: rows.into(),
+        });
+    }
 
     // Raw mode only once the command is about to run, so that earlier errors print normally.
     let raw = if args.tty { RawMode::enable()? } else { None };
@@ -80,7 +129,16 @@ pub async fn run(client: ExecServerClient, args: ExecArgs) -> anyhow::Result<u8>
     };
     let mut handle = client.start(params).await?;
     let control = handle.control();
-    let stdin = (args.tty || !args.no_stdin).then(|| tokio::spawn(forward_stdin(control.clone())));
+    let close_at_eof = capabilities.stdin_close;
+    let stdin = (args.tty || !args.no_stdin)
+        .then(|| tokio::spawn(forward_stdin(control.clone(), close_at_eof)));
+    let resizes = if resize {
+        let sigwinch =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
+        Some(tokio::spawn(forward_resizes(sigwinch, control.clone())))
+    } else {
+        None
+    };
     let interrupts = sigint.map(|sigint| tokio::spawn(forward_interrupts(sigint, control)));
 
     let mut stdout = tokio::io::stdout();
@@ -106,7 +164,7 @@ pub async fn run(client: ExecServerClient, args: ExecArgs) -> anyhow::Result<u8>
             Err(err) => failure = Some(err),
         }
     }
-    for task in [stdin, interrupts].into_iter().flatten() {
+    for task in [stdin, interrupts, resizes].into_iter().flatten() {
         task.abort();
     }
     // Let the reporter say "reconnected" for a resume that finished just before the close.
@@ -174,13 +232,20 @@ async fn report_status(
     }
 }
 
-/// Forwards our stdin to the process until EOF or until the process stops taking it.
-async fn forward_stdin(control: ProcessControl) {
+/// Forwards our stdin to the process until EOF or until the process stops taking it; at EOF,
+/// closes the remote stdin if `close_at_eof`.
+async fn forward_stdin(control: ProcessControl, close_at_eof: bool) {
     let mut stdin = tokio::io::stdin();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match stdin.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) => {
+                if close_at_eof && let Err(err) = control.close_stdin().await {
+                    eprintln!("codex remote: could not close the remote stdin: {err}");
+                }
+                return;
+            }
+            Err(_) => return,
             Ok(n) => n,
         };
         // `starting` cannot come back: the start was answered, so the process was spawned.
@@ -188,6 +253,17 @@ async fn forward_stdin(control: ProcessControl) {
             Ok(WriteStatus::Accepted) => {}
             Ok(WriteStatus::StdinClosed | WriteStatus::UnknownProcess | WriteStatus::Starting)
             | Err(_) => return,
+        }
+    }
+}
+
+/// Sends our terminal's size to the remote one on every SIGWINCH.
+async fn forward_resizes(mut sigwinch: tokio::signal::unix::Signal, control: ProcessControl) {
+    while sigwinch.recv().await.is_some() {
+        if let Some((cols, rows)) = terminal::local_size()
+            && let Err(err) = control.resize(cols, rows).await
+        {
+            eprint!("codex remote: could not resize the remote terminal: {err}\r\n");
         }
     }
 }

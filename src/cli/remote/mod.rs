@@ -2,12 +2,13 @@
 //! front end parses, prints and shows progress; what survives a dropped connection (the session
 //! resume, a transfer going on after it) is the library's.
 //!
-//! - `exec [--tty] [-n] [--cwd DIR] [-e K=V]... -- CMD...` ([`exec`]): runs CMD on the executor;
-//!   its stdout and stderr stream to ours, our stdin is forwarded (`pipeStdin`), its exit code
-//!   becomes ours, Ctrl-C is sent as `process/signal interrupt`. With `--tty` it runs under a PTY
-//!   and our terminal is in raw mode until it ends (Ctrl-C then travels as a byte, like every
-//!   key). The protocol cannot close a remote stdin: after our stdin's EOF the remote one stays
-//!   open (use `-n` for a command that must see EOF, or send `^D` on a TTY).
+//! - `exec [--tty] [-n] [--timeout D] [--cwd DIR] [-e K=V]... -- CMD...` ([`exec`]): runs CMD on
+//!   the executor; its stdout and stderr stream to ours, our stdin is forwarded (`pipeStdin`),
+//!   its exit code becomes ours, Ctrl-C is sent as `process/signal interrupt`. With `--tty` it
+//!   runs under a PTY of our terminal's size (kept in step on SIGWINCH) and our terminal is in
+//!   raw mode until it ends (Ctrl-C then travels as a byte, like every key). At our stdin's EOF
+//!   the remote stdin is closed (`process/closeStdin`, where the server has `stdinClose`).
+//!   `--timeout` is `timeoutMs`.
 //! - `info`: `environment/info` as JSON.
 //! - `cp SRC DST` ([`cp`]), one side written `remote:PATH`: a file either way, with a progress
 //!   bar and a sha256 check of what landed against what was sent

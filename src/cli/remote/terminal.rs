@@ -1,6 +1,6 @@
 //! The local terminal of `codex remote exec --tty`: raw mode while the remote command runs, the
-//! previous mode restored on drop (including when the command fails or panics). Only the mode is
-//! handled: the protocol has no window-size call, so the remote terminal stays 80x24.
+//! previous mode restored on drop (including when the command fails or panics); and its size,
+//! which `exec --tty` sends to the remote terminal.
 
 use std::os::fd::BorrowedFd;
 
@@ -31,6 +31,17 @@ impl Drop for RawMode {
     fn drop(&mut self) {
         let _ = termios::tcsetattr(stdin_fd(), OptionalActions::Flush, &self.saved);
     }
+}
+
+/// Our terminal's size as (cols, rows), read from stdin, else stdout; `None` if neither is a
+/// terminal (or it reports a zero size).
+pub(super) fn local_size() -> Option<(u16, u16)> {
+    [rustix::stdio::stdin(), rustix::stdio::stdout()]
+        .into_iter()
+        .filter(|fd| termios::isatty(*fd))
+        .find_map(|fd| termios::tcgetwinsize(fd).ok())
+        .filter(|size| size.ws_col > 0 && size.ws_row > 0)
+        .map(|size| (size.ws_col.min(10_000), size.ws_row.min(10_000)))
 }
 
 /// Our stdin.

@@ -12,7 +12,8 @@ use tokio_util::task::TaskTracker;
 use super::output_log::OutputLog;
 use super::spawn::StdinSink;
 use super::sys;
-use crate::protocol::process::{ReadResult, WriteStatus};
+use crate::protocol::process::{ProcessInfo, ProcessState, ReadResult, WriteStatus};
+use crate::pty::PtyMaster;
 
 /// How many recent `writeId`s each process remembers for dedupe.
 const WRITE_ID_MEMORY: usize = 4096;
@@ -32,6 +33,9 @@ pub(super) struct StdinState {
     recent: VecDeque<String>,
     /// The same ids, for lookup.
     seen: HashSet<String>,
+    /// A terminal's input is at the start of a line (nothing written yet, or a newline last):
+    /// one end-of-file character ends it there, after a partial line it takes two.
+    at_line_start: bool,
 }
 
 /// One running (or finished, still retained) process.
@@ -46,20 +50,52 @@ pub struct Process {
     pub(super) changes: watch::Sender<u64>,
     /// Stdin; a tokio mutex because a write may wait on a full pipe and writes must stay ordered.
     stdin: tokio::sync::Mutex<StdinState>,
+    /// What `process/list` shows of it besides its log.
+    pub(super) meta: Meta,
+    /// The terminal's master, for a tty process (`process/resize`).
+    pty: Option<Arc<PtyMaster>>,
+}
+
+/// What a process was started as, for `process/list`.
+#[derive(Debug, Clone)]
+pub(super) struct Meta {
+    /// `argv[0]` as the client sent it.
+    pub(super) argv0: String,
+    /// When it was started, in ms since the Unix epoch.
+    pub(super) started_at_ms: u64,
+}
+
+/// Why `process/resize` could not be done.
+#[derive(Debug, thiserror::Error)]
+pub enum ResizeError {
+    #[error("process {0} has no terminal (it was not started with tty: true)")]
+    NoTerminal(String),
+    #[error("failed to resize the terminal: {0}")]
+    Io(#[source] std::io::Error),
 }
 
 impl Process {
     /// A process just spawned, whose stdin is `sink`.
-    pub(super) fn new(id: String, pgid: i32, retained_bytes: usize, sink: StdinSink) -> Self {
+    pub(super) fn new(
+        id: String,
+        pgid: i32,
+        retained_bytes: usize,
+        sink: StdinSink,
+        meta: Meta,
+        pty: Option<Arc<PtyMaster>>,
+    ) -> Self {
         Self {
             id,
             pgid,
+            meta,
+            pty,
             log: Mutex::new(OutputLog::new(retained_bytes)),
             changes: watch::Sender::new(0),
             stdin: tokio::sync::Mutex::new(StdinState {
                 sink,
                 recent: VecDeque::new(),
                 seen: HashSet::new(),
+                at_line_start: true,
             }),
         }
     }
@@ -117,6 +153,9 @@ impl Process {
             StdinSink::Pty(master) => master.write_all(data).await,
         };
         result.map_err(WriteError::Io)?;
+        if let Some(&last) = data.last() {
+            stdin.at_line_start = matches!(last, b'\n' | b'\r');
+        }
         stdin.recent.push_back(write_id.to_string());
         stdin.seen.insert(write_id.to_string());
         if stdin.recent.len() > WRITE_ID_MEMORY
@@ -127,10 +166,69 @@ impl Process {
         Ok(WriteStatus::Accepted)
     }
 
-    /// Sends SIGINT to the process group, unless everything has already ended.
-    pub fn interrupt(&self) {
+    /// Sends `signal` to the process group, unless everything has already ended.
+    pub fn signal(&self, signal: Signal) {
         if !self.log.lock().unwrap().lifecycle().closed() {
-            let _ = sys::signal_group(self.pgid, Signal::INT);
+            let _ = sys::signal_group(self.pgid, signal);
+        }
+    }
+
+    /// Ends the child's stdin, after any write still in progress: a pipe is closed; a terminal
+    /// gets its end-of-file character (VEOF), which a reader in canonical mode sees as EOF;
+    /// after a partial line, twice (the first only hands the line over, as Ctrl-D does).
+    /// Later writes answer `stdinClosed`; closing again does nothing.
+    pub async fn close_stdin(&self) -> Result<(), WriteError> {
+        let mut stdin = self.stdin.lock().await;
+        if let StdinSink::Pty(master) = &stdin.sink {
+            let eof = master.eof_char().map_err(WriteError::Io)?;
+            let eofs = [eof, eof];
+            let count = if stdin.at_line_start { 1 } else { 2 };
+            master
+                .write_all(&eofs[..count])
+                .await
+                .map_err(WriteError::Io)?;
+        }
+        stdin.sink = StdinSink::Closed;
+        Ok(())
+    }
+
+    /// Sets the terminal size of a tty process.
+    pub fn resize(&self, rows: u16, cols: u16) -> Result<(), ResizeError> {
+        let master = self
+            .pty
+            .as_ref()
+            .ok_or_else(|| ResizeError::NoTerminal(self.id.clone()))?;
+        master.set_size(rows, cols).map_err(ResizeError::Io)
+    }
+
+    /// Its row of `process/list`.
+    pub fn info(&self) -> ProcessInfo {
+        let log = self.log.lock().unwrap();
+        let lifecycle = log.lifecycle();
+        ProcessInfo {
+            process_id: self.id.clone(),
+            argv0: self.meta.argv0.clone(),
+            state: if lifecycle.closed() {
+                ProcessState::Closed
+            } else if lifecycle.exited() {
+                ProcessState::Exited
+            } else {
+                ProcessState::Running
+            },
+            exit_code: lifecycle.exit_code(),
+            pid: (!lifecycle.exited() && self.pgid > 0).then_some(self.pgid),
+            tty: self.pty.is_some(),
+            started_at_ms: self.meta.started_at_ms,
+            retained_bytes: log.retained_bytes() as u64,
+            next_seq: log.next_seq(),
+        }
+    }
+
+    /// Stops the process at its deadline: records `timedOut` if it is still running, then
+    /// terminates it as `process/terminate` does.
+    pub fn time_out(self: &Arc<Self>, grace: std::time::Duration, tracker: &TaskTracker) {
+        if self.log.lock().unwrap().mark_timed_out() {
+            self.terminate(grace, tracker);
         }
     }
 

@@ -45,6 +45,8 @@ pub struct OutputLog {
     sandbox_denied: bool,
     /// Chunks and raw bytes dropped from retention since [`Self::take_dropped`] (for metrics).
     dropped: (u64, u64),
+    /// The process was stopped by its `timeoutMs`.
+    timed_out: bool,
 }
 
 impl OutputLog {
@@ -58,6 +60,7 @@ impl OutputLog {
             failure: None,
             sandbox_denied: false,
             dropped: (0, 0),
+            timed_out: false,
         }
     }
 
@@ -113,6 +116,31 @@ impl OutputLog {
             Ok(next) => self.lifecycle = next,
             Err(err) => tracing::error!(%err, "ignored"),
         }
+    }
+
+    /// Records that the deadline came while the process was still running (then true); after
+    /// its exit it changes nothing (false).
+    pub fn mark_timed_out(&mut self) -> bool {
+        if self.lifecycle.exited() {
+            return false;
+        }
+        self.timed_out = true;
+        true
+    }
+
+    /// Whether the process was stopped by its deadline.
+    pub fn timed_out(&self) -> bool {
+        self.timed_out
+    }
+
+    /// Decoded bytes retained.
+    pub fn retained_bytes(&self) -> usize {
+        self.retained
+    }
+
+    /// The seq the next event will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
     }
 
     /// Records a failure to observe the process (its exit code is unknown: -1).
@@ -183,6 +211,7 @@ impl OutputLog {
             closed: self.lifecycle.closed(),
             failure: self.failure.clone(),
             sandbox_denied: self.sandbox_denied,
+            timed_out: self.timed_out,
         }
     }
 }
@@ -263,6 +292,21 @@ mod tests {
         let r = log.read(1, Some(100));
         assert_eq!(r.chunks.len(), 1);
         assert_eq!(r.next_seq, 4);
+    }
+
+    #[test]
+    fn timed_out_is_recorded_only_while_running() {
+        let mut log = OutputLog::new(1024);
+        assert!(log.mark_timed_out());
+        log.push_exit(143, false);
+        assert!(log.read(0, None).timed_out);
+        let mut late = OutputLog::new(1024);
+        late.push_exit(0, false);
+        assert!(
+            !late.mark_timed_out(),
+            "a deadline after the exit is no timeout"
+        );
+        assert!(!late.read(0, None).timed_out);
     }
 
     #[test]

@@ -151,7 +151,7 @@ impl Pump {
             Err(_) => -1,
         };
         self.audit.exited(status.as_ref().ok().copied());
-        let (seq, sandbox_denied) = {
+        let (seq, sandbox_denied, timed_out) = {
             let mut log = self.process.log.lock().unwrap();
             if let Err(err) = &status {
                 log.set_failure(format!("failed to wait for process: {err}"));
@@ -160,7 +160,7 @@ impl Pump {
                 && denial::sandbox_denied(code, || {
                     denial::mentions_sandbox(&log.retained_output())
                 });
-            (log.push_exit(code, denied), denied)
+            (log.push_exit(code, denied), denied, log.timed_out())
         };
         self.process.changed();
         self.notify(encode_notification(
@@ -170,6 +170,7 @@ impl Pump {
                 seq,
                 exit_code: code,
                 sandbox_denied,
+                timed_out,
             },
         ))
         .await;

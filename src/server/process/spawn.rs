@@ -22,6 +22,12 @@ pub struct SpawnSpec {
     pub pipe_stdin: bool,
     /// Runs under `codex-linux-sandbox`: enables the `sandboxDenied` heuristic.
     pub sandboxed: bool,
+    /// The terminal's size as (rows, cols), for a tty (default 80×24).
+    pub pty_size: Option<(u16, u16)>,
+    /// SIGTERM, then SIGKILL after the terminate grace, once this has passed (`timeoutMs`).
+    pub timeout: Option<std::time::Duration>,
+    /// `argv[0]` as the client sent it (`argv` may be the sandbox wrapper's), for `process/list`.
+    pub listed_argv0: String,
 }
 
 /// Why a spawn failed.
@@ -91,7 +97,10 @@ pub(super) fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
         source,
     };
     if spec.tty {
-        let pair = pty::open(pty::DEFAULT_ROWS, pty::DEFAULT_COLS).map_err(SpawnError::Pty)?;
+        let (rows, cols) = spec
+            .pty_size
+            .unwrap_or((pty::DEFAULT_ROWS, pty::DEFAULT_COLS));
+        let pair = pty::open(rows, cols).map_err(SpawnError::Pty)?;
         let dup =
             |fd: &std::os::fd::OwnedFd| fd.try_clone().map(Stdio::from).map_err(SpawnError::Pty);
         cmd.stdin(dup(&pair.slave)?)

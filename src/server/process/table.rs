@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::entry::Process;
+use super::entry::{Meta, Process};
 use super::pump::Pump;
-use super::spawn::{SpawnError, SpawnSpec, spawn};
+use super::spawn::{Output, SpawnError, SpawnSpec, spawn};
+use crate::protocol::process::ProcessInfo;
 use crate::server::attachment::Attachment;
 use crate::server::config::ServerConfig;
 use crate::server::metrics::ProcessAudit;
@@ -97,6 +98,48 @@ impl ProcessTable {
         }
     }
 
+    /// The session's processes (those being spawned left out), oldest first.
+    pub fn list(&self) -> Vec<ProcessInfo> {
+        let live: Vec<_> = self
+            .entries
+            .lock()
+            .unwrap()
+            .values()
+            .filter_map(|s| match s {
+                Slot::Live(p) => Some(p.clone()),
+                Slot::Starting => None,
+            })
+            .collect();
+        let mut infos: Vec<_> = live.iter().map(|p| p.info()).collect();
+        infos.sort_by(|a, b| {
+            (a.started_at_ms, &a.process_id).cmp(&(b.started_at_ms, &b.process_id))
+        });
+        infos
+    }
+
+    /// Stops `process` at its deadline unless it exits first or the server shuts down.
+    fn arm_timeout(&self, process: &Arc<Process>, timeout: std::time::Duration) {
+        let process = process.clone();
+        let grace = self.config.terminate_grace;
+        let tracker = self.tracker.clone();
+        let cancel = self.cancel.clone();
+        self.tracker.spawn(async move {
+            let mut changes = process.changes.subscribe();
+            let exited = async {
+                while !process.log.lock().unwrap().lifecycle().exited() {
+                    if changes.changed().await.is_err() {
+                        break;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(timeout) => process.time_out(grace, &tracker),
+                _ = exited => {}
+                _ = cancel.cancelled() => {}
+            }
+        });
+    }
+
     /// Spawns `spec` as process `id`, and starts its pump; `audit` records the start and exit.
     pub(crate) fn start(
         &self,
@@ -128,11 +171,25 @@ impl ProcessTable {
         if let Some(reaper) = &self.reaper {
             reaper.watch(pgid);
         }
+        let started_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let pty = match &spawned.output {
+            Output::Pty(master) => Some(master.clone()),
+            Output::Pipes { .. } => None,
+        };
+        let meta = Meta {
+            argv0: spec.listed_argv0.clone(),
+            started_at_ms,
+        };
         let process = Arc::new(Process::new(
             id.clone(),
             pgid,
             self.config.retained_output_bytes,
             spawned.stdin,
+            meta,
+            pty,
         ));
         self.entries
             .lock()
@@ -153,7 +210,7 @@ impl ProcessTable {
             })
         };
         let pump = Pump {
-            process,
+            process: process.clone(),
             attachment: self.attachment.clone(),
             release,
             closed_ttl: self.config.closed_process_ttl,
@@ -162,6 +219,9 @@ impl ProcessTable {
             audit,
         };
         self.tracker.spawn(pump.run(spawned.child, spawned.output));
+        if let Some(timeout) = spec.timeout {
+            self.arm_timeout(&process, timeout);
+        }
         Ok(())
     }
 }
