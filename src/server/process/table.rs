@@ -81,10 +81,9 @@ impl ProcessTable {
         &self.tracker
     }
 
-    /// Kills every process group of the table (session expiry, shutdown).
-    pub fn kill_all(&self) {
-        let live: Vec<_> = self
-            .entries
+    /// The processes spawned so far (those being spawned left out), copied out of the lock.
+    fn live(&self) -> Vec<Arc<Process>> {
+        self.entries
             .lock()
             .unwrap()
             .values()
@@ -92,25 +91,19 @@ impl ProcessTable {
                 Slot::Live(p) => Some(p.clone()),
                 Slot::Starting => None,
             })
-            .collect();
-        for p in live {
+            .collect()
+    }
+
+    /// Kills every process group of the table (session expiry, shutdown).
+    pub fn kill_all(&self) {
+        for p in self.live() {
             p.kill();
         }
     }
 
     /// The session's processes (those being spawned left out), oldest first.
     pub fn list(&self) -> Vec<ProcessInfo> {
-        let live: Vec<_> = self
-            .entries
-            .lock()
-            .unwrap()
-            .values()
-            .filter_map(|s| match s {
-                Slot::Live(p) => Some(p.clone()),
-                Slot::Starting => None,
-            })
-            .collect();
-        let mut infos: Vec<_> = live.iter().map(|p| p.info()).collect();
+        let mut infos: Vec<_> = self.live().iter().map(|p| p.info()).collect();
         infos.sort_by(|a, b| {
             (a.started_at_ms, &a.process_id).cmp(&(b.started_at_ms, &b.process_id))
         });
