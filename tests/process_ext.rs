@@ -1,6 +1,7 @@
 //! Process extensions beyond the reference (issue 14), through the real binary: `process/list`,
 //! `process/closeStdin`, the extra `process/signal` names, `timeoutMs`, and `ptySize` +
-//! `process/resize`; each with its bad inputs and its capability flag.
+//! `process/resize`, and the explicit `gap`, `exitedSeq` and `closedSeq` of `process/read`; each
+//! with its bad inputs and its capability flag.
 
 mod common;
 
@@ -52,6 +53,7 @@ async fn every_extension_is_advertised_in_environment_info() {
         "processSignals",
         "processTimeout",
         "processList",
+        "readGaps",
     ] {
         assert_eq!(info["capabilities"][key], true, "{key}: {info}");
     }
@@ -654,4 +656,117 @@ async fn the_client_library_lists_signals_resizes_and_closes_stdin() {
     control.resize(120, 33).await.unwrap();
     control.signal(SignalName::User2).await.unwrap();
     until("33 120").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gaps
+
+/// `cat` with `--retained-output-bytes 1024` fed four 600-byte chunks one at a time (each
+/// echoed before the next is written, so each is one chunk of its own): seqs 1..=3 are dropped,
+/// 4 is retained.
+async fn cat_with_a_forced_gap() -> (Server, Client) {
+    let (server, mut c, _) = started_with(&["--retained-output-bytes", "1024"]).await;
+    let mut params = process_params("gappy", &["cat"]);
+    params["pipeStdin"] = json!(true);
+    c.start_process(params).await;
+    for (i, letter) in ["a", "b", "c", "d"].iter().enumerate() {
+        let chunk = letter.repeat(600);
+        let write_id = format!("w{i}");
+        assert_eq!(
+            c.write_stdin("gappy", chunk.as_bytes(), &write_id).await,
+            "accepted"
+        );
+        c.wait_for_output("gappy", &chunk).await;
+    }
+    (server, c)
+}
+
+fn read_seqs(read: &Value) -> Vec<u64> {
+    read["chunks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no chunks: {read}"))
+        .iter()
+        .map(|c| c["seq"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_forced_gap_names_the_dropped_seqs_and_the_data_after_it() {
+    let (_server, mut c) = cat_with_a_forced_gap().await;
+    let read = c
+        .request_ok("process/read", json!({"processId": "gappy", "afterSeq": 0}))
+        .await;
+    assert_eq!(read["gap"], json!({"fromSeq": 1, "toSeq": 3}), "{read}");
+    assert_eq!(read_seqs(&read), vec![4], "{read}");
+    assert_eq!(
+        unb64(read["chunks"][0]["chunk"].as_str().unwrap()),
+        "d".repeat(600).as_bytes()
+    );
+    // Running: no exit or close seq yet.
+    assert_eq!(read.get("exitedSeq"), None, "{read}");
+    assert_eq!(read.get("closedSeq"), None, "{read}");
+    let read = c
+        .request_ok("process/read", json!({"processId": "gappy", "afterSeq": 2}))
+        .await;
+    assert_eq!(read["gap"], json!({"fromSeq": 3, "toSeq": 3}), "{read}");
+    let read = c
+        .request_ok("process/read", json!({"processId": "gappy", "afterSeq": 3}))
+        .await;
+    assert_eq!(read.get("gap"), None, "nothing after 3 was dropped: {read}");
+    assert_eq!(read_seqs(&read), vec![4], "{read}");
+}
+
+#[tokio::test]
+async fn a_gap_then_the_exit_are_told_apart() {
+    let (_server, mut c) = cat_with_a_forced_gap().await;
+    c.request_ok("process/closeStdin", json!({"processId": "gappy"}))
+        .await;
+    let closed = c.wait_for_process_event("gappy", "process/closed").await;
+    let exited = c.wait_for_process_event("gappy", "process/exited").await;
+    let read = c
+        .request_ok("process/read", json!({"processId": "gappy", "afterSeq": 0}))
+        .await;
+    assert_eq!(read["gap"], json!({"fromSeq": 1, "toSeq": 3}), "{read}");
+    assert_eq!(read_seqs(&read), vec![4], "{read}");
+    assert_eq!(
+        read["exitedSeq"], exited["params"]["seq"],
+        "{read} {exited}"
+    );
+    assert_eq!(
+        read["closedSeq"], closed["params"]["seq"],
+        "{read} {closed}"
+    );
+    assert_eq!(
+        (&read["exitedSeq"], &read["closedSeq"]),
+        (&json!(5), &json!(6))
+    );
+    assert_eq!(read["nextSeq"], 7, "{read}");
+}
+
+#[tokio::test]
+async fn no_gap_when_nothing_was_dropped_and_exit_seqs_once_known() {
+    let (_server, mut c, _) = started().await;
+    let mut params = process_params("whole", &["cat"]);
+    params["pipeStdin"] = json!(true);
+    c.start_process(params).await;
+    assert_eq!(c.write_stdin("whole", b"hello", "w1").await, "accepted");
+    c.wait_for_output("whole", "hello").await;
+    let read = c
+        .request_ok("process/read", json!({"processId": "whole", "afterSeq": 0}))
+        .await;
+    for key in ["gap", "exitedSeq", "closedSeq"] {
+        assert_eq!(read.get(key), None, "{key}: {read}");
+    }
+    c.request_ok("process/closeStdin", json!({"processId": "whole"}))
+        .await;
+    c.wait_for_process_event("whole", "process/closed").await;
+    let read = c
+        .request_ok("process/read", json!({"processId": "whole", "afterSeq": 0}))
+        .await;
+    assert_eq!(read.get("gap"), None, "{read}");
+    assert_eq!(read_seqs(&read), vec![1], "{read}");
+    assert_eq!(
+        (&read["exitedSeq"], &read["closedSeq"]),
+        (&json!(2), &json!(3))
+    );
 }

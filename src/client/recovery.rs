@@ -525,6 +525,9 @@ impl Inner {
                 failure,
                 sandbox_denied,
                 timed_out: _,
+                gap: _,
+                exited_seq: _,
+                closed_seq: _,
             } = read;
             let last = read_chunks.last().map(|c| c.seq);
             for chunk in read_chunks.into_iter().filter(|c| c.seq > cursor) {
