@@ -770,3 +770,130 @@ async fn no_gap_when_nothing_was_dropped_and_exit_seqs_once_known() {
         (&json!(2), &json!(3))
     );
 }
+
+/// A TCP proxy that can be cut and held shut: while shut, every new connection is dropped at
+/// once, so a client keeps retrying its resume until it is opened again.
+struct Gate {
+    addr: std::net::SocketAddr,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pairs: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gate {
+    async fn start(upstream: String) -> Gate {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let pairs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let task = tokio::spawn({
+            let (open, pairs) = (open.clone(), pairs.clone());
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    if !open.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        continue;
+                    };
+                    pairs.lock().unwrap().push(tokio::spawn(async move {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }));
+                }
+            }
+        });
+        Gate {
+            addr,
+            open,
+            pairs,
+            task,
+        }
+    }
+
+    /// Cuts every connection and refuses new ones.
+    fn shut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for pair in self.pairs.lock().unwrap().drain(..) {
+            pair.abort();
+        }
+    }
+
+    fn open(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.shut();
+    }
+}
+
+#[tokio::test]
+async fn the_client_library_fails_only_the_process_whose_output_fell_into_a_gap() {
+    use codex::client::SequenceError;
+    use codex::client::{ClientError, ClientOptions, ExecServerClient, ProcessEvent, start_params};
+    let server = Server::start(&["--retained-output-bytes", "1024"]).await;
+    let gate = Gate::start(server.addr()).await;
+    let client =
+        ExecServerClient::connect(&format!("ws://{}", gate.addr), ClientOptions::default())
+            .await
+            .unwrap();
+    let dir = TestDir::new();
+    let go = dir.join("go");
+    let done = dir.join("done");
+    // Four 600-byte writes a moment apart (four chunks), while the client is cut off.
+    let script = format!(
+        "echo ready; while [ ! -e '{go}' ]; do sleep 0.01; done; \
+         for l in a b c d; do head -c 600 /dev/zero | tr '\\0' $l; sleep 0.2; done; \
+         touch '{done}'; exec sleep 30",
+        go = go.display(),
+        done = done.display()
+    );
+    let cwd = file_uri(&std::env::temp_dir());
+    let mut gappy = client
+        .start(start_params(
+            "gappy",
+            ["sh", "-c", script.as_str()],
+            cwd.clone(),
+        ))
+        .await
+        .unwrap();
+    let mut quiet = client
+        .start(start_params(
+            "quiet",
+            ["sh", "-c", "echo hi; exec sleep 30"],
+            cwd,
+        ))
+        .await
+        .unwrap();
+    match tokio::time::timeout(DEADLINE, gappy.recv()).await {
+        Ok(Some(Ok(ProcessEvent::Output { seq: 1, data, .. }))) => assert_eq!(data, b"ready\n"),
+        other => panic!("no ready: {other:?}"),
+    }
+    gate.shut();
+    std::fs::write(&go, b"").unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !done.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the writes never ended"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    gate.open();
+    match tokio::time::timeout(DEADLINE, gappy.recv()).await {
+        Ok(Some(Err(ClientError::Recovery {
+            process_id,
+            source: SequenceError::Gap { first_missing, .. },
+        }))) => assert_eq!((process_id.as_str(), first_missing), ("gappy", 2)),
+        other => panic!("no gap error: {other:?}"),
+    }
+    // The other process goes on.
+    match tokio::time::timeout(DEADLINE, quiet.recv()).await {
+        Ok(Some(Ok(ProcessEvent::Output { data, .. }))) => assert_eq!(data, b"hi\n"),
+        other => panic!("the quiet process failed too: {other:?}"),
+    }
+}
