@@ -1,6 +1,7 @@
 //! Process extensions beyond the reference (issue 14), through the real binary: `process/list`,
 //! `process/closeStdin`, the extra `process/signal` names, `timeoutMs`, and `ptySize` +
-//! `process/resize`; each with its bad inputs and its capability flag.
+//! `process/resize`, and the explicit `gap`, `exitedSeq` and `closedSeq` of `process/read`; each
+//! with its bad inputs and its capability flag.
 
 mod common;
 
@@ -52,6 +53,7 @@ async fn every_extension_is_advertised_in_environment_info() {
         "processSignals",
         "processTimeout",
         "processList",
+        "readGaps",
     ] {
         assert_eq!(info["capabilities"][key], true, "{key}: {info}");
     }
@@ -654,4 +656,244 @@ async fn the_client_library_lists_signals_resizes_and_closes_stdin() {
     control.resize(120, 33).await.unwrap();
     control.signal(SignalName::User2).await.unwrap();
     until("33 120").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gaps
+
+/// `cat` with `--retained-output-bytes 1024` fed four 600-byte chunks one at a time (each
+/// echoed before the next is written, so each is one chunk of its own): seqs 1..=3 are dropped,
+/// 4 is retained.
+async fn cat_with_a_forced_gap() -> (Server, Client) {
+    let (server, mut c, _) = started_with(&["--retained-output-bytes", "1024"]).await;
+    let mut params = process_params("gappy", &["cat"]);
+    params["pipeStdin"] = json!(true);
+    c.start_process(params).await;
+    for (i, letter) in ["a", "b", "c", "d"].iter().enumerate() {
+        let chunk = letter.repeat(600);
+        let write_id = format!("w{i}");
+        assert_eq!(
+            c.write_stdin("gappy", chunk.as_bytes(), &write_id).await,
+            "accepted"
+        );
+        c.wait_for_output("gappy", &chunk).await;
+    }
+    (server, c)
+}
+
+fn read_seqs(read: &Value) -> Vec<u64> {
+    read["chunks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no chunks: {read}"))
+        .iter()
+        .map(|c| c["seq"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_forced_gap_names_the_dropped_seqs_and_the_data_after_it() {
+    let (_server, mut c) = cat_with_a_forced_gap().await;
+    let read = c
+        .request_ok("process/read", json!({"processId": "gappy", "afterSeq": 0}))
+        .await;
+    assert_eq!(read["gap"], json!({"fromSeq": 1, "toSeq": 3}), "{read}");
+    assert_eq!(read_seqs(&read), vec![4], "{read}");
+    assert_eq!(
+        unb64(read["chunks"][0]["chunk"].as_str().unwrap()),
+        "d".repeat(600).as_bytes()
+    );
+    // Running: no exit or close seq yet.
+    assert_eq!(read.get("exitedSeq"), None, "{read}");
+    assert_eq!(read.get("closedSeq"), None, "{read}");
+    let read = c
+        .request_ok("process/read", json!({"processId": "gappy", "afterSeq": 2}))
+        .await;
+    assert_eq!(read["gap"], json!({"fromSeq": 3, "toSeq": 3}), "{read}");
+    let read = c
+        .request_ok("process/read", json!({"processId": "gappy", "afterSeq": 3}))
+        .await;
+    assert_eq!(read.get("gap"), None, "nothing after 3 was dropped: {read}");
+    assert_eq!(read_seqs(&read), vec![4], "{read}");
+}
+
+#[tokio::test]
+async fn a_gap_then_the_exit_are_told_apart() {
+    let (_server, mut c) = cat_with_a_forced_gap().await;
+    c.request_ok("process/closeStdin", json!({"processId": "gappy"}))
+        .await;
+    let closed = c.wait_for_process_event("gappy", "process/closed").await;
+    let exited = c.wait_for_process_event("gappy", "process/exited").await;
+    let read = c
+        .request_ok("process/read", json!({"processId": "gappy", "afterSeq": 0}))
+        .await;
+    assert_eq!(read["gap"], json!({"fromSeq": 1, "toSeq": 3}), "{read}");
+    assert_eq!(read_seqs(&read), vec![4], "{read}");
+    assert_eq!(
+        read["exitedSeq"], exited["params"]["seq"],
+        "{read} {exited}"
+    );
+    assert_eq!(
+        read["closedSeq"], closed["params"]["seq"],
+        "{read} {closed}"
+    );
+    assert_eq!(
+        (&read["exitedSeq"], &read["closedSeq"]),
+        (&json!(5), &json!(6))
+    );
+    assert_eq!(read["nextSeq"], 7, "{read}");
+}
+
+#[tokio::test]
+async fn no_gap_when_nothing_was_dropped_and_exit_seqs_once_known() {
+    let (_server, mut c, _) = started().await;
+    let mut params = process_params("whole", &["cat"]);
+    params["pipeStdin"] = json!(true);
+    c.start_process(params).await;
+    assert_eq!(c.write_stdin("whole", b"hello", "w1").await, "accepted");
+    c.wait_for_output("whole", "hello").await;
+    let read = c
+        .request_ok("process/read", json!({"processId": "whole", "afterSeq": 0}))
+        .await;
+    for key in ["gap", "exitedSeq", "closedSeq"] {
+        assert_eq!(read.get(key), None, "{key}: {read}");
+    }
+    c.request_ok("process/closeStdin", json!({"processId": "whole"}))
+        .await;
+    c.wait_for_process_event("whole", "process/closed").await;
+    let read = c
+        .request_ok("process/read", json!({"processId": "whole", "afterSeq": 0}))
+        .await;
+    assert_eq!(read.get("gap"), None, "{read}");
+    assert_eq!(read_seqs(&read), vec![1], "{read}");
+    assert_eq!(
+        (&read["exitedSeq"], &read["closedSeq"]),
+        (&json!(2), &json!(3))
+    );
+}
+
+/// A TCP proxy that can be cut and held shut: while shut, every new connection is dropped at
+/// once, so a client keeps retrying its resume until it is opened again.
+struct Gate {
+    addr: std::net::SocketAddr,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pairs: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gate {
+    async fn start(upstream: String) -> Gate {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let pairs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let task = tokio::spawn({
+            let (open, pairs) = (open.clone(), pairs.clone());
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    if !open.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        continue;
+                    };
+                    pairs.lock().unwrap().push(tokio::spawn(async move {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }));
+                }
+            }
+        });
+        Gate {
+            addr,
+            open,
+            pairs,
+            task,
+        }
+    }
+
+    /// Cuts every connection and refuses new ones.
+    fn shut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for pair in self.pairs.lock().unwrap().drain(..) {
+            pair.abort();
+        }
+    }
+
+    fn open(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.shut();
+    }
+}
+
+#[tokio::test]
+async fn the_client_library_fails_only_the_process_whose_output_fell_into_a_gap() {
+    use codex::client::SequenceError;
+    use codex::client::{ClientError, ClientOptions, ExecServerClient, ProcessEvent, start_params};
+    let server = Server::start(&["--retained-output-bytes", "1024"]).await;
+    let gate = Gate::start(server.addr()).await;
+    let client =
+        ExecServerClient::connect(&format!("ws://{}", gate.addr), ClientOptions::default())
+            .await
+            .unwrap();
+    let dir = TestDir::new();
+    let go = dir.join("go");
+    let done = dir.join("done");
+    // Four 600-byte writes a moment apart (four chunks), while the client is cut off.
+    let script = format!(
+        "echo ready; while [ ! -e '{go}' ]; do sleep 0.01; done; \
+         for l in a b c d; do head -c 600 /dev/zero | tr '\\0' $l; sleep 0.2; done; \
+         touch '{done}'; exec sleep 30",
+        go = go.display(),
+        done = done.display()
+    );
+    let cwd = file_uri(&std::env::temp_dir());
+    let mut gappy = client
+        .start(start_params(
+            "gappy",
+            ["sh", "-c", script.as_str()],
+            cwd.clone(),
+        ))
+        .await
+        .unwrap();
+    let mut quiet = client
+        .start(start_params(
+            "quiet",
+            ["sh", "-c", "echo hi; exec sleep 30"],
+            cwd,
+        ))
+        .await
+        .unwrap();
+    match tokio::time::timeout(DEADLINE, gappy.recv()).await {
+        Ok(Some(Ok(ProcessEvent::Output { seq: 1, data, .. }))) => assert_eq!(data, b"ready\n"),
+        other => panic!("no ready: {other:?}"),
+    }
+    gate.shut();
+    std::fs::write(&go, b"").unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !done.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the writes never ended"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    gate.open();
+    match tokio::time::timeout(DEADLINE, gappy.recv()).await {
+        Ok(Some(Err(ClientError::Recovery {
+            process_id,
+            source: SequenceError::Gap { first_missing, .. },
+        }))) => assert_eq!((process_id.as_str(), first_missing), ("gappy", 2)),
+        other => panic!("no gap error: {other:?}"),
+    }
+    // The other process goes on.
+    match tokio::time::timeout(DEADLINE, quiet.recv()).await {
+        Ok(Some(Ok(ProcessEvent::Output { data, .. }))) => assert_eq!(data, b"hi\n"),
+        other => panic!("the quiet process failed too: {other:?}"),
+    }
 }

@@ -480,6 +480,7 @@ impl Inner {
         let mut cursor = entry.last_published();
         let mut chunks = VecDeque::new();
         let mut bytes = 0u64;
+        let mut gap: Option<(u64, u64)> = None;
         let catch_up = loop {
             let params = ReadParams {
                 process_id: process_id.clone(),
@@ -525,6 +526,9 @@ impl Inner {
                 failure,
                 sandbox_denied,
                 timed_out: _,
+                gap: read_gap,
+                exited_seq,
+                closed_seq: _,
             } = read;
             let last = read_chunks.last().map(|c| c.seq);
             for chunk in read_chunks.into_iter().filter(|c| c.seq > cursor) {
@@ -559,7 +563,15 @@ impl Inner {
                     }
                 }
             }
+            if let Some(g) = read_gap {
+                gap = Some(match gap {
+                    Some((from, to)) => (g.from_seq.min(from), g.to_seq.max(to)),
+                    None => (g.from_seq, g.to_seq),
+                });
+            }
             let partial = CatchUp {
+                exited_seq,
+                gap,
                 exited,
                 exit_code,
                 sandbox_denied,

@@ -145,6 +145,10 @@ pub struct CatchUp {
     pub sandbox_denied: bool,
     /// `failure` of the last read.
     pub failure: Option<String>,
+    /// `exitedSeq` of the last read (servers with `readGaps`): where the exit sits exactly.
+    pub exited_seq: Option<u64>,
+    /// `gap` of the reads (servers with `readGaps`), merged: the seqs retention dropped.
+    pub gap: Option<(u64, u64)>,
 }
 
 /// The ordering state of one process.
@@ -262,6 +266,45 @@ impl Sequencer {
         let covered = |seq: u64, found: &BTreeMap<u64, ProcessEvent>| {
             found.contains_key(&seq) || self.pending.contains_key(&seq)
         };
+        // The server says where the exit is: put it there, instead of in the one seq left over.
+        let mut exit_placed = false;
+        if let Some(exit_seq) = catch_up.exited_seq
+            && (start..=end).contains(&exit_seq)
+            && !self.exit_published
+        {
+            let exit = |exit_code| ProcessEvent::Exited {
+                seq: exit_seq,
+                exit_code,
+                sandbox_denied: catch_up.sandbox_denied,
+            };
+            match found.get(&exit_seq).or(self.pending.get(&exit_seq)) {
+                Some(ProcessEvent::Exited { .. }) => {}
+                Some(other) => return Err(conflict(other, &exit(0))),
+                None => {
+                    let Some(exit_code) = catch_up.exit_code else {
+                        return Err(SequenceError::ExitWithoutCode { seq: exit_seq });
+                    };
+                    found.insert(exit_seq, exit(exit_code));
+                }
+            }
+            exit_placed = true;
+        }
+        // The server says which seqs it dropped: those nobody else accounts for are lost output
+        // (the exit's and the close's seqs inside the range never were output).
+        if let Some((from, to)) = catch_up.gap {
+            let lost: Vec<u64> = (from.max(start)..=to.min(end))
+                .filter(|s| !covered(*s, &found) && Some(*s) != catch_up.exited_seq)
+                .collect();
+            if let Some(&first_missing) = lost.first() {
+                return Err(SequenceError::Gap {
+                    first_missing,
+                    missing: lost.len() as u64,
+                    first_retained: (first_missing + 1..=end)
+                        .find(|s| covered(*s, &found))
+                        .unwrap_or(end + 1),
+                });
+            }
+        }
         let covered_count = found.len() as u64
             + self
                 .pending
@@ -277,7 +320,7 @@ impl Sequencer {
                 .values()
                 .any(|e| matches!(e, ProcessEvent::Exited { .. }));
         let exit_expected_here =
-            catch_up.exited && !exit_known && (catch_up.complete || missing > 0);
+            catch_up.exited && !exit_known && !exit_placed && (catch_up.complete || missing > 0);
         let gap = |first_missing: u64, missing: u64, found: &BTreeMap<u64, ProcessEvent>| {
             let first_retained = (first_missing + 1..=end)
                 .find(|s| covered(*s, found))

@@ -291,3 +291,65 @@ fn take_contiguous_publishes_up_to_the_first_hole_and_keeps_the_rest() {
     assert_eq!(seqs(&Vec::from(chunks)), vec![6]);
     assert_eq!(s.last_published(), 4);
 }
+
+// ----- readGaps: the server's explicit `gap` and `exitedSeq`.
+
+#[test]
+fn catch_up_puts_the_exit_at_the_servers_exited_seq() {
+    let mut s = published_through(1);
+    // Seq 2 is the exit, 3 output after it, 4 close; nothing dropped.
+    let published = s
+        .recover(CatchUp {
+            exited: true,
+            exit_code: Some(7),
+            closed: true,
+            exited_seq: Some(2),
+            ..catch_up(vec![out(3, "late")], 5)
+        })
+        .unwrap();
+    assert_eq!(seqs(&published), vec![2, 3, 4]);
+    assert_eq!(published[0], exited(2, 7));
+    assert!(s.finished());
+}
+
+#[test]
+fn catch_up_with_an_explicit_gap_fails_with_exactly_its_seqs() {
+    let mut s = published_through(1);
+    // Server: seqs 2..=4 dropped (3 is the exit), 5 output, 6 close.
+    let err = s
+        .recover(CatchUp {
+            exited: true,
+            exit_code: Some(0),
+            closed: true,
+            exited_seq: Some(3),
+            gap: Some((2, 4)),
+            ..catch_up(vec![out(5, "e")], 7)
+        })
+        .unwrap_err();
+    assert_eq!(
+        err,
+        SequenceError::Gap {
+            first_missing: 2,
+            missing: 2,
+            first_retained: 3,
+        }
+    );
+    assert_eq!(s.last_published(), 1, "an error publishes nothing");
+}
+
+#[test]
+fn an_explicit_gap_covered_by_live_notifications_is_no_loss() {
+    let mut s = published_through(1);
+    // Seq 2 arrived live before it was dropped from retention.
+    assert!(s.push(out(3, "c")).unwrap().is_empty());
+    assert_eq!(seqs(&s.push(out(2, "b")).unwrap()), vec![2, 3]);
+    let mut s2 = published_through(1);
+    assert!(s2.push(out(2, "b")).unwrap().len() == 1);
+    let published = s2
+        .recover(CatchUp {
+            gap: Some((1, 2)),
+            ..catch_up(vec![out(3, "c")], 4)
+        })
+        .unwrap();
+    assert_eq!(seqs(&published), vec![3]);
+}

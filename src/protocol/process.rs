@@ -217,6 +217,25 @@ pub struct ReadResult {
     /// Ours (issue 14): the process was stopped by its `timeoutMs` (absent when false).
     #[serde(default, skip_serializing_if = "is_false")]
     pub timed_out: bool,
+    /// Ours (issue 14, `readGaps`): the seqs after `afterSeq` that retention dropped before this
+    /// read could return them (absent when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap: Option<ReadGap>,
+    /// Ours (`readGaps`): the seq of `process/exited`, once reaped (absent before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exited_seq: Option<u64>,
+    /// Ours (`readGaps`): the seq of `process/closed`, once closed (absent before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_seq: Option<u64>,
+}
+
+/// An inclusive range of seqs whose output retention dropped (`process/read`'s `gap`). It may
+/// span the seq of `exited` (output can follow the exit); `exitedSeq` tells it apart.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadGap {
+    pub from_seq: u64,
+    pub to_seq: u64,
 }
 
 fn is_false(b: &bool) -> bool {

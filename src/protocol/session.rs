@@ -101,4 +101,7 @@ pub struct Capabilities {
     pub process_timeout: bool,
     /// `process/list`.
     pub process_list: bool,
+    // ----- issue 14, part "gaps" (ours).
+    /// `process/read` answers `gap`, `exitedSeq` and `closedSeq`.
+    pub read_gaps: bool,
 }

@@ -58,6 +58,8 @@ pub fn current() -> EnvironmentInfo {
             process_signals: true,
             process_timeout: true,
             process_list: true,
+            // Issue 14, part "gaps" (tests/process_ext.rs, "Gaps").
+            read_gaps: true,
             ..Capabilities::default()
         },
     }

@@ -150,6 +150,9 @@ pub(super) async fn read(call: &Call, p: ReadParams) -> Result<ReadResult, RpcEr
                 failure: None,
                 sandbox_denied: false,
                 timed_out: false,
+                gap: None,
+                exited_seq: None,
+                closed_seq: None,
             });
         }
         Lookup::Live(p) => p,

@@ -9,7 +9,7 @@ use base64::Engine;
 use bytes::Bytes;
 
 use super::lifecycle::{Event, Lifecycle};
-use crate::protocol::process::{ReadChunk, ReadResult, Stream};
+use crate::protocol::process::{ReadChunk, ReadGap, ReadResult, Stream};
 use crate::rpc::Text;
 
 /// One retained chunk.
@@ -47,6 +47,8 @@ pub struct OutputLog {
     dropped: (u64, u64),
     /// The process was stopped by its `timeoutMs`.
     timed_out: bool,
+    /// The highest seq retention ever dropped (0: none); every output seq up to it is gone.
+    dropped_through: u64,
 }
 
 impl OutputLog {
@@ -61,6 +63,7 @@ impl OutputLog {
             sandbox_denied: false,
             dropped: (0, 0),
             timed_out: false,
+            dropped_through: 0,
         }
     }
 
@@ -98,6 +101,7 @@ impl OutputLog {
             self.retained -= dropped.len;
             self.dropped.0 += 1;
             self.dropped.1 += dropped.len as u64;
+            self.dropped_through = dropped.seq;
         }
         message
     }
@@ -176,6 +180,24 @@ impl OutputLog {
         self.next_seq - 1 > after_seq
     }
 
+    /// The seqs after `after_seq` whose output retention dropped, as one inclusive range. Only
+    /// output is ever dropped, oldest first, so they run from just after `after_seq` to the last
+    /// seq dropped; the range is trimmed of the exit's and close's seqs at its ends (they were
+    /// never output), but one inside it is covered: `exitedSeq` tells it apart.
+    fn gap_after(&self, after_seq: u64) -> Option<ReadGap> {
+        let not_output = |seq: u64| {
+            Some(seq) == self.lifecycle.exit_seq() || Some(seq) == self.lifecycle.closed_seq()
+        };
+        let mut from_seq = after_seq + 1;
+        while from_seq <= self.dropped_through && not_output(from_seq) {
+            from_seq += 1;
+        }
+        (from_seq <= self.dropped_through).then_some(ReadGap {
+            from_seq,
+            to_seq: self.dropped_through,
+        })
+    }
+
     /// The `process/read` answer for chunks after `after_seq`, at most `max_bytes` of them
     /// (but always the first).
     pub fn read(&self, after_seq: u64, max_bytes: Option<u64>) -> ReadResult {
@@ -204,6 +226,9 @@ impl OutputLog {
             _ => self.next_seq,
         };
         ReadResult {
+            gap: self.gap_after(after_seq),
+            exited_seq: self.lifecycle.exit_seq(),
+            closed_seq: self.lifecycle.closed_seq(),
             chunks,
             next_seq,
             exited: self.lifecycle.exited(),
@@ -307,6 +332,76 @@ mod tests {
             "a deadline after the exit is no timeout"
         );
         assert!(!late.read(0, None).timed_out);
+    }
+
+    #[test]
+    fn a_gap_names_exactly_the_dropped_seqs_after_after_seq() {
+        let mut log = OutputLog::new(10);
+        for _ in 0..5 {
+            push(&mut log, Stream::Stdout, b"1234");
+        }
+        // Seqs 1..=3 dropped, 4 and 5 kept.
+        assert_eq!(
+            log.read(0, None).gap,
+            Some(ReadGap {
+                from_seq: 1,
+                to_seq: 3
+            })
+        );
+        assert_eq!(
+            log.read(2, None).gap,
+            Some(ReadGap {
+                from_seq: 3,
+                to_seq: 3
+            })
+        );
+        assert_eq!(log.read(3, None).gap, None);
+        assert_eq!(log.read(4, Some(1)).gap, None);
+    }
+
+    #[test]
+    fn no_gap_when_nothing_was_dropped() {
+        let mut log = OutputLog::new(1024);
+        push(&mut log, Stream::Stdout, b"a");
+        let r = log.read(0, None);
+        assert_eq!((r.gap, r.exited_seq, r.closed_seq), (None, None, None));
+    }
+
+    #[test]
+    fn exit_and_close_seqs_are_reported_and_kept_out_of_the_gap_ends() {
+        let mut log = OutputLog::new(4);
+        push(&mut log, Stream::Stdout, b"1234"); // 1
+        assert_eq!(log.push_exit(0, false), 2);
+        push(&mut log, Stream::Stdout, b"5678"); // 3: drops 1
+        let r = log.read(0, None);
+        assert_eq!(
+            r.gap,
+            Some(ReadGap {
+                from_seq: 1,
+                to_seq: 1
+            })
+        );
+        assert_eq!((r.exited_seq, r.closed_seq), (Some(2), None));
+        push(&mut log, Stream::Stdout, b"9abc"); // 4: drops 3
+        assert_eq!(log.push_closed(), 5);
+        // After 1: seq 2 is the exit, not a dropped chunk.
+        let r = log.read(1, None);
+        assert_eq!(
+            r.gap,
+            Some(ReadGap {
+                from_seq: 3,
+                to_seq: 3
+            })
+        );
+        assert_eq!((r.exited_seq, r.closed_seq), (Some(2), Some(5)));
+        // From 0 the range covers the exit's seq; exitedSeq tells it apart.
+        assert_eq!(
+            log.read(0, None).gap,
+            Some(ReadGap {
+                from_seq: 1,
+                to_seq: 3
+            })
+        );
     }
 
     #[test]
