@@ -843,12 +843,13 @@ async fn the_client_library_fails_only_the_process_whose_output_fell_into_a_gap(
             .unwrap();
     let dir = TestDir::new();
     let go = dir.join("go");
-    let done = dir.join("done");
-    // Four 600-byte writes a moment apart (four chunks), while the client is cut off.
+    let done = dir.mkfifo("done");
+    // Four 600-byte writes half a second apart (four chunks: the server reads each long before
+    // the next), while the client is cut off; then `done` through a fifo.
     let script = format!(
         "echo ready; while [ ! -e '{go}' ]; do sleep 0.01; done; \
-         for l in a b c d; do head -c 600 /dev/zero | tr '\\0' $l; sleep 0.2; done; \
-         touch '{done}'; exec sleep 30",
+         for l in a b c d; do head -c 600 /dev/zero | tr '\\0' $l; sleep 0.5; done; \
+         echo done > '{done}'; exec sleep 30",
         go = go.display(),
         done = done.display()
     );
@@ -875,14 +876,9 @@ async fn the_client_library_fails_only_the_process_whose_output_fell_into_a_gap(
     }
     gate.shut();
     std::fs::write(&go, b"").unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !done.exists() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the writes never ended"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    tokio::time::timeout(DEADLINE, read_fifo(&done))
+        .await
+        .expect("the writes ended in time");
     gate.open();
     match tokio::time::timeout(DEADLINE, gappy.recv()).await {
         Ok(Some(Err(ClientError::Recovery {
