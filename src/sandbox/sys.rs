@@ -113,19 +113,7 @@ impl Kernel for LinuxKernel {
     }
 
     fn enter_mount_namespace(&self) -> io::Result<()> {
-        let (uid, gid) = (rustix::process::getuid(), rustix::process::getgid());
-        if rustix::process::geteuid().is_root() {
-            // SAFETY: without CLONE_FILES the file-descriptor table stays shared, so no thread can
-            // be left holding descriptors of a table it no longer sees.
-            if unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNS) }.is_ok() {
-                return make_mounts_private();
-            }
-        }
-        // SAFETY: as above, CLONE_FILES is not among the flags.
-        unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWUSER | UnshareFlags::NEWNS) }?;
-        std::fs::write("/proc/self/setgroups", "deny")?;
-        std::fs::write("/proc/self/uid_map", format!("{0} {0} 1", uid.as_raw()))?;
-        std::fs::write("/proc/self/gid_map", format!("{0} {0} 1", gid.as_raw()))?;
+        unshare_as_root_or_in_user_namespace(UnshareFlags::NEWNS)?;
         make_mounts_private()
     }
 
@@ -252,24 +240,29 @@ impl Kernel for LinuxKernel {
     }
 }
 
-/// `unshare(CLONE_NEWPID)`, inside a new user namespace (this uid and gid mapped to themselves)
-/// when not root or when root may not (a container without CAP_SYS_ADMIN). Only children forked
-/// afterwards are in the new namespace.
-fn unshare_pid_namespace() -> io::Result<()> {
+/// `unshare(flags)`: as root directly; when not root, or when root may not (a container
+/// without CAP_SYS_ADMIN), inside a new user namespace where this uid and gid map to themselves.
+fn unshare_as_root_or_in_user_namespace(flags: UnshareFlags) -> io::Result<()> {
     if rustix::process::geteuid().is_root() {
         // SAFETY: without CLONE_FILES the file-descriptor table stays shared, so no thread can be
         // left holding descriptors of a table it no longer sees.
-        if unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWPID) }.is_ok() {
+        if unsafe { rustix::thread::unshare_unsafe(flags) }.is_ok() {
             return Ok(());
         }
     }
     let (uid, gid) = (rustix::process::getuid(), rustix::process::getgid());
     // SAFETY: as above, CLONE_FILES is not among the flags.
-    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWUSER | UnshareFlags::NEWPID) }?;
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWUSER | flags) }?;
     std::fs::write("/proc/self/setgroups", "deny")?;
     std::fs::write("/proc/self/uid_map", format!("{0} {0} 1", uid.as_raw()))?;
     std::fs::write("/proc/self/gid_map", format!("{0} {0} 1", gid.as_raw()))?;
     Ok(())
+}
+
+/// `unshare(CLONE_NEWPID)` (see [`unshare_as_root_or_in_user_namespace`]): only children forked
+/// afterwards are in the new namespace.
+fn unshare_pid_namespace() -> io::Result<()> {
+    unshare_as_root_or_in_user_namespace(UnshareFlags::NEWPID)
 }
 
 /// Whether a PID namespace can be had here: run in a throwaway process (it does enter one, and
