@@ -28,6 +28,33 @@ impl ExecServerClient {
         Ok(result.processes)
     }
 
+    /// Sends `signal` to the process group of `process_id`, one this client may not follow (found
+    /// by [`ExecServerClient::list_processes`] after [`ExecServerClient::resume`]). The server
+    /// answers an unknown id with success, as the reference does.
+    pub async fn signal_process(
+        &self,
+        process_id: &str,
+        signal: SignalName,
+    ) -> Result<(), ClientError> {
+        let params = SignalParams {
+            process_id: process_id.to_string(),
+            signal,
+        };
+        let _: serde_json::Value = self.call(method::PROCESS_SIGNAL, &params).await?;
+        Ok(())
+    }
+
+    /// Terminates the process group of `process_id` (`process/terminate`: SIGTERM, then SIGKILL
+    /// after the server's grace period), one this client may not follow; returns whether it was
+    /// still running.
+    pub async fn terminate_process(&self, process_id: &str) -> Result<bool, ClientError> {
+        let params = TerminateParams {
+            process_id: process_id.to_string(),
+        };
+        let result: TerminateResult = self.call(method::PROCESS_TERMINATE, &params).await?;
+        Ok(result.running)
+    }
+
     /// Starts a process and returns its handle. If the transport drops before the answer, the
     /// start is not replayed: the client terminates `processId` on the resumed session and
     /// returns [`ClientError::StartAmbiguous`].

@@ -62,7 +62,45 @@ impl ExecServerClient {
         let tracker = TaskTracker::new();
         let transport = connector.connect(&tracker).await?;
         let target = connector.target();
-        Self::handshake(transport, Some(connector), None, tracker, options, target).await
+        Self::handshake(
+            transport,
+            Some(connector),
+            None,
+            tracker,
+            options,
+            target,
+            None,
+        )
+        .await
+    }
+
+    /// Connects to `ws://HOST:PORT` or `wss://HOST:PORT` and resumes the detached session
+    /// `session_id` (one a client that went away left behind) instead of starting a new one. Its
+    /// processes are not followed by this client; `list_processes` finds them, and
+    /// [`ExecServerClient::signal_process`] / [`ExecServerClient::terminate_process`] reach them.
+    /// A session still attached to another connection answers -32010
+    /// ([`ClientError::Server`]); an unknown or expired one -32600.
+    pub async fn resume(
+        url: &str,
+        session_id: &str,
+        options: ClientOptions,
+    ) -> Result<Self, ClientError> {
+        let connector: Arc<dyn Connect> =
+            Arc::new(WebSocketConnector::with_options(url, &options)?);
+        let tracker = TaskTracker::new();
+        let transport = connector.connect(&tracker).await?;
+        let target = connector.target();
+        let resume = Some(session_id.to_string());
+        Self::handshake(
+            transport,
+            Some(connector),
+            None,
+            tracker,
+            options,
+            target,
+            resume,
+        )
+        .await
     }
 
     /// Spawns `command` (e.g. `codex exec-server --listen stdio`, perhaps behind `ssh`) in a
@@ -76,7 +114,7 @@ impl ExecServerClient {
         let tracker = TaskTracker::new();
         let target = format!("{command:?}");
         let (transport, child) = connector::spawn_stdio(command, &tracker)?;
-        Self::handshake(transport, None, Some(child), tracker, options, target).await
+        Self::handshake(transport, None, Some(child), tracker, options, target, None).await
     }
 
     /// Builds the client around its first transport and runs `initialize`/`initialized`.
@@ -87,6 +125,7 @@ impl ExecServerClient {
         tracker: TaskTracker,
         options: ClientOptions,
         target: String,
+        resume_session_id: Option<String>,
     ) -> Result<Self, ClientError> {
         let cancel = CancellationToken::new();
         let inner = Arc::new(Inner {
@@ -113,7 +152,7 @@ impl ExecServerClient {
         let conn = inner.open(transport);
         let params = InitializeParams {
             client_name: inner.options.client_name.clone(),
-            resume_session_id: None,
+            resume_session_id,
         };
         let lost = |what: &str| ClientError::Connect {
             target: target.clone(),

@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 
 use crate::client::environments::{self, Environments, Transport};
-use crate::client::{BearerToken, ClientOptions, ExecServerClient, MAX_BEARER_TOKEN_BYTES};
+use crate::client::{
+    BearerToken, ClientError, ClientOptions, ExecServerClient, MAX_BEARER_TOKEN_BYTES,
+};
 
 /// Name of the environment variable that may give `--url`.
 pub const URL_ENV: &str = "CODEX_EXEC_SERVER_URL";
@@ -52,6 +54,15 @@ pub struct ConnectArgs {
     /// unreadable file or one without a certificate stops the command before connecting.
     #[arg(long, global = true, value_name = "PEM")]
     pub ca_file: Option<PathBuf>,
+
+    /// Resume the session ID (printed by `exec --detach`) instead of starting a new one: `ps`
+    /// lists its processes, `kill` signals them, `exec` starts one more in it. A session lives
+    /// on the server while a client is attached, then for the server's detached-session TTL
+    /// (--detached-session-ttl-ms, 30 s by default), which each command here starts again.
+    /// An unknown or expired ID is an error; a session still attached elsewhere is waited for
+    /// up to 5 s. Only for WebSocket servers.
+    #[arg(long, global = true, value_name = "ID")]
+    pub session: Option<String>,
 }
 
 /// Help shown after the flags of `codex remote`: where each setting comes from.
@@ -61,9 +72,11 @@ Where the connection settings come from, first match wins:
   token:   --token-file PATH or --token-env VAR, then the --env entry's auth_bearer_token,
            else none
   timeouts: the --env entry's connect_timeout_sec / initialize_timeout_sec, else 10 s each
+  session: --session ID (from `exec --detach`) resumes that session, else a new one
 The connection flags may come before or after the subcommand:
   codex remote --env devbox exec -- make test
-  codex remote exec --url wss://host:8443 --token-file ~/.codex/token -- make test";
+  codex remote exec --url wss://host:8443 --token-file ~/.codex/token -- make test
+  codex remote --session 4f0c… ps";
 
 /// Connects as the flags say.
 pub async fn connect(args: &ConnectArgs) -> anyhow::Result<ExecServerClient> {
@@ -99,6 +112,13 @@ pub async fn connect(args: &ConnectArgs) -> anyhow::Result<ExecServerClient> {
                     env,
                     cwd,
                 } => {
+                    if args.session.is_some() {
+                        bail!(
+                            "--session: environment `{id}` is a program spoken to over its \
+                             stdio, which starts a new server each time: there is no session to \
+                             resume"
+                        );
+                    }
                     if token.is_some() || args.ca_file.is_some() {
                         bail!(
                             "environment `{id}` is a program spoken to over its stdio: \
@@ -125,7 +145,42 @@ pub async fn connect(args: &ConnectArgs) -> anyhow::Result<ExecServerClient> {
     if token.is_some() {
         options.bearer_token = token;
     }
-    Ok(ExecServerClient::connect(&url, options).await?)
+    match &args.session {
+        None => Ok(ExecServerClient::connect(&url, options).await?),
+        Some(session) => resume(&url, session, options).await,
+    }
+}
+
+/// How long a session still attached to another connection (a client killed a moment ago,
+/// whose connection the server has not seen close yet) is waited for.
+const ATTACHED_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Resumes `session`, waiting out a short -32010 (attached elsewhere).
+async fn resume(
+    url: &str,
+    session: &str,
+    options: ClientOptions,
+) -> anyhow::Result<ExecServerClient> {
+    let deadline = tokio::time::Instant::now() + ATTACHED_PATIENCE;
+    loop {
+        match ExecServerClient::resume(url, session, options.clone()).await {
+            Ok(client) => return Ok(client),
+            Err(ClientError::Server { code: -32010, .. })
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(ClientError::Server { code: -32010, .. }) => bail!(
+                "--session {session}: the session is attached to another client (still \
+                 connected after {ATTACHED_PATIENCE:?})"
+            ),
+            Err(ClientError::Server { code: -32600, .. }) => bail!(
+                "--session {session}: the server has no such session (it expired after the \
+                 server's detached-session TTL, or the server restarted)"
+            ),
+            Err(err) => return Err(err.into()),
+        }
+    }
 }
 
 /// The token of `--token-file` or `--token-env`, if one was given.

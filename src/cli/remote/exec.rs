@@ -35,6 +35,15 @@ pub struct ExecArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     timeout: Option<Duration>,
 
+    /// Start the command and return at once, printing `SESSION_ID PROCESS_ID` on stdout; the
+    /// command runs on in the session this client leaves detached, its stdin at EOF. Reach it
+    /// later with `codex remote --session SESSION_ID ps` / `kill PROCESS_ID`. It lives as long as
+    /// the session: the server's detached-session TTL (30 s by default; each `--session`
+    /// command starts it again), after which the server kills it. Not with --tty (nobody would
+    /// read the terminal).
+    #[arg(long, conflicts_with = "tty")]
+    detach: bool,
+
     /// Working directory on the executor (default: the server's).
     #[arg(long, value_name = "DIR")]
     cwd: Option<PathBuf>,
@@ -101,6 +110,12 @@ pub async fn run(client: ExecServerClient, args: ExecArgs) -> anyhow::Result<u8>
             anyhow::bail!("--timeout: the server does not support timeouts (processTimeout)");
         }
         params.timeout_ms = Some(timeout.as_millis().try_into().unwrap_or(u64::MAX));
+    }
+    if args.detach {
+        params.pipe_stdin = false;
+        let handle = client.start(params).await?;
+        super::print_out(&format!("{} {}\n", client.session_id(), handle.id()))?;
+        return Ok(0);
     }
     let resize = args.tty && capabilities.pty_resize;
     if resize && let Some((cols, rows)) = terminal::local_size() {

@@ -14,6 +14,9 @@
 //!   bar and a sha256 check of what landed against what was sent
 //!   ([`crate::client::ExecServerClient::upload_from`] / `download_to`).
 //! - `ls PATH`, `stat PATH`: `fs/readDirectory`, `fs/getMetadata`.
+//! - `ps`, `kill ID [SIGNAL]` ([`procs`]): the processes of a session resumed with `--session
+//!   ID` (`process/list`, `process/signal`, `process/terminate`). `exec --detach` starts a
+//!   command, prints `SESSION_ID PROCESS_ID` and leaves it running in the detached session.
 //!
 //! Connection flags ([`connect`]): `--url`, or `--env ID` (an entry of the Codex CLI's
 //! `environments.toml`), a bearer token from `--token-file`/`--token-env`, `--ca-file` for
@@ -26,6 +29,7 @@
 pub mod connect;
 pub mod cp;
 pub mod exec;
+pub mod procs;
 mod terminal;
 
 use std::path::{Path, PathBuf};
@@ -62,6 +66,10 @@ enum RemoteCommand {
     Ls(PathArg),
     /// Show the metadata of a path on the executor.
     Stat(PathArg),
+    /// List the processes of the session resumed with --session ID (running, exited, closed).
+    Ps(procs::PsArgs),
+    /// Signal a process of the session resumed with --session ID (default: terminate it).
+    Kill(procs::KillArgs),
 }
 
 /// A remote path argument.
@@ -101,6 +109,7 @@ pub fn run(args: RemoteArgs) -> ExitCode {
 /// Connects and runs one subcommand; returns the exit code.
 async fn dispatch(args: RemoteArgs) -> anyhow::Result<u8> {
     let client = connect::connect(&args.connection).await?;
+    let resumed = args.connection.session.is_some();
     match args.command {
         RemoteCommand::Exec(exec_args) => exec::run(client, exec_args).await,
         RemoteCommand::Info => {
@@ -111,6 +120,10 @@ async fn dispatch(args: RemoteArgs) -> anyhow::Result<u8> {
         RemoteCommand::Cp(cp_args) => cp::run(&client, cp_args).await.map(|()| 0),
         RemoteCommand::Ls(arg) => ls(&client, &arg.path).await.map(|()| 0),
         RemoteCommand::Stat(arg) => stat(&client, &arg.path).await.map(|()| 0),
+        RemoteCommand::Ps(ps_args) => procs::ps(&client, resumed, ps_args).await.map(|()| 0),
+        RemoteCommand::Kill(kill_args) => {
+            procs::kill(&client, resumed, kill_args).await.map(|()| 0)
+        }
     }
 }
 
