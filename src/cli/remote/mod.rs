@@ -14,6 +14,8 @@
 //!   bar and a sha256 check of what landed against what was sent
 //!   ([`crate::client::ExecServerClient::upload_from`] / `download_to`).
 //! - `ls PATH`, `stat PATH`: `fs/readDirectory`, `fs/getMetadata`.
+//! - `watch PATH [--recursive]` ([`watch`]): `fs/watch`, one `KIND<TAB>PATH` line per change
+//!   until Ctrl-C.
 //!
 //! Connection flags ([`connect`]): `--url`, or `--env ID` (an entry of the Codex CLI's
 //! `environments.toml`), a bearer token from `--token-file`/`--token-env`, `--ca-file` for
@@ -27,6 +29,7 @@ pub mod connect;
 pub mod cp;
 pub mod exec;
 mod terminal;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -62,6 +65,8 @@ enum RemoteCommand {
     Ls(PathArg),
     /// Show the metadata of a path on the executor.
     Stat(PathArg),
+    /// Print changes under a path on the executor (`KIND<TAB>PATH` per line) until Ctrl-C.
+    Watch(watch::WatchArgs),
 }
 
 /// A remote path argument.
@@ -111,6 +116,7 @@ async fn dispatch(args: RemoteArgs) -> anyhow::Result<u8> {
         RemoteCommand::Cp(cp_args) => cp::run(&client, cp_args).await.map(|()| 0),
         RemoteCommand::Ls(arg) => ls(&client, &arg.path).await.map(|()| 0),
         RemoteCommand::Stat(arg) => stat(&client, &arg.path).await.map(|()| 0),
+        RemoteCommand::Watch(watch_args) => watch::run(&client, watch_args).await,
     }
 }
 
