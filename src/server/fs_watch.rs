@@ -33,8 +33,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::AbortHandle;
 use tokio_util::task::TaskTracker;
 
-use super::call::Call;
-use super::sandboxing;
+use super::sandboxing::{self, SandboxSupport};
 use crate::fs_ops::{self, FsError};
 use crate::path_uri;
 use crate::protocol::fs::{
@@ -569,8 +568,12 @@ fn empty() -> Value {
     Value::Object(Default::default())
 }
 
-/// `fs/watch`.
-pub(super) async fn watch(call: &Call, p: WatchParams) -> Result<Value, RpcError> {
+/// `fs/watch` on the connection whose watches `watches` are, under the server's `support`.
+pub(super) async fn watch(
+    watches: &Arc<Watches>,
+    support: &SandboxSupport,
+    p: WatchParams,
+) -> Result<Value, RpcError> {
     if !(1..=MAX_WATCH_ID_BYTES).contains(&p.watch_id.len()) {
         return Err(RpcError::invalid_request(format!(
             "watch ID must be 1 to {MAX_WATCH_ID_BYTES} bytes"
@@ -579,11 +582,10 @@ pub(super) async fn watch(call: &Call, p: WatchParams) -> Result<Value, RpcError
     let path = fs_ops::resolve_uri("path", &p.path)?;
     // The sandbox's read check, in-process: a watch reads no file content, and a helper per
     // event would be absurd.
-    let read_entries = match sandboxing::fs_route(&call.state.sandbox, p.sandbox.as_ref(), false)? {
+    let read_entries = match sandboxing::fs_route(support, p.sandbox.as_ref(), false)? {
         sandboxing::FsRoute::InProcess => None,
         sandboxing::FsRoute::Helper(plan) => plan.read_entries().map(<[_]>::to_vec),
     };
-    let watches = call.fs_watches.clone();
     watches.reserve(&p.watch_id)?;
     let id = p.watch_id;
     let recursive = p.recursive.unwrap_or(false);
@@ -602,8 +604,8 @@ pub(super) async fn watch(call: &Call, p: WatchParams) -> Result<Value, RpcError
 }
 
 /// `fs/unwatch`: `{}`, whether or not the watch exists.
-pub(super) async fn unwatch(call: &Call, p: UnwatchParams) -> Result<Value, RpcError> {
-    let watches = call.fs_watches.clone();
+pub(super) async fn unwatch(watches: &Arc<Watches>, p: UnwatchParams) -> Result<Value, RpcError> {
+    let watches = watches.clone();
     tokio::task::spawn_blocking(move || watches.unwatch(&p.watch_id))
         .await
         .map_err(|e| RpcError::internal(format!("filesystem task failed: {e}")))?;

@@ -58,8 +58,11 @@ pub(super) async fn route(call: Call, method: Method, params: Value) -> Result<A
             Ok(empty())
         }
         // Issue 14: watches.
-        Method::FsWatch => fs_watch::watch(call, decode_params(params)?).await,
-        Method::FsUnwatch => fs_watch::unwatch(call, decode_params(params)?).await,
+        Method::FsWatch => {
+            let p = decode_params(params)?;
+            fs_watch::watch(&call.fs_watches, &call.state.sandbox, p).await
+        }
+        Method::FsUnwatch => fs_watch::unwatch(&call.fs_watches, decode_params(params)?).await,
         Method::Initialize
         | Method::Initialized
         | Method::FsMissingChanged
