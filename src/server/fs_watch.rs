@@ -611,3 +611,125 @@ pub(super) async fn unwatch(watches: &Arc<Watches>, p: UnwatchParams) -> Result<
         .map_err(|e| RpcError::internal(format!("filesystem task failed: {e}")))?;
     Ok(empty())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> PathBuf {
+        PathBuf::from(s)
+    }
+
+    #[test]
+    fn a_batch_merges_a_path_and_kind_seen_twice_and_keeps_the_order() {
+        let mut b = Pending::default();
+        assert!(b.push(p("/w/a"), ChangeKind::Created), "the batch starts");
+        assert!(!b.push(p("/w/a"), ChangeKind::Modified));
+        assert!(!b.push(p("/w/a"), ChangeKind::Created));
+        assert!(!b.push(p("/w/b"), ChangeKind::Created));
+        let (overflow, changes) = b.take().unwrap();
+        assert!(!overflow);
+        assert_eq!(
+            changes,
+            vec![
+                (p("/w/a"), ChangeKind::Created),
+                (p("/w/a"), ChangeKind::Modified),
+                (p("/w/b"), ChangeKind::Created),
+            ]
+        );
+        assert!(b.take().is_none(), "empty after a take");
+        assert!(b.push(p("/w/a"), ChangeKind::Created), "a new batch starts");
+    }
+
+    #[test]
+    fn too_many_changes_become_one_overflow_and_memory_is_given_back() {
+        let mut b = Pending::default();
+        for n in 0..MAX_PENDING_CHANGES {
+            b.push(p(&format!("/w/{n}")), ChangeKind::Created);
+        }
+        assert!(!b.overflow);
+        b.push(p("/w/one-more"), ChangeKind::Created);
+        assert!(b.overflow);
+        assert!(b.changes.is_empty() && b.seen.is_empty() && b.bytes == 0);
+        // Nothing more is kept until the overflow is sent.
+        b.push(p("/w/later"), ChangeKind::Created);
+        assert!(b.changes.is_empty());
+        assert_eq!(b.take(), Some((true, Vec::new())));
+        assert!(b.take().is_none());
+    }
+
+    #[test]
+    fn too_many_bytes_of_paths_become_one_overflow() {
+        let mut b = Pending::default();
+        let long = "x".repeat(4000);
+        let mut n = 0;
+        while !b.overflow {
+            b.push(p(&format!("/w/{n}{long}")), ChangeKind::Modified);
+            n += 1;
+            assert!(b.bytes <= MAX_PENDING_PATH_BYTES);
+        }
+        assert!(n < MAX_PENDING_CHANGES, "the byte bound came first ({n})");
+    }
+
+    #[test]
+    fn a_closed_batch_takes_nothing_and_sends_nothing() {
+        let mut b = Pending::default();
+        b.push(p("/w/a"), ChangeKind::Created);
+        b.closed = true;
+        assert!(b.take().is_none());
+        assert!(!b.push(p("/w/b"), ChangeKind::Created));
+        assert!(!b.lose());
+    }
+
+    #[test]
+    fn kinds_map_from_notify_and_accesses_are_left_out() {
+        use notify::EventKind as K;
+        use notify::event::{AccessKind, CreateKind, ModifyKind, RemoveKind, RenameMode};
+        assert_eq!(
+            kind_of(&K::Create(CreateKind::File)),
+            Some(ChangeKind::Created)
+        );
+        assert_eq!(
+            kind_of(&K::Remove(RemoveKind::Any)),
+            Some(ChangeKind::Removed)
+        );
+        let renamed = K::Modify(ModifyKind::Name(RenameMode::Both));
+        assert_eq!(kind_of(&renamed), Some(ChangeKind::Renamed));
+        let data = K::Modify(ModifyKind::Data(notify::event::DataChange::Any));
+        assert_eq!(kind_of(&data), Some(ChangeKind::Modified));
+        assert_eq!(kind_of(&K::Access(AccessKind::Any)), None);
+    }
+
+    #[test]
+    fn a_watch_covers_its_entries_or_its_tree() {
+        let watch = |recursive| Watch {
+            id: "w".into(),
+            given: p("/link"),
+            root: p("/real"),
+            recursive,
+            read_entries: None,
+            pending: Mutex::default(),
+            wake: Notify::new(),
+            task: Mutex::default(),
+        };
+        let flat = watch(false);
+        assert!(flat.covers(Path::new("/real")));
+        assert!(flat.covers(Path::new("/real/a")));
+        assert!(!flat.covers(Path::new("/real/a/b")));
+        assert!(!flat.covers(Path::new("/realm/a")));
+        let tree = watch(true);
+        assert!(tree.covers(Path::new("/real/a/b")));
+        assert!(!tree.covers(Path::new("/realm")));
+        // Reported as the client spelled the watched path.
+        tree.push(Path::new("/real/a/b"), ChangeKind::Created);
+        tree.push(Path::new("/real"), ChangeKind::Removed);
+        let (_, changes) = lock(&tree.pending).take().unwrap();
+        assert_eq!(
+            changes,
+            vec![
+                (p("/link/a/b"), ChangeKind::Created),
+                (p("/link"), ChangeKind::Removed)
+            ]
+        );
+    }
+}
