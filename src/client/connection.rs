@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::sequencer::ProcessEvent;
+use crate::protocol::fs::ChangedParams;
 use crate::protocol::method;
 use crate::protocol::process::{ClosedNotification, ExitedNotification, OutputNotification};
 use crate::rpc::encode::{encode_notification, encode_request};
@@ -145,6 +146,9 @@ pub(super) trait Events: Send + Sync + 'static {
 
     /// The reader of transport `conn` ended, for `reason`.
     fn transport_ended(self: &Arc<Self>, conn: u64, reason: String);
+
+    /// An `fs/changed` notification (issue 14: watches); ignored unless the core follows watches.
+    fn fs_changed(self: &Arc<Self>, _changed: ChangedParams) {}
 }
 
 /// Wraps a transport and starts its reader. Notifications are routed from the first message on,
@@ -197,6 +201,15 @@ pub(super) fn start<E: Events>(
 
 /// Decodes a process notification and hands it upward.
 async fn route<E: Events>(events: &Arc<E>, conn: u64, n: Notification) {
+    if n.method == method::FS_CHANGED {
+        match serde_json::from_value::<ChangedParams>(n.params) {
+            Ok(changed) => events.fs_changed(changed),
+            Err(err) => {
+                tracing::warn!(method = %n.method, category = ?err.classify(), "undecodable notification")
+            }
+        }
+        return;
+    }
     let decoded = match n.method.as_str() {
         method::PROCESS_OUTPUT => serde_json::from_value::<OutputNotification>(n.params).map(|o| {
             let data = base64::engine::general_purpose::STANDARD.decode(o.chunk.as_bytes());

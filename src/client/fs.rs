@@ -10,12 +10,13 @@ use base64::Engine;
 
 use super::error::ClientError;
 use super::session::ExecServerClient;
+use super::watches::FileWatch;
 use crate::path_uri;
 use crate::protocol::fs::{
     CloseParams, CloseResult, CreateDirectoryParams, CreateDirectoryResult, DirectoryEntry,
     GetMetadataParams, GetMetadataResult, OpenMode, OpenParams, OpenResult, ReadBlockParams,
     ReadBlockResult, ReadDirectoryParams, ReadDirectoryResult, ReadFileParams, ReadFileResult,
-    RemoveParams, RemoveResult, WriteFileParams, WriteFileResult,
+    RemoveParams, RemoveResult, UnwatchParams, WatchParams, WriteFileParams, WriteFileResult,
 };
 use crate::protocol::method;
 
@@ -30,6 +31,38 @@ fn unbase64(method: &str, text: &str) -> Result<Vec<u8>, ClientError> {
 }
 
 impl ExecServerClient {
+    /// `fs/watch` (issue 14; the server advertises `fsWatch`): watches `path` (with `recursive`,
+    /// its whole tree) and returns the changes as they come. The watch lasts as long as this
+    /// connection: it ends (its `recv` gives `None`) on [`Self::fs_unwatch`] or when the
+    /// transport drops.
+    pub async fn fs_watch(&self, path: &Path, recursive: bool) -> Result<FileWatch, ClientError> {
+        let id = self.inner.watches.fresh_id();
+        let uri = path_uri::from_path(path);
+        let watch = self.inner.watches.add(&id, uri.clone());
+        let params = WatchParams {
+            watch_id: id.clone(),
+            path: uri,
+            recursive: Some(recursive),
+            sandbox: None,
+        };
+        let answer: Result<serde_json::Value, _> = self.call(method::FS_WATCH, &params).await;
+        if let Err(err) = answer {
+            self.inner.watches.remove(&id);
+            return Err(err);
+        }
+        Ok(watch)
+    }
+
+    /// `fs/unwatch`: ends the watch `id` (its [`FileWatch`] ends too).
+    pub async fn fs_unwatch(&self, id: &str) -> Result<(), ClientError> {
+        self.inner.watches.remove(id);
+        let params = UnwatchParams {
+            watch_id: id.to_string(),
+        };
+        let _: serde_json::Value = self.call(method::FS_UNWATCH, &params).await?;
+        Ok(())
+    }
+
     /// `path` made absolute against the server's working directory (from `environmentInfo`;
     /// `/` if the server did not say).
     pub fn remote_path(&self, path: &Path) -> PathBuf {

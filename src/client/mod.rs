@@ -58,6 +58,7 @@ mod session;
 mod status;
 mod table;
 mod transfer;
+mod watches;
 
 pub use connector::{Connect, ConnectFuture, WebSocketConnector};
 pub use error::ClientError;
@@ -69,3 +70,4 @@ pub use status::{
     BearerToken, ClientOptions, ClientStats, ConnectionStatus, MAX_BEARER_TOKEN_BYTES,
 };
 pub use transfer::{MAX_UPLOAD_BYTES, Phase, Progress, TransferError, Transferred};
+pub use watches::FileWatch;

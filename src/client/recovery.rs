@@ -48,6 +48,8 @@ use super::replay::{self, Replay};
 use super::sequencer::{CatchUp, ProcessEvent};
 use super::status::{ClientOptions, ClientStats, ConnectionStatus};
 use super::table::{Outcome, ProcessEntry, ProcessTable};
+use super::watches::WatchTable;
+use crate::protocol::fs::ChangedParams;
 use crate::protocol::process::{ReadParams, ReadResult};
 use crate::protocol::session::{EnvironmentInfo, InitializeParams, InitializeResult};
 use crate::protocol::{ErrorCode, method};
@@ -184,6 +186,8 @@ pub(super) struct Inner {
     pub(super) cancel: CancellationToken,
     /// See [`ClientStats`].
     pub(super) stats: Mutex<ClientStats>,
+    /// The `fs/watch` watches the client follows.
+    pub(super) watches: WatchTable,
 }
 
 impl Inner {
@@ -224,11 +228,19 @@ impl Events for Inner {
     }
 
     fn transport_ended(self: &Arc<Self>, conn: u64, reason: String) {
-        self.apply(Transition::Dropped {
+        let dropped = self.apply(Transition::Dropped {
             conn,
             reason,
             can_reconnect: self.connector.is_some(),
         });
+        if dropped {
+            // The server ended the connection's watches with it.
+            self.watches.end_all();
+        }
+    }
+
+    fn fs_changed(self: &Arc<Self>, changed: ChangedParams) {
+        self.watches.deliver(changed);
     }
 }
 
@@ -258,6 +270,7 @@ impl Inner {
                     .spawn(async move { inner.recover(reason).await });
             }
             ConnectionStatus::Failed { error } => {
+                self.watches.end_all();
                 let entries = self.processes.drain();
                 self.tracker.spawn(async move {
                     for entry in entries {

@@ -141,6 +141,7 @@ impl ExecServerClient {
             tracker,
             cancel: cancel.clone(),
             stats: Mutex::new(ClientStats::default()),
+            watches: Default::default(),
         });
         let client = Self {
             inner: inner.clone(),

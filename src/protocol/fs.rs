@@ -674,3 +674,60 @@ mod tests {
         );
     }
 }
+
+// ----- issue 14: watches (ours).
+
+/// Longest `watchId` of `fs/watch`, in bytes.
+pub const MAX_WATCH_ID_BYTES: usize = 32;
+
+/// `fs/watch` params: watch `path` (a directory's entries, or with `recursive` its whole tree, or
+/// one file) under the client-chosen `watchId`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WatchParams {
+    pub watch_id: String,
+    pub path: String,
+    /// Watch the whole tree below `path` (omitted or null: only `path` and its entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recursive: Option<bool>,
+    #[serde(default)]
+    pub sandbox: Option<SandboxIntent>,
+}
+
+/// `fs/unwatch` params.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UnwatchParams {
+    pub watch_id: String,
+}
+
+/// What happened to a path.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum ChangeKind {
+    Created,
+    Modified,
+    Removed,
+    /// Renamed from or to this path.
+    Renamed,
+    /// Changes were lost (too many at once, or the kernel's queue overflowed): the path is the
+    /// watched path, and anything under it may have changed.
+    Overflow,
+}
+
+/// One change of an `fs/changed` notification.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Change {
+    /// A `file:` URI under the watched path, as the client spelled that path.
+    pub path: String,
+    pub kind: ChangeKind,
+}
+
+/// `fs/changed` params: the changes one watch saw, coalesced.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangedParams {
+    pub watch_id: String,
+    pub changes: Vec<Change>,
+}

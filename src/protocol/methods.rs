@@ -237,6 +237,16 @@ methods! {
     /// Sets a tty process's terminal size.
     ProcessResize, PROCESS_RESIZE = "process/resize", Exec, Request,
         Resend: "setting the same size again changes nothing";
+    // ----- issue 14: watches (ours).
+    /// Starts a (recursive) watch of a path; changes come as `fs/changed`.
+    FsWatch, FS_WATCH = "fs/watch", Filesystem, Request,
+        Fail: "watches belong to the dropped connection";
+    /// Ends a watch.
+    FsUnwatch, FS_UNWATCH = "fs/unwatch", Filesystem, Request,
+        Fail: "watches belong to the dropped connection";
+    /// Coalesced changes seen by a watch.
+    FsChanged, FS_CHANGED = "fs/changed", Filesystem, ServerNotification,
+        NotSent: "sent by the server";
 }
 
 impl Method {

@@ -104,4 +104,7 @@ pub struct Capabilities {
     // ----- issue 14, part "gaps" (ours).
     /// `process/read` answers `gap`, `exitedSeq` and `closedSeq`.
     pub read_gaps: bool,
+    // ----- issue 14: watches (ours).
+    /// `fs/watch`, `fs/unwatch` and `fs/changed`.
+    pub fs_watch: bool,
 }

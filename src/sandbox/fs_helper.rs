@@ -58,6 +58,16 @@ fn denied(path: &Path) -> FsError {
     FsError::io(std::io::Error::from_raw_os_error(libc::EACCES), path)
 }
 
+/// Whether the caller's policy `entries` let a read reach `resolved` (a path with its links
+/// resolved): its most specific entry exists and is not a deny.
+pub fn read_allowed(entries: &[super::policy::ResolvedEntry], resolved: &Path) -> bool {
+    let most_specific = entries
+        .iter()
+        .filter(|e| resolved.starts_with(&e.path))
+        .max_by_key(|e| e.path.as_os_str().len());
+    most_specific.is_some_and(|e| e.access != crate::protocol::sandbox::Access::Deny)
+}
+
 impl Guard {
     fn bind(spec: &GuardSpec) -> Self {
         Self {
@@ -88,13 +98,10 @@ impl Guard {
                 None => parent,
             }
         });
-        let most_specific = entries
-            .iter()
-            .filter(|e| resolved.starts_with(&e.path))
-            .max_by_key(|e| e.path.as_os_str().len());
-        match most_specific {
-            Some(e) if e.access != crate::protocol::sandbox::Access::Deny => Ok(()),
-            _ => Err(denied(path)),
+        if read_allowed(entries, &resolved) {
+            Ok(())
+        } else {
+            Err(denied(path))
         }
     }
 

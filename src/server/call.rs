@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::fs_handles::FileHandles;
+use super::fs_watch::Watches;
 use super::http_streams::HttpStreams;
 use super::missing_watch::MissingWatch;
 use super::session::Session;
@@ -26,6 +27,8 @@ pub(super) struct Call {
     pub http: Arc<HttpStreams>,
     /// The connection's `fs/watchMissing` watch; ended by `connection::serve` when it ends.
     pub missing_watch: Arc<MissingWatch>,
+    /// The connection's `fs/watch` watches; ended by `connection::serve` when it ends.
+    pub fs_watches: Arc<Watches>,
 }
 
 /// A method's result: a JSON value, or JSON text encoded already (a large payload that going

@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 
 use super::call::{Answer, Call};
 use super::fs_handles::FileHandles;
+use super::fs_watch::Watches;
 use super::http_streams::HttpStreams;
 use super::missing_watch::MissingWatch;
 use super::router;
@@ -59,6 +60,7 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
             .with_max_streams(state.limits.max_http_streams_per_connection),
     );
     let missing_watch = Arc::new(MissingWatch::new(out.clone()));
+    let fs_watches = Arc::new(Watches::new(out.clone(), state.tracker.clone()));
     let mut handshake = Handshake::AwaitingInitialize;
     loop {
         let incoming = tokio::select! {
@@ -172,6 +174,7 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
                     fs_handles: fs_handles.clone(),
                     http: http.clone(),
                     missing_watch: missing_watch.clone(),
+                    fs_watches: fs_watches.clone(),
                 };
                 let out = out.clone();
                 let metrics = state.metrics.clone();
@@ -209,6 +212,7 @@ pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
     fs_handles.close_all();
     http.close_all();
     missing_watch.close();
+    fs_watches.close();
     if let Some(session) = handshake.session() {
         state.sessions.detach(session, connection);
     }

@@ -60,6 +60,8 @@ pub fn current() -> EnvironmentInfo {
             process_list: true,
             // Issue 14, part "gaps" (tests/process_ext.rs, "Gaps").
             read_gaps: true,
+            // Issue 14: watches (tests/fs_watch_recursive.rs).
+            fs_watch: true,
             ..Capabilities::default()
         },
     }

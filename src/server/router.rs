@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use super::call::{Answer, Call, to_value};
-use super::{environment, exec, fs, http_request};
+use super::{environment, exec, fs, fs_watch, http_request};
 use crate::protocol::{ErrorCode, Method};
 use crate::rpc::{RpcError, decode_params};
 
@@ -57,13 +57,20 @@ pub(super) async fn route(call: Call, method: Method, params: Value) -> Result<A
             exec::resize(call, decode_params(params)?)?;
             Ok(empty())
         }
+        // Issue 14: watches.
+        Method::FsWatch => {
+            let p = decode_params(params)?;
+            fs_watch::watch(&call.fs_watches, &call.state.sandbox, p).await
+        }
+        Method::FsUnwatch => fs_watch::unwatch(&call.fs_watches, decode_params(params)?).await,
         Method::Initialize
         | Method::Initialized
         | Method::FsMissingChanged
         | Method::ProcessOutput
         | Method::ProcessExited
         | Method::ProcessClosed
-        | Method::HttpRequestBodyDelta => Err(not_implemented(method.name())),
+        | Method::HttpRequestBodyDelta
+        | Method::FsChanged => Err(not_implemented(method.name())),
     }?;
     Ok(Answer::Value(value))
 }

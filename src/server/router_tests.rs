@@ -24,7 +24,11 @@ fn call() -> (Call, mpsc::Receiver<crate::rpc::Outgoing>) {
         connection: 1,
         fs_handles: Arc::default(),
         http: Arc::new(crate::server::http_streams::HttpStreams::new(tx.clone())),
-        missing_watch: Arc::new(crate::server::missing_watch::MissingWatch::new(tx)),
+        missing_watch: Arc::new(crate::server::missing_watch::MissingWatch::new(tx.clone())),
+        fs_watches: Arc::new(crate::server::fs_watch::Watches::new(
+            tx,
+            Default::default(),
+        )),
     };
     (call, rx)
 }
@@ -37,6 +41,7 @@ fn copy(call: &Call) -> Call {
         fs_handles: call.fs_handles.clone(),
         http: call.http.clone(),
         missing_watch: call.missing_watch.clone(),
+        fs_watches: call.fs_watches.clone(),
     }
 }
 
@@ -71,7 +76,7 @@ async fn every_client_request_of_the_table_is_routed_to_a_handler() {
         }
     }
     assert_eq!(
-        routed_count, 26,
+        routed_count, 28,
         "every environment, exec, fs and http request"
     );
 }

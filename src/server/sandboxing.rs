@@ -252,6 +252,14 @@ pub(crate) struct FsHelperPlan {
     env: Vec<(OsString, OsString)>,
 }
 
+impl FsHelperPlan {
+    /// The caller's entries when reads are restricted (then a read is allowed where
+    /// `sandbox::fs_helper::read_allowed` says); `None` when reads are not restricted.
+    pub(crate) fn read_entries(&self) -> Option<&[ResolvedEntry]> {
+        self.guard.read_entries.as_deref()
+    }
+}
+
 /// The server variables the helper may see (sandbox.md §5).
 const FS_HELPER_ENV: &[&str] = &["PATH", "TMPDIR", "TMP", "TEMP"];
 

@@ -17,6 +17,8 @@
 //! - `ps`, `kill ID [SIGNAL]` ([`procs`]): the processes of a session resumed with `--session
 //!   ID` (`process/list`, `process/signal`, `process/terminate`). `exec --detach` starts a
 //!   command, prints `SESSION_ID PROCESS_ID` and leaves it running in the detached session.
+//! - `watch PATH [--recursive]` ([`watch`]): `fs/watch`, one `KIND<TAB>PATH` line per change
+//!   until Ctrl-C.
 //!
 //! Connection flags ([`connect`]): `--url`, or `--env ID` (an entry of the Codex CLI's
 //! `environments.toml`), a bearer token from `--token-file`/`--token-env`, `--ca-file` for
@@ -31,6 +33,7 @@ pub mod cp;
 pub mod exec;
 pub mod procs;
 mod terminal;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -70,6 +73,8 @@ enum RemoteCommand {
     Ps(procs::PsArgs),
     /// Signal a process of the session resumed with --session ID (default: terminate it).
     Kill(procs::KillArgs),
+    /// Print changes under a path on the executor (`KIND<TAB>PATH` per line) until Ctrl-C.
+    Watch(watch::WatchArgs),
 }
 
 /// A remote path argument.
@@ -124,6 +129,7 @@ async fn dispatch(args: RemoteArgs) -> anyhow::Result<u8> {
         RemoteCommand::Kill(kill_args) => {
             procs::kill(&client, resumed, kill_args).await.map(|()| 0)
         }
+        RemoteCommand::Watch(watch_args) => watch::run(&client, watch_args).await,
     }
 }
 
