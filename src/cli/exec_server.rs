@@ -199,6 +199,31 @@ pub struct ExecServerArgs {
     #[arg(long, default_value_t = 10_000, value_name = "MS",
           value_parser = clap::value_parser!(u64).range(1..))]
     request_head_timeout_ms: u64,
+
+    /// Do not give each process a cgroup of its own. By default, where cgroup v2 is mounted and
+    /// the server may write under its own cgroup (root, or a delegated subtree), each process and
+    /// all its descendants live in `<the server's cgroup>/codex-exec-server.PID/pN`, so that
+    /// `process/terminate`, session expiry and the server's exit (even by SIGKILL) also kill
+    /// descendants that left the process group (`setsid`, daemons). Where no cgroup can be made
+    /// the server runs without, and says so once at start. With this flag: process groups only.
+    #[arg(long)]
+    no_process_cgroups: bool,
+}
+
+/// The server's cgroup sub-hierarchy, unless `--no-process-cgroups` or none can be made here
+/// (then said once).
+fn process_cgroups(off: bool) -> Option<Arc<crate::server::process::cgroup::CgroupRoot>> {
+    if off {
+        return None;
+    }
+    crate::server::process::cgroup::CgroupRoot::create()
+        .inspect_err(|err| {
+            tracing::warn!(%err, "cannot make cgroups for processes: descendants that leave a \
+                process's group (setsid, daemons) are not killed with it (--no-process-cgroups \
+                silences this)")
+        })
+        .ok()
+        .map(Arc::new)
 }
 
 /// Parses `--max-message-bytes`: a byte count between the floor and the ceiling.
@@ -373,6 +398,7 @@ pub fn run(args: ExecServerArgs) -> ExitCode {
         max_message_bytes: args.max_message_bytes,
         metrics: Arc::new(Metrics::new()),
         request_head_timeout: Duration::from_millis(args.request_head_timeout_ms),
+        process_cgroups: process_cgroups(args.no_process_cgroups),
     };
     if config.sandbox_pid_namespace == PidNamespaceMode::Isolate && !pid_namespace_available() {
         eprintln!(

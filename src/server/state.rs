@@ -45,6 +45,8 @@ pub(crate) struct ServerState {
     pub(super) limits: Limits,
     /// What the server counts (`--metrics-listen`).
     pub(super) metrics: Arc<Metrics>,
+    /// The server's cgroups, one per process, killed and removed at shutdown.
+    process_cgroups: Option<Arc<super::process::cgroup::CgroupRoot>>,
 }
 
 /// The limits of [`ServerConfig`] that connections apply (`docs/protocol.md`, "Limits").
@@ -120,6 +122,9 @@ impl ServerState {
                 .ok()
                 .map(Arc::new)
         });
+        if let (Some(reaper), Some(cgroups)) = (&reaper, &config.process_cgroups) {
+            reaper.watch_cgroup(cgroups.dir());
+        }
         let provider_id = env_info::ProviderId::default();
         if tokio::runtime::Handle::try_current().is_ok() {
             // Start the digest now, so the first `initialize` rarely waits for it.
@@ -156,6 +161,7 @@ impl ServerState {
             provider_id,
             sandbox,
             connections: Default::default(),
+            process_cgroups: config.process_cgroups.clone(),
         })
     }
 
@@ -191,6 +197,13 @@ impl ServerState {
         self.tracker.close();
         // Connection readers blocked on a silent peer are not waited for forever.
         let _ = tokio::time::timeout(Duration::from_secs(3), self.tracker.wait()).await;
+        if let Some(cgroups) = self.process_cgroups.clone() {
+            // Every process's tree was sent SIGKILL above; what is left now goes too.
+            let _ = tokio::task::spawn_blocking(move || {
+                cgroups.remove_all(Duration::from_secs(2));
+            })
+            .await;
+        }
     }
 }
 
