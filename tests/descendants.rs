@@ -41,21 +41,10 @@ const SCENARIOS: [(&str, &str); 5] = [
 /// Whether this machine lets the test process (and so the server it starts) make a cgroup (v2)
 /// under its own; if not the test is skipped (failed under `CODEX_TEST_REQUIRE_SANDBOX=1`).
 fn cgroups_available() -> bool {
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::")) else {
-        return skip("no cgroup v2 line in /proc/self/cgroup");
+    let Some(own) = cgroup_v2_dir() else {
+        return skip("no cgroup v2 holding this process (a cgroup2 mount of the whole hierarchy)");
     };
-    let Some(mount) = mounts.lines().find_map(|l| {
-        let (fields, fs) = l.split_once(" - ")?;
-        let mut f = fields.split(' ');
-        (fs.starts_with("cgroup2 ") && f.nth(3)? == "/").then(|| f.next().map(PathBuf::from))?
-    }) else {
-        return skip("no cgroup2 mount of the whole hierarchy");
-    };
-    let probe = mount
-        .join(path.trim_start_matches('/'))
-        .join(format!("codex-test-probe.{}", std::process::id()));
+    let probe = own.join(format!("codex-test-probe.{}", std::process::id()));
     match std::fs::create_dir(&probe) {
         Ok(()) => {
             let _ = std::fs::remove_dir(&probe);
@@ -299,5 +288,106 @@ async fn without_cgroups_a_process_still_reports_its_exit_code() {
         let events = client.collect_process_events("plain").await;
         assert_eq!(exit_code(&events), 7, "{flags:?}");
         assert_eq!(output_text(&events, Some("stdout")), "out\n", "{flags:?}");
+    }
+}
+
+/// The reaper, told the server's cgroup directory (`cPATH`), kills every process under it and
+/// removes it when its input ends; a directory not named as the server names its own is ignored.
+#[tokio::test]
+async fn reaper_kills_and_removes_the_cgroup_it_was_told_of() {
+    use std::io::Write as _;
+    let Some(own) = own_cgroup_dir() else {
+        return;
+    };
+    // A pid no live server has here: the name is the server's pattern, the number is ours.
+    let dir = own.join(format!(
+        "codex-exec-server.{}",
+        4_000_000 + std::process::id()
+    ));
+    let child_dir = dir.join("p1");
+    std::fs::create_dir_all(&child_dir).unwrap();
+    let other = own.join(format!("codex-test-other.{}", std::process::id()));
+    std::fs::create_dir(&other).unwrap();
+    let spawn_in = |cgroup: &Path| {
+        let child = std::process::Command::new("sleep")
+            .arg("300")
+            .spawn()
+            .unwrap();
+        std::fs::write(cgroup.join("cgroup.procs"), child.id().to_string()).unwrap();
+        child
+    };
+    let (mut inside, mut spared) = (spawn_in(&child_dir), spawn_in(&other));
+    let inside_fd = Pidfd::open(inside.id() as i32).unwrap();
+    let mut reaper = std::process::Command::new(server_binary())
+        .arg("reap-process-groups")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = reaper.stdin.take().unwrap();
+    write!(stdin, "c{}\nc{}\nc/tmp\n", dir.display(), other.display()).unwrap();
+    drop(stdin);
+    assert!(reaper.wait().unwrap().success());
+    inside_fd
+        .wait_exit(DEADLINE, "the process in the cgroup")
+        .await;
+    let _ = inside.wait();
+    assert!(!dir.exists(), "the reaper left {}", dir.display());
+    assert!(
+        spared.try_wait().unwrap().is_none(),
+        "a cgroup not ours was killed"
+    );
+    let _ = spared.kill();
+    let _ = spared.wait();
+    let _ = std::fs::remove_dir(&other);
+}
+
+/// The test process's own cgroup (v2) directory, if cgroups can be made there.
+fn own_cgroup_dir() -> Option<PathBuf> {
+    cgroups_available().then(cgroup_v2_dir).flatten()
+}
+
+/// Where the test process's cgroup (v2) is: its `0::` line under a cgroup2 mount of the root.
+fn cgroup_v2_dir() -> Option<PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let path = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let mount = mounts.lines().find_map(|l| {
+        let (fields, fs) = l.split_once(" - ")?;
+        let mut f = fields.split(' ');
+        (fs.starts_with("cgroup2 ") && f.nth(3)? == "/").then(|| f.next().map(PathBuf::from))?
+    })?;
+    Some(mount.join(path.trim_start_matches('/')))
+}
+
+/// Spawn cost with and without a cgroup per process: sequential `process/start` of `true` until
+/// `closed`, 300 each (run by hand: `cargo test --test descendants -- --ignored --nocapture`;
+/// a debug build shows the difference as well as a release one, since the kernel's fork and
+/// the cgroup's mkdir/rmdir dominate).
+#[tokio::test]
+#[ignore]
+async fn spawn_cost_with_and_without_cgroups() {
+    const N: usize = 300;
+    for cgroups in [false, true, false, true] {
+        let mut flags = vec![
+            "--closed-process-ttl-ms",
+            "1",
+            "--max-processes-per-session",
+            "4096",
+        ];
+        if !cgroups {
+            flags.push("--no-process-cgroups");
+        }
+        let server = Server::start(&flags).await;
+        let mut client = server.connect().await;
+        client.initialize().await;
+        let started = tokio::time::Instant::now();
+        for i in 0..N {
+            let id = format!("t{i}");
+            client.start_process(process_params(&id, &["true"])).await;
+            client.collect_process_events(&id).await;
+            client.forget_process_events(&id);
+        }
+        let per = started.elapsed() / N as u32;
+        eprintln!("spawn round trip, cgroups {cgroups}: {per:?} per process ({N} sequential)");
     }
 }
