@@ -210,22 +210,6 @@ pub struct ExecServerArgs {
     no_process_cgroups: bool,
 }
 
-/// The server's cgroup sub-hierarchy, unless `--no-process-cgroups` or none can be made here
-/// (then said once).
-fn process_cgroups(off: bool) -> Option<Arc<crate::server::process::cgroup::CgroupRoot>> {
-    if off {
-        return None;
-    }
-    crate::server::process::cgroup::CgroupRoot::create()
-        .inspect_err(|err| {
-            tracing::warn!(%err, "cannot make cgroups for processes: descendants that leave a \
-                process's group (setsid, daemons) are not killed with it (--no-process-cgroups \
-                silences this)")
-        })
-        .ok()
-        .map(Arc::new)
-}
-
 /// Parses `--max-message-bytes`: a byte count between the floor and the ceiling.
 fn parse_max_message_bytes(s: &str) -> Result<usize, String> {
     use crate::server::{MAX_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES};
@@ -398,7 +382,8 @@ pub fn run(args: ExecServerArgs) -> ExitCode {
         max_message_bytes: args.max_message_bytes,
         metrics: Arc::new(Metrics::new()),
         request_head_timeout: Duration::from_millis(args.request_head_timeout_ms),
-        process_cgroups: process_cgroups(args.no_process_cgroups),
+        process_cgroups: !args.no_process_cgroups,
+        cgroup_root: None,
     };
     if config.sandbox_pid_namespace == PidNamespaceMode::Isolate && !pid_namespace_available() {
         eprintln!(

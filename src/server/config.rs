@@ -45,10 +45,13 @@ pub struct ServerConfig {
     /// How long a new connection may take to send its whole request head (and a TLS handshake,
     /// each); then it is answered 408 and closed, so idle sockets cannot pile up.
     pub request_head_timeout: Duration,
-    /// Where each process gets a cgroup of its own, so its whole tree can be killed
-    /// ([`super::process::cgroup`]); `None`: process groups only (`--no-process-cgroups`, or no
-    /// cgroup could be made here). Shared by every clone; removed at shutdown.
-    pub process_cgroups: Option<Arc<CgroupRoot>>,
+    /// Give each process a cgroup of its own where one can be made, so its whole tree can be
+    /// killed ([`super::process::cgroup`]); `codex exec-server` turns it on unless
+    /// `--no-process-cgroups`. Off: process groups only.
+    pub process_cgroups: bool,
+    /// The server's cgroups, made by the server state at start when `process_cgroups` is on and
+    /// the machine allows it; shared by every clone, removed at shutdown.
+    pub cgroup_root: Option<Arc<CgroupRoot>>,
 }
 
 /// `--linux-sandbox-pid-namespace`: whether a sandboxed process runs in a PID namespace of its
@@ -112,7 +115,8 @@ impl Default for ServerConfig {
             max_message_bytes: crate::rpc::MAX_MESSAGE_BYTES,
             metrics: Arc::default(),
             request_head_timeout: Duration::from_secs(10),
-            process_cgroups: None,
+            process_cgroups: false,
+            cgroup_root: None,
         }
     }
 }

@@ -110,7 +110,7 @@ impl ServerState {
 }
 
 impl ServerState {
-    pub(super) fn new(config: ServerConfig) -> Arc<Self> {
+    pub(super) fn new(mut config: ServerConfig) -> Arc<Self> {
         let tracker = TaskTracker::new();
         let cancel = CancellationToken::new();
         let reaper = config.reap_orphans.then(Reaper::start).and_then(|started| {
@@ -122,8 +122,10 @@ impl ServerState {
                 .ok()
                 .map(Arc::new)
         });
-        if let (Some(reaper), Some(cgroups)) = (&reaper, &config.process_cgroups) {
-            reaper.watch_cgroup(cgroups.dir());
+        if config.process_cgroups && config.cgroup_root.is_none() {
+            // Made once the reaper runs, and told to it at once: a server killed from here on
+            // leaves no cgroup behind.
+            config.cgroup_root = process_cgroups(reaper.as_deref());
         }
         let provider_id = env_info::ProviderId::default();
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -161,7 +163,7 @@ impl ServerState {
             provider_id,
             sandbox,
             connections: Default::default(),
-            process_cgroups: config.process_cgroups.clone(),
+            process_cgroups: config.cgroup_root.clone(),
         })
     }
 
@@ -205,6 +207,22 @@ impl ServerState {
             .await;
         }
     }
+}
+
+/// The server's cgroup sub-hierarchy (told to `reaper`), or `None` where none can be made here,
+/// said once.
+fn process_cgroups(reaper: Option<&Reaper>) -> Option<Arc<super::process::cgroup::CgroupRoot>> {
+    let root = super::process::cgroup::CgroupRoot::create()
+        .inspect_err(|err| {
+            tracing::warn!(%err, "cannot make cgroups for processes: descendants that leave a \
+                process's group (setsid, daemons) are not killed with it (--no-process-cgroups \
+                silences this)")
+        })
+        .ok()?;
+    if let Some(reaper) = reaper {
+        reaper.watch_cgroup(root.dir());
+    }
+    Some(Arc::new(root))
 }
 
 #[cfg(test)]

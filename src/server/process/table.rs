@@ -153,7 +153,7 @@ impl ProcessTable {
             }
             entries.insert(id.clone(), Slot::Starting);
         }
-        let mut cgroup = self.config.process_cgroups.as_ref().and_then(|root| {
+        let mut cgroup = self.config.cgroup_root.as_ref().and_then(|root| {
             root.make()
                 .inspect_err(|err| {
                     tracing::warn!(%err, "cannot make a cgroup for a process: descendants that \
