@@ -276,6 +276,44 @@ async fn terminate_after_close_kills_what_is_left_of_the_tree() {
         .await;
 }
 
+/// Without cgroups (`--no-process-cgroups`, as on a machine that has none), a descendant that
+/// left the group while its parent still runs is found through /proc and dies at terminate and
+/// at session expiry; the process reports its own exit as usual.
+#[tokio::test]
+async fn without_cgroups_a_setsid_child_of_a_live_parent_still_dies() {
+    let setup = Setup::new();
+    let server = Server::start(&[
+        "--no-process-cgroups",
+        "--terminate-grace-ms",
+        "200",
+        "--detached-session-ttl-ms",
+        "200",
+    ])
+    .await;
+    let mut client = server.connect().await;
+    client.initialize().await;
+    let script = "setsid \"$D\" \"$F\" & wait";
+    let mut descendants = Vec::new();
+    for id in ["terminated", "expired"] {
+        let fifo = setup.fifo(id);
+        client.start_process(setup.params(id, script, &fifo)).await;
+        descendants.push(descendant_pid(&fifo, id).await);
+    }
+    client
+        .request_ok("process/terminate", json!({"processId": "terminated"}))
+        .await;
+    descendants[0]
+        .wait_exit(DEADLINE, "setsid child, after process/terminate")
+        .await;
+    let events = client.collect_process_events("terminated").await;
+    assert_eq!(exit_code(&events), 128 + 15);
+    assert!(!descendants[1].has_exited());
+    client.close().await;
+    descendants[1]
+        .wait_exit(DEADLINE, "setsid child, after session expiry")
+        .await;
+}
+
 /// Without cgroups (`--no-process-cgroups`, as on a machine that has none) processes run and
 /// report as before.
 #[tokio::test]

@@ -250,12 +250,19 @@ impl Process {
         if closed && tree.is_none() {
             return false;
         }
+        // Without a cgroup: the descendants /proc still ties to it, as pidfds.
+        let found = if self.cgroup.is_none() {
+            sys::ProcSnapshot::take().tree(self.pgid, running, true)
+        } else {
+            Vec::new()
+        };
         if !closed {
             let _ = sys::signal_group(self.pgid, Signal::TERM);
         }
         if let Some(cgroup) = tree {
             cgroup.signal(Signal::TERM);
         }
+        sys::signal_pidfds(&found, Signal::TERM);
         let process = self.clone();
         tracker.spawn(async move {
             let deadline = tokio::time::Instant::now() + grace;
@@ -276,19 +283,46 @@ impl Process {
                     cgroup.kill();
                 }
             }
+            for pidfd in found {
+                if !sys::pidfd_exited_by(&pidfd, deadline).await {
+                    sys::signal_pidfds(std::slice::from_ref(&pidfd), Signal::KILL);
+                }
+            }
         });
         running
     }
 
     /// SIGKILL to the whole group, unless everything has already ended, and to every process of
-    /// its cgroup.
-    pub fn kill(&self) {
-        if !self.log.lock().unwrap().lifecycle().closed() {
-            let _ = sys::signal_group(self.pgid, Signal::KILL);
+    /// its cgroup, or, without one, of its tree as found in `snapshot` (one for many processes)
+    /// or a new look at /proc.
+    pub(super) fn kill_in(&self, snapshot: Option<&sys::ProcSnapshot>) {
+        let lifecycle = self.log.lock().unwrap().lifecycle();
+        if lifecycle.closed() && self.cgroup.is_none() {
+            return;
         }
         if let Some(cgroup) = &self.cgroup {
+            if !lifecycle.closed() {
+                let _ = sys::signal_group(self.pgid, Signal::KILL);
+            }
             cgroup.kill();
+            return;
         }
+        let taken;
+        let snapshot = match snapshot {
+            Some(snapshot) => snapshot,
+            None => {
+                taken = sys::ProcSnapshot::take();
+                &taken
+            }
+        };
+        let found = snapshot.tree(self.pgid, !lifecycle.exited(), true);
+        let _ = sys::signal_group(self.pgid, Signal::KILL);
+        sys::signal_pidfds(&found, Signal::KILL);
+    }
+
+    /// Whether its tree is found by its cgroup (else through /proc).
+    pub(super) fn has_cgroup(&self) -> bool {
+        self.cgroup.is_some()
     }
 
     /// The process's record is let go of (its closed TTL is over): whatever of its tree outlived

@@ -97,8 +97,14 @@ impl ProcessTable {
     /// Kills every process group of the table, and every process's cgroup (session expiry,
     /// shutdown).
     pub fn kill_all(&self) {
-        for p in self.live() {
-            p.kill();
+        let live = self.live();
+        // One look at /proc for every process without a cgroup.
+        let snapshot = live
+            .iter()
+            .any(|p| !p.has_cgroup())
+            .then(super::sys::ProcSnapshot::take);
+        for p in live {
+            p.kill_in(snapshot.as_ref());
         }
     }
 
