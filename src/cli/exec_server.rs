@@ -208,8 +208,8 @@ pub struct ExecServerArgs {
     /// the server runs without, and says so once at start. With this flag, or without cgroups:
     /// process groups, plus the descendants /proc still ties to a process; an orphan whose
     /// parent already exited (`setsid -f`, a double fork) then survives. Use it if spawn latency
-    /// matters more: a child entering its cgroup costs the kernel an RCU grace period, about
-    /// 1.5 ms per spawn on a busy 2-core machine.
+    /// matters more: a child entering its cgroup costs the kernel an RCU grace period, 1.5 to
+    /// 3 ms per spawn on a busy 2-core machine.
     #[arg(long)]
     no_process_cgroups: bool,
 }
