@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::metrics::Metrics;
+use super::process::cgroup::CgroupRoot;
 
 /// Tunables of one server. Defaults are the protocol's; tests shorten the TTLs.
 #[derive(Debug, Clone)]
@@ -44,6 +45,13 @@ pub struct ServerConfig {
     /// How long a new connection may take to send its whole request head (and a TLS handshake,
     /// each); then it is answered 408 and closed, so idle sockets cannot pile up.
     pub request_head_timeout: Duration,
+    /// Give each process a cgroup of its own where one can be made, so its whole tree can be
+    /// killed ([`super::process::cgroup`]); `codex exec-server` turns it on unless
+    /// `--no-process-cgroups`. Off: process groups only.
+    pub process_cgroups: bool,
+    /// The server's cgroups, made by the server state at start when `process_cgroups` is on and
+    /// the machine allows it; shared by every clone, removed at shutdown.
+    pub cgroup_root: Option<Arc<CgroupRoot>>,
 }
 
 /// `--linux-sandbox-pid-namespace`: whether a sandboxed process runs in a PID namespace of its
@@ -107,6 +115,8 @@ impl Default for ServerConfig {
             max_message_bytes: crate::rpc::MAX_MESSAGE_BYTES,
             metrics: Arc::default(),
             request_head_timeout: Duration::from_secs(10),
+            process_cgroups: false,
+            cgroup_root: None,
         }
     }
 }

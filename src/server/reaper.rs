@@ -4,7 +4,9 @@
 //! each it has let go of (`-PGID`), one line at a time on the helper's stdin; when that pipe
 //! ends, which the kernel does for every way the server can die, the helper kills the groups it
 //! still holds. On a normal shutdown the server has already killed them and the helper finds
-//! nothing left.
+//! nothing left. Where the server puts each process in a cgroup of its own, it also names the
+//! directory holding them all (`cPATH`, once at start): the helper then kills every process
+//! under it (descendants that left their process group included) and removes it.
 //!
 //! One [`Reaper`] per server, owned by its state: dropping it closes the pipe, which ends the
 //! helper (after it kills whatever is still held: nothing, after a clean shutdown). A server that
@@ -21,6 +23,8 @@ use std::io::{BufRead as _, Write as _};
 use std::os::unix::process::CommandExt as _;
 use std::process::{ChildStdin, Command, ExitCode, Stdio};
 use std::sync::Mutex;
+
+use super::process::cgroup;
 
 /// The subcommand the helper runs as.
 pub const SUBCOMMAND: &str = "reap-process-groups";
@@ -59,6 +63,14 @@ impl Reaper {
         self.tell(format!("+{pgid}\n"));
     }
 
+    /// Tells the helper the cgroup holding every process's cgroup, to kill and remove if the
+    /// server dies.
+    pub fn watch_cgroup(&self, dir: &std::path::Path) {
+        if let Some(dir) = dir.to_str().filter(|d| !d.contains('\n')) {
+            self.tell(format!("c{dir}\n"));
+        }
+    }
+
     /// Tells the helper a group is no longer the server's.
     pub fn forget(&self, pgid: i32) {
         self.tell(format!("-{pgid}\n"));
@@ -75,8 +87,17 @@ impl Reaper {
 pub fn run() -> ExitCode {
     super::sys::ignore_termination_signals();
     let mut groups = HashSet::new();
+    let mut cgroups = Vec::new();
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
+        if let Some(dir) = line.strip_prefix('c') {
+            // Only a directory of ours: a cgroup, named as the server names its own.
+            let dir = std::path::PathBuf::from(dir);
+            if dir.is_absolute() && dir.join("cgroup.procs").exists() && is_server_cgroup(&dir) {
+                cgroups.push(dir);
+            }
+            continue;
+        }
         let (sign, pgid) = line.split_at(line.len().min(1));
         match (sign, pgid.parse::<i32>()) {
             ("+", Ok(pgid)) if pgid > 1 => {
@@ -93,5 +114,17 @@ pub fn run() -> ExitCode {
             let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
         }
     }
+    for dir in cgroups {
+        let has_kill = dir.join("cgroup.kill").exists();
+        cgroup::kill_tree(&dir, has_kill);
+        cgroup::remove_tree(&dir, std::time::Duration::from_secs(5));
+    }
     ExitCode::SUCCESS
+}
+
+/// Whether `dir` is named as the server names its cgroup root (`codex-exec-server.PID`).
+fn is_server_cgroup(dir: &std::path::Path) -> bool {
+    dir.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(cgroup::is_root_name)
 }

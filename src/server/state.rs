@@ -45,6 +45,8 @@ pub(crate) struct ServerState {
     pub(super) limits: Limits,
     /// What the server counts (`--metrics-listen`).
     pub(super) metrics: Arc<Metrics>,
+    /// The server's cgroups, one per process, killed and removed at shutdown.
+    process_cgroups: Option<Arc<super::process::cgroup::CgroupRoot>>,
 }
 
 /// The limits of [`ServerConfig`] that connections apply (`docs/protocol.md`, "Limits").
@@ -108,7 +110,7 @@ impl ServerState {
 }
 
 impl ServerState {
-    pub(super) fn new(config: ServerConfig) -> Arc<Self> {
+    pub(super) fn new(mut config: ServerConfig) -> Arc<Self> {
         let tracker = TaskTracker::new();
         let cancel = CancellationToken::new();
         let reaper = config.reap_orphans.then(Reaper::start).and_then(|started| {
@@ -120,6 +122,11 @@ impl ServerState {
                 .ok()
                 .map(Arc::new)
         });
+        if config.process_cgroups && config.cgroup_root.is_none() {
+            // Made once the reaper runs, and told to it at once: a server killed from here on
+            // leaves no cgroup behind.
+            config.cgroup_root = process_cgroups(reaper.as_deref());
+        }
         let provider_id = env_info::ProviderId::default();
         if tokio::runtime::Handle::try_current().is_ok() {
             // Start the digest now, so the first `initialize` rarely waits for it.
@@ -156,6 +163,7 @@ impl ServerState {
             provider_id,
             sandbox,
             connections: Default::default(),
+            process_cgroups: config.cgroup_root.clone(),
         })
     }
 
@@ -191,7 +199,30 @@ impl ServerState {
         self.tracker.close();
         // Connection readers blocked on a silent peer are not waited for forever.
         let _ = tokio::time::timeout(Duration::from_secs(3), self.tracker.wait()).await;
+        if let Some(cgroups) = self.process_cgroups.clone() {
+            // Every process's tree was sent SIGKILL above; what is left now goes too.
+            let _ = tokio::task::spawn_blocking(move || {
+                cgroups.remove_all(Duration::from_secs(2));
+            })
+            .await;
+        }
     }
+}
+
+/// The server's cgroup sub-hierarchy (told to `reaper`), or `None` where none can be made here,
+/// said once.
+fn process_cgroups(reaper: Option<&Reaper>) -> Option<Arc<super::process::cgroup::CgroupRoot>> {
+    let root = super::process::cgroup::CgroupRoot::create()
+        .inspect_err(|err| {
+            tracing::warn!(%err, "cannot make cgroups for processes: descendants that leave a \
+                process's group (setsid, daemons) are not killed with it (--no-process-cgroups \
+                silences this)")
+        })
+        .ok()?;
+    if let Some(reaper) = reaper {
+        reaper.watch_cgroup(root.dir());
+    }
+    Some(Arc::new(root))
 }
 
 #[cfg(test)]

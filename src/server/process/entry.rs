@@ -1,5 +1,6 @@
 //! One process of a session's table: its output log, its stdin (writes in arrival order, each
-//! `writeId` written once), and signals to its process group.
+//! `writeId` written once), and signals to its process group, and to its whole tree where it has
+//! a cgroup of its own.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -9,6 +10,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
+use super::cgroup::ProcessCgroup;
 use super::output_log::OutputLog;
 use super::spawn::StdinSink;
 use super::sys;
@@ -54,6 +56,8 @@ pub struct Process {
     pub(super) meta: Meta,
     /// The terminal's master, for a tty process (`process/resize`).
     pty: Option<Arc<PtyMaster>>,
+    /// Its cgroup, holding it and every descendant, where the server could make one.
+    cgroup: Option<ProcessCgroup>,
 }
 
 /// What a process was started as, for `process/list`.
@@ -83,12 +87,14 @@ impl Process {
         sink: StdinSink,
         meta: Meta,
         pty: Option<Arc<PtyMaster>>,
+        cgroup: Option<ProcessCgroup>,
     ) -> Self {
         Self {
             id,
             pgid,
             meta,
             pty,
+            cgroup,
             log: Mutex::new(OutputLog::new(retained_bytes)),
             changes: watch::Sender::new(0),
             stdin: tokio::sync::Mutex::new(StdinState {
@@ -232,19 +238,34 @@ impl Process {
         }
     }
 
-    /// SIGTERM to the group now, SIGKILL after `grace` if anything of it is still there.
+    /// SIGTERM to the group now (and to every process of its cgroup), SIGKILL after `grace` to
+    /// the group if the process has not closed by then, and to whatever is left of the cgroup.
     /// Returns whether the process itself was still running.
     pub fn terminate(self: &Arc<Self>, grace: std::time::Duration, tracker: &TaskTracker) -> bool {
         let (running, closed) = {
             let lifecycle = self.log.lock().unwrap().lifecycle();
             (!lifecycle.exited(), lifecycle.closed())
         };
-        if closed {
+        let tree = self.cgroup.as_ref().filter(|cgroup| cgroup.populated());
+        if closed && tree.is_none() {
             return false;
         }
-        let _ = sys::signal_group(self.pgid, Signal::TERM);
+        // Without a cgroup: the descendants /proc still ties to it, as pidfds.
+        let found = if self.cgroup.is_none() {
+            sys::ProcSnapshot::take().tree(self.pgid, running, true)
+        } else {
+            Vec::new()
+        };
+        if !closed {
+            let _ = sys::signal_group(self.pgid, Signal::TERM);
+        }
+        if let Some(cgroup) = tree {
+            cgroup.signal(Signal::TERM);
+        }
+        sys::signal_pidfds(&found, Signal::TERM);
         let process = self.clone();
         tracker.spawn(async move {
+            let deadline = tokio::time::Instant::now() + grace;
             let mut changes = process.changes.subscribe();
             let wait_closed = async {
                 while !process.log.lock().unwrap().lifecycle().closed() {
@@ -256,17 +277,66 @@ impl Process {
             if tokio::time::timeout(grace, wait_closed).await.is_err() {
                 let _ = sys::signal_group(process.pgid, Signal::KILL);
             }
+            if let Some(cgroup) = &process.cgroup {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if !cgroup.wait_empty(left).await {
+                    cgroup.kill();
+                }
+            }
+            for pidfd in found {
+                if !sys::pidfd_exited_by(&pidfd, deadline).await {
+                    sys::signal_pidfds(std::slice::from_ref(&pidfd), Signal::KILL);
+                }
+            }
         });
         running
     }
 
-    /// SIGKILL to the whole group, unless everything has already ended.
-    pub fn kill(&self) {
-        if !self.log.lock().unwrap().lifecycle().closed() {
-            let _ = sys::signal_group(self.pgid, Signal::KILL);
+    /// SIGKILL to the whole group, unless everything has already ended, and to every process of
+    /// its cgroup, or, without one, of its tree as found in `snapshot` (one for many processes)
+    /// or a new look at /proc.
+    pub(super) fn kill_in(&self, snapshot: Option<&sys::ProcSnapshot>) {
+        let lifecycle = self.log.lock().unwrap().lifecycle();
+        if lifecycle.closed() && self.cgroup.is_none() {
+            return;
+        }
+        if let Some(cgroup) = &self.cgroup {
+            if !lifecycle.closed() {
+                let _ = sys::signal_group(self.pgid, Signal::KILL);
+            }
+            cgroup.kill();
+            return;
+        }
+        let taken;
+        let snapshot = match snapshot {
+            Some(snapshot) => snapshot,
+            None => {
+                taken = sys::ProcSnapshot::take();
+                &taken
+            }
+        };
+        let found = snapshot.tree(self.pgid, !lifecycle.exited(), true);
+        let _ = sys::signal_group(self.pgid, Signal::KILL);
+        sys::signal_pidfds(&found, Signal::KILL);
+    }
+
+    /// Whether its tree is found by its cgroup (else through /proc).
+    pub(super) fn has_cgroup(&self) -> bool {
+        self.cgroup.is_some()
+    }
+
+    /// The process's record is let go of (its closed TTL is over): whatever of its tree outlived
+    /// it is killed, and its cgroup removed.
+    pub(super) async fn retire(&self) {
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.remove(RETIRE_WAIT).await;
         }
     }
 }
+
+/// How long a retired process's cgroup may take to empty after SIGKILL before it is left behind
+/// (it is removed with the server's at shutdown, or by the reaper).
+const RETIRE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl std::fmt::Debug for Process {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

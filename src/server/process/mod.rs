@@ -7,7 +7,9 @@
 //! - `output_log.rs`: the single source of truth for a process's events.
 //! - `lifecycle.rs`: where a process is (Running → Exited → Closed), drawn there.
 //! - `sys.rs`: the child's set-up between fork and exec, signals to a group.
+//! - `cgroup.rs`: a cgroup per process where one can be made, to find and kill its whole tree.
 
+pub mod cgroup;
 pub(crate) mod entry;
 pub mod lifecycle;
 pub mod output_log;

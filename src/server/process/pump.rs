@@ -117,7 +117,11 @@ impl Pump {
         ))
         .await;
         tokio::select! {
-            _ = tokio::time::sleep(self.closed_ttl) => (self.release)(),
+            _ = tokio::time::sleep(self.closed_ttl) => {
+                (self.release)();
+                self.process.retire().await;
+            }
+            // Shutdown kills and removes every cgroup of the server at once.
             _ = self.cancel.cancelled() => {}
         }
     }

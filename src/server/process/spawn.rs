@@ -1,5 +1,6 @@
 //! Starting a child: pipes or a pseudo-terminal, its own process group (or session, for a tty),
-//! a bare program name looked up on the child's own `PATH`.
+//! its own cgroup where the server has one for it, a bare program name looked up on the child's
+//! own `PATH`.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -74,7 +75,12 @@ pub(super) struct Spawned {
     pub(super) output: Output,
 }
 
-pub(super) fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
+/// Spawns `spec`; with `cgroup_procs` (a cgroup's `cgroup.procs`, open for writing), the child
+/// enters that cgroup before it executes the program.
+pub(super) fn spawn(
+    spec: &SpawnSpec,
+    cgroup_procs: Option<std::os::fd::BorrowedFd<'_>>,
+) -> Result<Spawned, SpawnError> {
     let program = &spec.argv[0];
     // Look a bare name up on the child's PATH here, as execvp would: std falls back from
     // posix_spawn to fork when it has to search a PATH that differs from the server's.
@@ -91,7 +97,7 @@ pub(super) fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
     if let Some(arg0) = &spec.arg0 {
         cmd.arg0(arg0);
     }
-    sys::configure_child(&mut cmd, spec.tty);
+    sys::configure_child(&mut cmd, spec.tty, cgroup_procs);
     let spawn_err = |source| SpawnError::Spawn {
         program: program.clone(),
         source,

@@ -94,10 +94,17 @@ impl ProcessTable {
             .collect()
     }
 
-    /// Kills every process group of the table (session expiry, shutdown).
+    /// Kills every process group of the table, and every process's cgroup (session expiry,
+    /// shutdown).
     pub fn kill_all(&self) {
-        for p in self.live() {
-            p.kill();
+        let live = self.live();
+        // One look at /proc for every process without a cgroup.
+        let snapshot = live
+            .iter()
+            .any(|p| !p.has_cgroup())
+            .then(super::sys::ProcSnapshot::take);
+        for p in live {
+            p.kill_in(snapshot.as_ref());
         }
     }
 
@@ -152,13 +159,27 @@ impl ProcessTable {
             }
             entries.insert(id.clone(), Slot::Starting);
         }
-        let spawned = match spawn(&spec) {
+        let mut cgroup = self.config.cgroup_root.as_ref().and_then(|root| {
+            root.make()
+                .inspect_err(|err| {
+                    tracing::warn!(%err, "cannot make a cgroup for a process: descendants that \
+                        leave its process group will not be reached")
+                })
+                .ok()
+        });
+        let spawned = match spawn(&spec, cgroup.as_ref().and_then(|c| c.procs_fd())) {
             Ok(s) => s,
             Err(err) => {
                 self.entries.lock().unwrap().remove(&id);
+                if let Some(cgroup) = cgroup {
+                    cgroup.discard();
+                }
                 return Err(err);
             }
         };
+        if let Some(cgroup) = &mut cgroup {
+            cgroup.spawned();
+        }
         let pgid = spawned.child.id().map(|p| p as i32).unwrap_or(-1);
         audit.started(pgid);
         if let Some(reaper) = &self.reaper {
@@ -183,6 +204,7 @@ impl ProcessTable {
             spawned.stdin,
             meta,
             pty,
+            cgroup,
         ));
         self.entries
             .lock()
