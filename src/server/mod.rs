@@ -20,6 +20,7 @@ mod environment;
 mod exec;
 mod fs;
 mod fs_handles;
+mod heap_trim;
 mod http;
 mod http_request;
 mod http_streams;
