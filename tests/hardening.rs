@@ -512,7 +512,7 @@ async fn soak_heap_goes_back_after_detached_sessions_expire() {
         c.initialize().await;
         let id = format!("yes{i}");
         c.start_process(process_params(&id, &["yes"])).await;
-        c.wait_for_output(&id, "y\n").await;
+        // Gone without a word: `yes` fills its retention while the session waits out its TTL.
         drop(c);
     }
     let connecting = started.elapsed();
