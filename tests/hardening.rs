@@ -517,14 +517,18 @@ async fn soak_heap_goes_back_after_detached_sessions_expire() {
     }
     let connecting = started.elapsed();
     // The sessions expire a TTL after their connection went, the closed records a closed TTL
-    // later, and the trim follows a quiet half second: RSS has no event to wait on, so it is
-    // sampled until it is back or the deadline passes.
+    // later, and the trim follows a quiet half second. RSS has no event to wait on: it is
+    // sampled from then on until it has not gone down for 2 s (or the deadline passes).
     let target = idle * 2 + 8 * 1024;
-    let settle_by = tokio::time::Instant::now() + Duration::from_millis(ttl_ms) * 3 + DEADLINE;
+    tokio::time::sleep(Duration::from_millis(ttl_ms * 2 + 1000)).await;
+    let settle_by = tokio::time::Instant::now() + DEADLINE;
     let mut after = status_kib(pid, "VmRSS");
-    while after > target && tokio::time::Instant::now() < settle_by {
+    let mut steady = 0;
+    while steady < 8 && tokio::time::Instant::now() < settle_by {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        after = status_kib(pid, "VmRSS");
+        let now = status_kib(pid, "VmRSS");
+        steady = if now + 256 < after { 0 } else { steady + 1 };
+        after = after.min(now);
     }
     let peak = status_kib(pid, "VmHWM");
     let mib = |kib: u64| kib as f64 / 1024.0;

@@ -7,6 +7,18 @@
 //! burst of connections. Each is [`HeapTrim::freed`]; one trim follows a burst of them, once
 //! nothing more has been freed for [`QUIET`] (or [`MAX_DELAY`] after the first, if frees never
 //! stop), off the async threads. Never per message: a trim walks the whole heap.
+//!
+//! Why glibc's malloc and a trim rather than an allocator that returns memory by itself
+//! (measured 2026-11-28, debug builds, `scripts/soak-memory --sessions 300 --ttl-ms 15000`, RSS
+//! idle / peak / after expiry, MiB): main before this 14.0 / 147.5 / 109.2 (200 sessions);
+//! glibc + this trim 14.7 / 157.2 / 16.8; jemalloc with background purge
+//! (`--features alloc-jemalloc`, `_RJEM_MALLOC_CONF=background_thread:true`) 16.4 / 154.0 / 17.5;
+//! mimalloc (`--features alloc-mimalloc`) 22.1 / 168.0 / 48.0. jemalloc gives the memory back as
+//! well, mimalloc does not reach the 2× target; neither is needed for it, and both are a C
+//! library to build into every (static) binary. `scripts/bench --quick` (one debug round on a
+//! shared machine) had the other allocators ahead on the large-buffer rows (fs/writeFile 64 MiB:
+//! glibc 3.1 s, mimalloc 2.0 s, jemalloc 1.2 s) and level elsewhere: worth a release-build
+//! measurement of its own, not a reason to give up on returning memory.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
