@@ -13,7 +13,8 @@
 //! idle / peak / after expiry, MiB): main before this 14.0 / 147.5 / 109.2 (200 sessions);
 //! glibc + this trim 14.7 / 157.2 / 16.8; jemalloc with background purge
 //! (`--features alloc-jemalloc`, `_RJEM_MALLOC_CONF=background_thread:true`) 16.4 / 154.0 / 17.5;
-//! mimalloc (`--features alloc-mimalloc`) 22.1 / 168.0 / 48.0. jemalloc gives the memory back as
+//! mimalloc (`--features alloc-mimalloc`) 22.1 / 168.0 / 48.0; and the case, glibc +
+//! this trim, `--sessions 500 --ttl-ms 30000`: 14.5 / 279.7 / 18.1. jemalloc gives the memory back as
 //! well, mimalloc does not reach the 2× target; neither is needed for it, and both are a C
 //! library to build into every (static) binary. `scripts/bench --quick` (one debug round on a
 //! shared machine) had the other allocators ahead on the large-buffer rows (fs/writeFile 64 MiB:
