@@ -574,7 +574,25 @@ pub fn read_block(
 
 /// The whole contents of `path` (symlinks followed), at most [`MAX_READ_FILE_BYTES`].
 pub fn read_file(path: &Path) -> Result<Vec<u8>, FsError> {
-    read_all(open_for_read(path)?, path)
+    read_all(open_for_read_file(path)?, path)
+}
+
+/// [`open_for_read`] for `fs/readFile`, which reads a whole file into one answer: a device is
+/// refused too (`/dev/zero` never ends, `/dev/sda` reports no size), before anything is read.
+/// `fs/open` still takes one: it reads a block at a time.
+pub fn open_for_read_file(path: &Path) -> Result<File, FsError> {
+    let file = open_for_read(path)?;
+    let file_type = file
+        .metadata()
+        .map_err(|e| FsError::io(e, path))?
+        .file_type();
+    if file_type.is_char_device() || file_type.is_block_device() {
+        return Err(FsError::refused(
+            "not a regular file (a device): read it with fs/open and fs/readBlock",
+            path,
+        ));
+    }
+    Ok(file)
 }
 
 /// The error for a file over [`MAX_READ_FILE_BYTES`].
@@ -588,6 +606,10 @@ pub fn too_large_to_read(path: &Path) -> FsError {
 /// The rest of `file` (opened by [`open_for_read`]), at most [`MAX_READ_FILE_BYTES`].
 pub fn read_all(file: File, path: &Path) -> Result<Vec<u8>, FsError> {
     let hint = file.metadata().map(|m| m.len()).unwrap_or(0);
+    // A regular file's size is known before reading (a /proc file says 0, and is read to its end).
+    if hint > MAX_READ_FILE_BYTES {
+        return Err(too_large_to_read(path));
+    }
     let mut data = Vec::with_capacity(hint.min(MAX_READ_FILE_BYTES) as usize);
     file.take(MAX_READ_FILE_BYTES + 1)
         .read_to_end(&mut data)

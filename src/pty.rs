@@ -106,6 +106,11 @@ impl PtyMaster {
         }
     }
 
+    /// Writes what the terminal takes of `data` now, without waiting (`WouldBlock` when full).
+    pub fn try_write(&self, data: &[u8]) -> io::Result<usize> {
+        Ok(rustix::io::write(self.fd.get_ref(), data)?)
+    }
+
     /// Writes all of `data` to the terminal (the child's stdin).
     pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {

@@ -3,7 +3,6 @@
 //! killed when the client goes away ([`ChildGroup`]).
 
 use std::future::Future;
-use std::os::fd::AsFd as _;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -137,8 +136,9 @@ impl WebSocketConnector {
                 endpoint.host
             ))
         })?;
-        // The TCP socket under TLS, for the transport's TCP_QUICKACK and silence check.
-        let socket = tcp.as_fd().try_clone_to_owned().ok();
+        // The TCP socket under TLS, for the transport's TCP_QUICKACK and silence check: its
+        // number (the TLS stream owns it, and the transport holds the stream).
+        let socket = Some(std::os::fd::AsRawFd::as_raw_fd(&tcp));
         let stream = tokio_rustls::TlsConnector::from(tls)
             .connect(name, tcp)
             .await

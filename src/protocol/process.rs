@@ -16,20 +16,60 @@ pub enum EnvInherit {
     None,
 }
 
-/// `envPolicy`: how to build the child's environment from the server's own.
-#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+/// `envPolicy`: how to build the child's environment from the server's own. On the wire it is an
+/// object with `inherit` (as the reference requires: `{}` is -32602 ``missing field `inherit` ``,
+/// and an array is refused, where a derived struct would take one); the other members default.
+#[derive(Debug, Clone, Serialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct EnvPolicy {
-    #[serde(default)]
     pub inherit: EnvInherit,
-    #[serde(default)]
     pub ignore_default_excludes: bool,
-    #[serde(default)]
     pub exclude: Vec<String>,
-    #[serde(default)]
     pub set: BTreeMap<String, String>,
-    #[serde(default)]
     pub include_only: Vec<String>,
+}
+
+/// [`EnvPolicy`] as decoded from an object: `inherit` required, the rest defaulted.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EnvPolicyObject {
+    inherit: EnvInherit,
+    #[serde(default)]
+    ignore_default_excludes: bool,
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default)]
+    set: BTreeMap<String, String>,
+    #[serde(default)]
+    include_only: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for EnvPolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectOnly;
+        impl<'de> serde::de::Visitor<'de> for ObjectOnly {
+            type Value = EnvPolicy;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object with `inherit`")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<EnvPolicy, A::Error> {
+                let o = EnvPolicyObject::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                Ok(EnvPolicy {
+                    inherit: o.inherit,
+                    ignore_default_excludes: o.ignore_default_excludes,
+                    exclude: o.exclude,
+                    set: o.set,
+                    include_only: o.include_only,
+                })
+            }
+        }
+        deserializer.deserialize_map(ObjectOnly)
+    }
 }
 
 /// `process/start` params. Unknown members are ignored.

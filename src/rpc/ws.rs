@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use std::os::fd::AsFd as _;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -64,10 +63,11 @@ pub struct Options {
     /// Held for as long as the connection reads, and dropped when it stops, before the peer is
     /// sent the close: the server's slot in `--max-connections`.
     pub slot: Option<Box<dyn Send>>,
-    /// A duplicate of the TCP socket's descriptor under a stream that is not a `TcpStream`
-    /// itself (the server's TLS stream): TCP_QUICKACK and the silence check's TCP_INFO then work
-    /// as on a plain socket. `None`: found by downcasting the stream.
-    pub socket: Option<std::os::fd::OwnedFd>,
+    /// The descriptor number of the TCP socket under a stream that is not a `TcpStream` itself
+    /// (the server's TLS stream), which owns the socket: TCP_QUICKACK and the silence check's
+    /// TCP_INFO then work as on a plain socket, through the stream's own descriptor (no
+    /// duplicate). `None`: found by downcasting the stream.
+    pub socket: Option<std::os::fd::RawFd>,
 }
 
 /// Starts the reader and writer tasks of one WebSocket and returns its channels. The writer pings
@@ -114,7 +114,12 @@ where
             _ => None,
         }
     });
-    let tcp_fd = socket.or_else(|| tcp.and_then(|tcp| tcp.as_fd().try_clone_to_owned().ok()));
+    // The stream's own descriptor, by number: the reader below holds its half of the stream,
+    // which keeps the socket open, for as long as it uses the number (issue 15: one fd per
+    // connection, not a duplicate each).
+    let tcp_fd = socket
+        .or_else(|| tcp.map(std::os::fd::AsRawFd::as_raw_fd))
+        .map(super::tcp_info::SocketNumber);
     let (mut sink, mut stream) = ws.split();
     let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE);
     let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(OUTGOING_QUEUE);
@@ -147,8 +152,8 @@ where
                     // Whole frames, or any bytes at all: a large frame arriving slowly is
                     // no frame for a long while.
                     let mut quiet = heard.elapsed();
-                    if let Some(fd) = &tcp_fd
-                        && let Some(bytes_quiet) = super::tcp_info::since_last_data_received(fd.as_fd())
+                    if let Some(fd) = tcp_fd
+                        && let Some(bytes_quiet) = fd.since_last_data_received()
                     {
                         quiet = quiet.min(bytes_quiet);
                     }
@@ -162,8 +167,8 @@ where
             };
             heard = tokio::time::Instant::now();
             let Some(frame) = frame else { break };
-            if let Some(fd) = &tcp_fd {
-                let _ = rustix::net::sockopt::set_tcp_quickack(fd, true);
+            if let Some(fd) = tcp_fd {
+                fd.quickack();
             }
             let incoming = match frame {
                 Ok(Message::Text(text)) => Incoming::parse_str(text.as_str()),

@@ -181,9 +181,8 @@ pub(super) async fn write(call: &Call, p: WriteParams) -> Result<WriteResult, Rp
         Lookup::Missing => WriteStatus::UnknownProcess,
         Lookup::Starting => WriteStatus::Starting,
         Lookup::Live(process) => process
-            .write(&data, &p.write_id)
-            .await
-            .map_err(|e| RpcError::internal(e.to_string()))?,
+            .write(&data, &p.write_id, call.session.processes.tracker())
+            .map_err(write_error)?,
     };
     Ok(WriteResult { status })
 }
@@ -250,9 +249,19 @@ pub(super) fn list(call: &Call, _p: ListParams) -> ListResult {
 /// `process/closeStdin` (issue 14).
 pub(super) async fn close_stdin(call: &Call, p: CloseStdinParams) -> Result<(), RpcError> {
     live(call, &p.process_id)?
-        .close_stdin()
-        .await
-        .map_err(|e| RpcError::internal(e.to_string()))
+        .close_stdin(call.session.processes.tracker())
+        .map_err(write_error)
+}
+
+/// A stdin write's error: a full stdin queue is the caller's to wait out (-32600), a failed
+/// write the server's (-32603).
+fn write_error(err: super::process::entry::WriteError) -> RpcError {
+    match err {
+        full @ super::process::entry::WriteError::QueueFull { .. } => {
+            RpcError::invalid_request(full.to_string())
+        }
+        other => RpcError::internal(other.to_string()),
+    }
 }
 
 /// `process/resize` (issue 14).

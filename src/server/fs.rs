@@ -74,7 +74,7 @@ pub(super) async fn read_file(call: &Call, p: ReadFileParams) -> Result<Answer, 
                     fs_ops::check_no_symlinks("path", &p.path)?;
                 }
                 let path = fs_ops::resolve_uri("path", &p.path)?;
-                let file = fs_ops::open_for_read(&path)?;
+                let file = fs_ops::open_for_read_file(&path)?;
                 let meta = file.metadata().map_err(|e| fs_ops::FsError::io(e, &path))?;
                 // `len` is the size of a regular file only (0 for /proc files and devices).
                 let size = meta.is_file().then_some(meta.len());

@@ -11,7 +11,7 @@
 //! server handshake can only accept or reject upgrades, not serve the health path beside them.
 
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -85,11 +85,11 @@ enum Route {
     Respond(&'static str, &'static str),
 }
 
-/// Reads one request head and either upgrades the stream or answers and closes it. `socket`: a
-/// duplicate of the TCP socket under a TLS stream (see [`ws::Options::socket`]).
+/// Reads one request head and either upgrades the stream or answers and closes it. `socket`: the
+/// number of the TCP socket under a TLS stream, which owns it (see [`ws::Options::socket`]).
 pub(super) async fn accept<S>(
     mut stream: S,
-    socket: Option<OwnedFd>,
+    socket: Option<RawFd>,
     door: &Door,
     peer: SocketAddr,
     state: &ServerState,

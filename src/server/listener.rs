@@ -2,7 +2,6 @@
 //! or exactly one connection over stdin/stdout. Both return only after every task the server
 //! started has ended and every managed process group has been killed.
 
-use std::os::fd::AsFd as _;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -46,8 +45,9 @@ pub async fn run_ws(
                     let transport = match &door.tls {
                         None => http::accept(stream, None, &door, peer, &state2, ping).await,
                         Some(tls) => {
-                            // The TLS stream hides the socket: the transport gets a duplicate.
-                            let socket = stream.as_fd().try_clone_to_owned().ok();
+                            // The TLS stream hides the socket: the transport gets its number
+                            // (the TLS stream owns it, and the transport holds the stream).
+                            let socket = Some(std::os::fd::AsRawFd::as_raw_fd(&stream));
                             let handshake = tls.acceptor().accept(stream);
                             match tokio::time::timeout(head_timeout, handshake).await {
                                 Ok(Ok(tls_stream)) => {

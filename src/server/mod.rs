@@ -21,6 +21,7 @@ mod exec;
 mod fs;
 mod fs_handles;
 mod fs_watch;
+mod heap_trim;
 mod http;
 mod http_request;
 mod http_streams;

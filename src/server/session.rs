@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use super::attachment::{Attachment, Refused};
 use super::config::ServerConfig;
+use super::heap_trim::HeapTrim;
 use super::process::table::ProcessTable;
 use super::reaper::Reaper;
 use crate::rpc::Outgoing;
@@ -61,6 +62,8 @@ pub(crate) struct SessionRegistry {
     cancel: CancellationToken,
     /// Told about every process group, for the case the server dies without cleaning up.
     reaper: Option<Arc<Reaper>>,
+    /// Told when an expiry or a closed record frees memory.
+    heap_trim: Arc<HeapTrim>,
 }
 
 impl SessionRegistry {
@@ -69,6 +72,7 @@ impl SessionRegistry {
         tracker: TaskTracker,
         cancel: CancellationToken,
         reaper: Option<Arc<Reaper>>,
+        heap_trim: Arc<HeapTrim>,
     ) -> Arc<Self> {
         Arc::new(Self {
             sessions: Mutex::new(HashMap::new()),
@@ -77,6 +81,7 @@ impl SessionRegistry {
             next_epoch: AtomicU64::new(1),
             cancel,
             reaper,
+            heap_trim,
         })
     }
 
@@ -97,6 +102,7 @@ impl SessionRegistry {
                 self.cancel.clone(),
                 self.reaper.clone(),
                 attachment.clone(),
+                self.heap_trim.clone(),
             ),
             attachment,
             split_cost_logged: AtomicBool::new(false),
@@ -159,7 +165,9 @@ impl SessionRegistry {
         });
     }
 
-    /// Ends a session still detached since `epoch`: kills its processes and forgets it.
+    /// Ends a session still detached since `epoch`: kills its processes, drops their retained
+    /// output (nobody can read it any more: the session cannot be resumed), forgets it, and has
+    /// the freed heap given back once the burst of expiries is over.
     fn expire(&self, session: &Arc<Session>, epoch: u64) {
         if !session.attachment.expire(epoch) {
             return;
@@ -167,6 +175,8 @@ impl SessionRegistry {
         self.sessions.lock().unwrap().remove(&session.id);
         self.config.metrics.session_expired();
         session.processes.kill_all();
+        session.processes.discard_output();
+        self.heap_trim.freed();
         tracing::debug!(session = %session.id, "detached session expired");
     }
 

@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{ResumeError, SessionRegistry};
 use crate::server::config::ServerConfig;
+use crate::server::heap_trim::HeapTrim;
 
 const TTL: Duration = Duration::from_millis(100);
 
@@ -19,7 +20,9 @@ fn registry() -> Arc<SessionRegistry> {
         detached_session_ttl: TTL,
         ..ServerConfig::default()
     };
-    SessionRegistry::new(config, TaskTracker::new(), CancellationToken::new(), None)
+    let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
+    let trim = HeapTrim::new(tracker.clone(), cancel.clone());
+    SessionRegistry::new(config, tracker, cancel, None, trim)
 }
 
 fn outgoing() -> mpsc::Sender<crate::rpc::Outgoing> {
@@ -113,6 +116,7 @@ async fn session_limit_counts_detached_sessions_never_refuses_a_resume_and_frees
         TaskTracker::new(),
         CancellationToken::new(),
         None,
+        HeapTrim::new(TaskTracker::new(), CancellationToken::new()),
     );
     let a = sessions.create(1, outgoing()).unwrap();
     let _b = sessions.create(2, outgoing()).unwrap();

@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use super::config::ServerConfig;
 use super::env_info;
+use super::heap_trim::HeapTrim;
 use super::metrics::Metrics;
 use super::reaper::Reaper;
 use super::sandboxing;
@@ -47,6 +48,8 @@ pub(crate) struct ServerState {
     pub(super) metrics: Arc<Metrics>,
     /// The server's cgroups, one per process, killed and removed at shutdown.
     process_cgroups: Option<Arc<super::process::cgroup::CgroupRoot>>,
+    /// Gives freed heap back after a burst of frees (connections, expiries, closed records).
+    heap_trim: Arc<HeapTrim>,
 }
 
 /// The limits of [`ServerConfig`] that connections apply (`docs/protocol.md`, "Limits").
@@ -96,15 +99,12 @@ impl ServerState {
     }
 
     /// Counts a connection out; after a burst of them has at least halved, gives the freed heap
-    /// back to the kernel, off the async threads and a moment later (the connection's transport
-    /// tasks free their buffers just after it ends).
+    /// back to the kernel once the burst is over (the connection's transport tasks free their
+    /// buffers just after it ends): see `heap_trim.rs`.
     pub(super) fn connection_closed(&self) {
         let trim = self.connections.lock().unwrap().closed();
         if trim {
-            self.tracker.spawn(async {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let _ = tokio::task::spawn_blocking(super::sys::release_free_heap).await;
-            });
+            self.heap_trim.freed();
         }
     }
 }
@@ -133,6 +133,7 @@ impl ServerState {
             let provider_id = provider_id.clone();
             tracker.spawn(async move { provider_id.get().await });
         }
+        let heap_trim = HeapTrim::new(tracker.clone(), cancel.clone());
         let sandbox = sandboxing::SandboxSupport::probe(&config);
         let mut environment = env_info::current();
         environment.capabilities.sandbox_pid_namespace = sandbox.isolates_pids();
@@ -154,7 +155,9 @@ impl ServerState {
                 tracker.clone(),
                 cancel.clone(),
                 reaper.clone(),
+                heap_trim.clone(),
             ),
+            heap_trim,
             _reaper: reaper,
             tracker,
             cancel,

@@ -1,13 +1,15 @@
-//! One process of a session's table: its output log, its stdin (writes in arrival order, each
-//! `writeId` written once), and signals to its process group, and to its whole tree where it has
-//! a cgroup of its own.
+//! One process of a session's table: its output log, its stdin (a queue bounded in bytes,
+//! written in arrival order in the background, each `writeId` written once), and signals to its
+//! process group, and to its whole tree where it has a cgroup of its own.
 
 use std::collections::{HashSet, VecDeque};
+use std::io;
 use std::sync::{Arc, Mutex};
 
 use rustix::process::Signal;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::cgroup::ProcessCgroup;
@@ -20,17 +22,50 @@ use crate::pty::PtyMaster;
 /// How many recent `writeId`s each process remembers for dedupe.
 const WRITE_ID_MEMORY: usize = 4096;
 
+/// Bytes of `process/write` data that may wait for a child that does not read its stdin. A write
+/// that would take the queue past it is refused, unless nothing waits (one write of any size,
+/// up to the message limit, is always taken).
+pub const STDIN_QUEUE_BYTES: usize = 1 << 20;
+
 /// Why a stdin write failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error("failed to write to process stdin: {0}")]
     Io(#[source] std::io::Error),
+    /// The child has not read what was written before (the stdin queue is full).
+    #[error(
+        "stdin queue of process {id} is full: {queued} bytes written earlier wait for the process \
+         to read them (the limit is {limit}); retry once it has read some"
+    )]
+    QueueFull {
+        id: String,
+        queued: usize,
+        limit: usize,
+    },
 }
 
-/// Write-side state, behind an async lock so writes reach the child in arrival order.
+/// What waits to be done to the child's stdin, in order.
+enum StdinOp {
+    /// Bytes to write.
+    Data(Vec<u8>),
+    /// End the stdin: write these bytes first (a terminal's end-of-file characters; none for a
+    /// pipe), then close it.
+    Close(Vec<u8>),
+}
+
+/// Write-side state. A std mutex, never held across an await: a write that cannot go at once is
+/// queued and written by a drain task, which holds the sink meanwhile.
 pub(super) struct StdinState {
-    /// The child's stdin, if it has one.
-    sink: StdinSink,
+    /// The child's stdin; `None` while a drain task holds it (the queue is not empty).
+    sink: Option<StdinSink>,
+    /// Written but not yet taken by the child, oldest first.
+    queue: VecDeque<StdinOp>,
+    /// Data bytes in `queue` and in the drain task's hands.
+    queued_bytes: usize,
+    /// `process/closeStdin` was asked (or there is no stdin): later writes answer `stdinClosed`.
+    closed: bool,
+    /// A queued write failed (the child is gone): later writes answer this error.
+    failed: Option<(io::ErrorKind, String)>,
     /// The last [`WRITE_ID_MEMORY`] write ids, oldest first.
     recent: VecDeque<String>,
     /// The same ids, for lookup.
@@ -38,6 +73,52 @@ pub(super) struct StdinState {
     /// A terminal's input is at the start of a line (nothing written yet, or a newline last):
     /// one end-of-file character ends it there, after a partial line it takes two.
     at_line_start: bool,
+}
+
+impl StdinState {
+    fn remember(&mut self, write_id: &str) {
+        self.recent.push_back(write_id.to_string());
+        self.seen.insert(write_id.to_string());
+        if self.recent.len() > WRITE_ID_MEMORY
+            && let Some(old) = self.recent.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+    }
+
+    /// The error later writes answer after a queued one failed.
+    fn failure(&self) -> Option<WriteError> {
+        self.failed
+            .as_ref()
+            .map(|(kind, message)| WriteError::Io(io::Error::new(*kind, message.clone())))
+    }
+}
+
+/// Writes what it can of `data` now, without waiting: `Ok(n)` bytes taken (0 on a full pipe).
+fn write_now(sink: &StdinSink, data: &[u8]) -> io::Result<usize> {
+    use std::os::fd::AsFd;
+    let written = match sink {
+        StdinSink::Pipe(pipe) => rustix::io::write(pipe.as_fd(), data).map_err(io::Error::from),
+        StdinSink::Pty(master) => master.try_write(data),
+        StdinSink::Closed => return Ok(data.len()),
+    };
+    match written {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+        other => other,
+    }
+}
+
+/// Writes all of `data`, waiting on a full pipe.
+async fn write_all(sink: &mut StdinSink, data: &[u8]) -> io::Result<()> {
+    match sink {
+        StdinSink::Pipe(pipe) => {
+            pipe.write_all(data).await?;
+            pipe.flush().await
+        }
+        StdinSink::Pty(master) => master.write_all(data).await,
+        StdinSink::Closed => Ok(()),
+    }
 }
 
 /// One running (or finished, still retained) process.
@@ -50,12 +131,16 @@ pub struct Process {
     pub(super) log: Mutex<OutputLog>,
     /// Bumped after every log change; wakes long-polls.
     pub(super) changes: watch::Sender<u64>,
-    /// Stdin; a tokio mutex because a write may wait on a full pipe and writes must stay ordered.
-    stdin: tokio::sync::Mutex<StdinState>,
+    /// Stdin: the sink, the queue and the write ids.
+    stdin: Mutex<StdinState>,
     /// What `process/list` shows of it besides its log.
     pub(super) meta: Meta,
-    /// The terminal's master, for a tty process (`process/resize`).
-    pty: Option<Arc<PtyMaster>>,
+    /// Started with a terminal.
+    tty: bool,
+    /// The terminal's master, for a tty process (`process/resize`), until `closed`.
+    pty: Mutex<Option<Arc<PtyMaster>>>,
+    /// Fired at `closed`: a drain task still waiting on the child's stdin gives up.
+    ended: CancellationToken,
     /// Its cgroup, holding it and every descendant, where the server could make one.
     cgroup: Option<ProcessCgroup>,
 }
@@ -89,16 +174,23 @@ impl Process {
         pty: Option<Arc<PtyMaster>>,
         cgroup: Option<ProcessCgroup>,
     ) -> Self {
+        let closed = matches!(sink, StdinSink::Closed);
         Self {
             id,
             pgid,
             meta,
-            pty,
+            tty: pty.is_some(),
+            pty: Mutex::new(pty),
+            ended: CancellationToken::new(),
             cgroup,
             log: Mutex::new(OutputLog::new(retained_bytes)),
             changes: watch::Sender::new(0),
-            stdin: tokio::sync::Mutex::new(StdinState {
-                sink,
+            stdin: Mutex::new(StdinState {
+                sink: Some(sink),
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+                closed,
+                failed: None,
                 recent: VecDeque::new(),
                 seen: HashSet::new(),
                 at_line_start: true,
@@ -109,6 +201,37 @@ impl Process {
     /// Bumps the change counter after the log changed: wakes long-polls.
     pub(super) fn changed(&self) {
         self.changes.send_modify(|v| *v += 1);
+    }
+
+    /// Drops the retained output, now and as it comes (the session expired).
+    pub(super) fn discard_output(&self) {
+        self.log.lock().unwrap().discard_retained();
+    }
+
+    /// At `closed`: lets go of the terminal's master (a closed tty process held it for the
+    /// closed TTL, and a client could run the machine out of terminals), and drops what still
+    /// waits to be written to its stdin (a drain task gives up). The retained output stays
+    /// readable; a later write to a terminal, or to a process whose queued input was dropped,
+    /// answers the error.
+    pub(super) fn release_at_close(&self) {
+        self.ended.cancel();
+        self.pty.lock().unwrap().take();
+        let mut stdin = self.stdin.lock().unwrap();
+        let failure = match (&stdin.sink, stdin.queued_bytes) {
+            (Some(StdinSink::Pty(_)), _) => Some("the process has closed its terminal"),
+            (None, _) | (_, 1..) => Some("the process has ended"),
+            _ => None,
+        };
+        if let Some(failure) = failure {
+            if stdin.sink.is_some() {
+                stdin.sink = Some(StdinSink::Closed);
+            }
+            stdin.queue.clear();
+            stdin.queued_bytes = 0;
+            stdin
+                .failed
+                .get_or_insert((io::ErrorKind::BrokenPipe, failure.to_string()));
+        }
     }
 }
 
@@ -144,34 +267,101 @@ impl Process {
         }
     }
 
-    /// Writes `data` unless `write_id` was already written.
-    pub async fn write(&self, data: &[u8], write_id: &str) -> Result<WriteStatus, WriteError> {
-        let mut stdin = self.stdin.lock().await;
+    /// Writes `data` unless `write_id` was already written. Never waits for the child: what it
+    /// does not take at once is queued (at most [`STDIN_QUEUE_BYTES`]) and written in order in
+    /// the background; `accepted` means written or queued. An error writing now (the child is
+    /// gone) is answered; one of a queued write is answered to the writes after it.
+    pub fn write(
+        self: &Arc<Self>,
+        data: &[u8],
+        write_id: &str,
+        tracker: &TaskTracker,
+    ) -> Result<WriteStatus, WriteError> {
+        let mut stdin = self.stdin.lock().unwrap();
         if stdin.seen.contains(write_id) {
             return Ok(WriteStatus::Accepted);
         }
-        let result = match &mut stdin.sink {
-            StdinSink::Closed => return Ok(WriteStatus::StdinClosed),
-            StdinSink::Pipe(pipe) => match pipe.write_all(data).await {
-                Ok(()) => pipe.flush().await,
-                Err(e) => Err(e),
-            },
-            StdinSink::Pty(master) => master.write_all(data).await,
-        };
-        result.map_err(WriteError::Io)?;
+        if stdin.closed {
+            return Ok(WriteStatus::StdinClosed);
+        }
+        if let Some(failure) = stdin.failure() {
+            return Err(failure);
+        }
+        if stdin.queued_bytes > 0 && stdin.queued_bytes + data.len() > STDIN_QUEUE_BYTES {
+            return Err(WriteError::QueueFull {
+                id: self.id.clone(),
+                queued: stdin.queued_bytes,
+                limit: STDIN_QUEUE_BYTES,
+            });
+        }
+        let mut written = 0;
+        if stdin.queue.is_empty()
+            && let Some(sink) = &stdin.sink
+        {
+            written = write_now(sink, data).map_err(WriteError::Io)?;
+        }
+        if written < data.len() {
+            stdin.queued_bytes += data.len() - written;
+            stdin
+                .queue
+                .push_back(StdinOp::Data(data[written..].to_vec()));
+            self.start_drain(&mut stdin, tracker);
+        }
         if let Some(&last) = data.last() {
             stdin.at_line_start = matches!(last, b'\n' | b'\r');
         }
-        stdin.recent.push_back(write_id.to_string());
-        stdin.seen.insert(write_id.to_string());
-        if stdin.recent.len() > WRITE_ID_MEMORY
-            && let Some(old) = stdin.recent.pop_front()
-        {
-            stdin.seen.remove(&old);
-        }
+        stdin.remember(write_id);
         Ok(WriteStatus::Accepted)
     }
 
+    /// Starts the task that empties the queue, unless one runs (it holds the sink).
+    fn start_drain(self: &Arc<Self>, stdin: &mut StdinState, tracker: &TaskTracker) {
+        if let Some(sink) = stdin.sink.take() {
+            tracker.spawn(self.clone().drain(sink));
+        }
+    }
+
+    /// Writes the queue in order, waiting on the child; gives the sink back when it is empty.
+    async fn drain(self: Arc<Self>, mut sink: StdinSink) {
+        loop {
+            let op = {
+                let mut stdin = self.stdin.lock().unwrap();
+                match stdin.queue.pop_front() {
+                    Some(op) => op,
+                    None => {
+                        stdin.sink = Some(sink);
+                        return;
+                    }
+                }
+            };
+            let (bytes, close) = match &op {
+                StdinOp::Data(bytes) => (bytes.as_slice(), false),
+                StdinOp::Close(bytes) => (bytes.as_slice(), true),
+            };
+            let result = tokio::select! {
+                r = write_all(&mut sink, bytes) => r,
+                _ = self.ended.cancelled() => Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the process has ended",
+                )),
+            };
+            let mut stdin = self.stdin.lock().unwrap();
+            if !close {
+                // Saturating: `release_at_close` may have emptied the queue meanwhile.
+                stdin.queued_bytes = stdin.queued_bytes.saturating_sub(bytes.len());
+            }
+            if let Err(err) = result {
+                stdin.failed.get_or_insert((err.kind(), err.to_string()));
+                stdin.queue.clear();
+                stdin.queued_bytes = 0;
+                stdin.sink = Some(StdinSink::Closed);
+                return;
+            }
+            if close {
+                sink = StdinSink::Closed;
+            }
+        }
+    }
     /// Sends `signal` to the process group, unless everything has already ended.
     pub fn signal(&self, signal: Signal) {
         if !self.log.lock().unwrap().lifecycle().closed() {
@@ -179,32 +369,53 @@ impl Process {
         }
     }
 
-    /// Ends the child's stdin, after any write still in progress: a pipe is closed; a terminal
+    /// Ends the child's stdin after every write queued before it: a pipe is closed; a terminal
     /// gets its end-of-file character (VEOF), which a reader in canonical mode sees as EOF;
-    /// after a partial line, twice (the first only hands the line over, as Ctrl-D does).
-    /// Later writes answer `stdinClosed`; closing again does nothing.
-    pub async fn close_stdin(&self) -> Result<(), WriteError> {
-        let mut stdin = self.stdin.lock().await;
-        if let StdinSink::Pty(master) = &stdin.sink {
-            let eof = master.eof_char().map_err(WriteError::Io)?;
-            let eofs = [eof, eof];
-            let count = if stdin.at_line_start { 1 } else { 2 };
-            master
-                .write_all(&eofs[..count])
-                .await
-                .map_err(WriteError::Io)?;
+    /// after a partial line, twice (the first only hands the line over, as Ctrl-D does). Never
+    /// waits for the child. Later writes answer `stdinClosed`; closing again does nothing.
+    pub fn close_stdin(self: &Arc<Self>, tracker: &TaskTracker) -> Result<(), WriteError> {
+        let mut stdin = self.stdin.lock().unwrap();
+        if stdin.closed {
+            return Ok(());
         }
-        stdin.sink = StdinSink::Closed;
+        let mut eofs = Vec::new();
+        if let Some(StdinSink::Pty(master)) = &stdin.sink {
+            let eof = master.eof_char().map_err(WriteError::Io)?;
+            eofs = vec![eof; if stdin.at_line_start { 1 } else { 2 }];
+        } else if stdin.sink.is_none() {
+            // A drain task holds the terminal; ask it the same way.
+            if let Some(master) = self.pty.lock().unwrap().clone() {
+                let eof = master.eof_char().map_err(WriteError::Io)?;
+                eofs = vec![eof; if stdin.at_line_start { 1 } else { 2 }];
+            }
+        }
+        stdin.closed = true;
+        let mut written = 0;
+        if stdin.queue.is_empty()
+            && let Some(sink) = &stdin.sink
+        {
+            written = write_now(sink, &eofs).unwrap_or(0);
+            if written == eofs.len() {
+                stdin.sink = Some(StdinSink::Closed);
+                return Ok(());
+            }
+        }
+        stdin
+            .queue
+            .push_back(StdinOp::Close(eofs[written..].to_vec()));
+        self.start_drain(&mut stdin, tracker);
         Ok(())
     }
 
-    /// Sets the terminal size of a tty process.
+    /// Sets the terminal size of a tty process (nothing to do once it has closed).
     pub fn resize(&self, rows: u16, cols: u16) -> Result<(), ResizeError> {
-        let master = self
-            .pty
-            .as_ref()
-            .ok_or_else(|| ResizeError::NoTerminal(self.id.clone()))?;
-        master.set_size(rows, cols).map_err(ResizeError::Io)
+        if !self.tty {
+            return Err(ResizeError::NoTerminal(self.id.clone()));
+        }
+        match self.pty.lock().unwrap().as_ref() {
+            Some(master) => master.set_size(rows, cols).map_err(ResizeError::Io),
+            None => Ok(()),
+        }
     }
 
     /// Its row of `process/list`.
@@ -223,7 +434,7 @@ impl Process {
             },
             exit_code: lifecycle.exit_code(),
             pid: (!lifecycle.exited() && self.pgid > 0).then_some(self.pgid),
-            tty: self.pty.is_some(),
+            tty: self.tty,
             started_at_ms: self.meta.started_at_ms,
             retained_bytes: log.retained_bytes() as u64,
             next_seq: log.next_seq(),

@@ -49,6 +49,8 @@ pub struct OutputLog {
     timed_out: bool,
     /// The highest seq retention ever dropped (0: none); every output seq up to it is gone.
     dropped_through: u64,
+    /// Nothing is retained any more, not even the newest chunk ([`Self::discard_retained`]).
+    discarding: bool,
 }
 
 impl OutputLog {
@@ -64,6 +66,27 @@ impl OutputLog {
             dropped: (0, 0),
             timed_out: false,
             dropped_through: 0,
+            discarding: false,
+        }
+    }
+
+    /// Drops every retained chunk, now and as output comes (its session expired: nobody can
+    /// read it any more). Seqs go on; the drops are counted like retention's.
+    pub fn discard_retained(&mut self) {
+        self.discarding = true;
+        self.drop_oldest_while(|_| true);
+    }
+
+    /// Drops chunks from the front while `over(self)` says so.
+    fn drop_oldest_while(&mut self, over: impl Fn(&Self) -> bool) {
+        while over(self) {
+            let Some(dropped) = self.chunks.pop_front() else {
+                break;
+            };
+            self.retained -= dropped.len;
+            self.dropped.0 += 1;
+            self.dropped.1 += dropped.len as u64;
+            self.dropped_through = dropped.seq;
         }
     }
 
@@ -102,6 +125,9 @@ impl OutputLog {
             self.dropped.0 += 1;
             self.dropped.1 += dropped.len as u64;
             self.dropped_through = dropped.seq;
+        }
+        if self.discarding {
+            self.drop_oldest_while(|_| true);
         }
         message
     }
@@ -402,6 +428,26 @@ mod tests {
                 to_seq: 3
             })
         );
+    }
+
+    #[test]
+    fn discarded_output_is_gone_now_and_later_with_seqs_going_on() {
+        let mut log = OutputLog::new(1024);
+        push(&mut log, Stream::Stdout, b"abc");
+        log.discard_retained();
+        assert_eq!(log.retained_bytes(), 0);
+        assert_eq!(push(&mut log, Stream::Stdout, b"def"), 2);
+        assert_eq!(log.retained_bytes(), 0);
+        let r = log.read(0, None);
+        assert!(r.chunks.is_empty());
+        assert_eq!(
+            r.gap,
+            Some(ReadGap {
+                from_seq: 1,
+                to_seq: 2
+            })
+        );
+        assert_eq!(log.take_dropped(), (2, 6));
     }
 
     #[test]

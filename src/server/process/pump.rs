@@ -105,6 +105,8 @@ impl Pump {
         // wait below: with 100s of finished processes retained they grew the RSS and every
         // later fork's page-table copy (`scripts/bench`, "fan-out", `copy_page_range` by perf).
         drop((first_buf, second_buf, child));
+        // A terminal's master goes now, not after the closed TTL (issue 15).
+        self.process.release_at_close();
         let seq = self.process.log.lock().unwrap().push_closed();
         self.process.changed();
         let id = self.process.id.clone();

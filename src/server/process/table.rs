@@ -14,8 +14,13 @@ use super::spawn::{Output, SpawnError, SpawnSpec, spawn};
 use crate::protocol::process::ProcessInfo;
 use crate::server::attachment::Attachment;
 use crate::server::config::ServerConfig;
+use crate::server::heap_trim::HeapTrim;
 use crate::server::metrics::ProcessAudit;
 use crate::server::reaper::Reaper;
+
+/// A closed record that retained at least this much output has the heap trimmed after it
+/// leaves (after the burst of such, see `heap_trim.rs`).
+const TRIM_AFTER_RECORD_BYTES: usize = 64 * 1024;
 
 /// A slot in the table.
 pub(super) enum Slot {
@@ -45,6 +50,8 @@ pub struct ProcessTable {
     reaper: Option<Arc<Reaper>>,
     /// Who hears the session's events; each pump gets a clone.
     attachment: Arc<Attachment>,
+    /// Told when a closed record leaves (its retained output is freed).
+    heap_trim: Arc<HeapTrim>,
 }
 
 impl ProcessTable {
@@ -54,6 +61,7 @@ impl ProcessTable {
         cancel: CancellationToken,
         reaper: Option<Arc<Reaper>>,
         attachment: Arc<Attachment>,
+        heap_trim: Arc<HeapTrim>,
     ) -> Self {
         Self {
             entries: Arc::new(Mutex::new(HashMap::new())),
@@ -62,6 +70,7 @@ impl ProcessTable {
             cancel,
             reaper,
             attachment,
+            heap_trim,
         }
     }
 
@@ -105,6 +114,14 @@ impl ProcessTable {
             .then(super::sys::ProcSnapshot::take);
         for p in live {
             p.kill_in(snapshot.as_ref());
+        }
+    }
+
+    /// Drops every process's retained output, now and from now on (session expiry: nobody can
+    /// read it any more). The records stay, empty, until their closed TTL.
+    pub fn discard_output(&self) {
+        for p in self.live() {
+            p.discard_output();
         }
     }
 
@@ -214,13 +231,27 @@ impl ProcessTable {
             let entries = self.entries.clone();
             let reaper = self.reaper.clone();
             let process = process.clone();
+            let heap_trim = self.heap_trim.clone();
             Box::new(move || {
-                let mut entries = entries.lock().unwrap();
-                if matches!(entries.get(&id), Some(Slot::Live(p)) if Arc::ptr_eq(p, &process)) {
-                    entries.remove(&id);
-                    if let Some(reaper) = &reaper {
-                        reaper.forget(process.pgid);
+                let removed = {
+                    let mut entries = entries.lock().unwrap();
+                    let ours =
+                        matches!(entries.get(&id), Some(Slot::Live(p)) if Arc::ptr_eq(p, &process));
+                    if ours {
+                        if let Some(reaper) = &reaper {
+                            reaper.forget(process.pgid);
+                        }
+                        entries.remove(&id)
+                    } else {
+                        None
                     }
+                };
+                // The record's output goes with the last reference, a moment after this; only
+                // a record that held much is worth a trim (a `true` retains nothing).
+                let held = process.log.lock().unwrap().retained_bytes();
+                drop(removed);
+                if held >= TRIM_AFTER_RECORD_BYTES {
+                    heap_trim.freed();
                 }
             })
         };
