@@ -51,7 +51,7 @@ async fn run(call: &Call, request: FsRequest) -> Result<Value, RpcError> {
             .await
         }
         sandboxing::FsRoute::Helper(helper) => {
-            sandboxing::run_fs_helper(support, &helper, request).await
+            sandboxing::run_fs_helper(support, &call.fs_handles.helpers, &helper, request).await
         }
     }
 }
@@ -103,11 +103,14 @@ pub(super) async fn read_file(call: &Call, p: ReadFileParams) -> Result<Answer, 
                 }
             }
         }
-        sandboxing::FsRoute::Helper(helper) => {
-            sandboxing::run_fs_helper(support, &helper, FsRequest::ReadFile(p))
-                .await
-                .map(Answer::Value)
-        }
+        sandboxing::FsRoute::Helper(helper) => sandboxing::run_fs_helper(
+            support,
+            &call.fs_handles.helpers,
+            &helper,
+            FsRequest::ReadFile(p),
+        )
+        .await
+        .map(Answer::Value),
     }
 }
 
