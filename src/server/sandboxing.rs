@@ -289,6 +289,9 @@ pub(crate) fn fs_route(
         })?;
     let cwd = crate::path_uri::to_path(cwd_uri)
         .map_err(|e| RpcError::invalid_params(format!("invalid sandbox cwd: {e}")))?;
+    if !mutation && reads_everything(intent, context.workspace_roots.as_deref()) {
+        return Ok(FsRoute::InProcess);
+    }
     let env = fs_helper_env();
     let ctx = BindContext {
         cwd: &cwd,
@@ -352,6 +355,65 @@ pub(crate) fn fs_route(
         cwd,
         env,
     })))
+}
+
+/// Whether `intent`, bound, provably lets a read reach every path, judged from the intent alone
+/// (no file system): a restricted file system with a `root` entry that reads or writes and no
+/// entry that denies (no `deny`, no glob, which are always deny). Binding makes no `deny` entry of
+/// others (a missing entry protects its ancestor with its own access; protected names are read),
+/// and `/` is bound whatever exists, so the bound policy has full read and no deny: what
+/// [`fs_route`] would run in-process, and what Landlock would allow anyway. The checks binding
+/// makes without the file system (URIs, subpaths) must pass, else this says no and binding
+/// answers its exact error. What it skips are refusals that protect nothing a read could reach
+/// (a carve-out crossing a writable symlink).
+fn reads_everything(intent: &SandboxIntent, roots_override: Option<&[String]>) -> bool {
+    use crate::protocol::sandbox::{
+        FileSystemPath, FileSystemPolicy, PermissionProfile, SpecialPath,
+    };
+    let PermissionProfile::Managed {
+        file_system: FileSystemPolicy::Restricted { entries, .. },
+        ..
+    } = &intent.permissions
+    else {
+        return false;
+    };
+    let parses = |uri: &String| crate::path_uri::to_path(uri).is_ok();
+    if intent.cwd.as_ref().is_some_and(|c| !parses(c)) {
+        return false;
+    }
+    let roots = roots_override.unwrap_or(intent.workspace_roots.as_deref().unwrap_or_default());
+    if !roots.iter().all(parses) {
+        return false;
+    }
+    let subpath_ok = |subpath: &Option<String>| {
+        subpath.as_deref().is_none_or(|s| {
+            let p = Path::new(s);
+            !p.is_absolute() && !p.components().any(|c| c == std::path::Component::ParentDir)
+        })
+    };
+    let mut root_read = false;
+    for entry in entries {
+        if entry.access == Access::Deny {
+            return false;
+        }
+        match &entry.path {
+            FileSystemPath::GlobPattern { .. } => return false,
+            FileSystemPath::Path { path } if !parses(path) => return false,
+            FileSystemPath::Path { .. } => {}
+            FileSystemPath::Special { value } => match value {
+                SpecialPath::Root => root_read = true,
+                SpecialPath::Minimal | SpecialPath::Tmpdir | SpecialPath::SlashTmp => {}
+                SpecialPath::CurrentWorkingDirectory { subpath }
+                | SpecialPath::ProjectRoots { subpath } => {
+                    if !subpath_ok(subpath) {
+                        return false;
+                    }
+                }
+                SpecialPath::Unknown { .. } => return false,
+            },
+        }
+    }
+    root_read
 }
 
 fn fs_unenforceable(reason: &str) -> RpcError {
@@ -778,5 +840,76 @@ mod open_tests {
         .unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidRequest);
         assert_eq!(err.message, "Permission denied (os error 13): /x");
+    }
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+
+    fn intent(entries: serde_json::Value) -> SandboxIntent {
+        serde_json::from_value(serde_json::json!({
+            "permissions": {"type": "managed", "network": "restricted",
+                            "file_system": {"type": "restricted", "entries": entries}},
+            "windowsSandboxLevel": "disabled",
+            "cwd": "file:///w",
+            "workspaceRoots": ["file:///w"]
+        }))
+        .unwrap()
+    }
+
+    fn special(kind: &str, access: &str) -> serde_json::Value {
+        serde_json::json!({"path": {"type": "special", "value": {"kind": kind}}, "access": access})
+    }
+
+    #[test]
+    fn reads_everything_only_with_root_readable_and_nothing_denied() {
+        let ws = |extra: serde_json::Value| {
+            let mut e = vec![
+                special("root", "read"),
+                special("project_roots", "write"),
+                special("slash_tmp", "write"),
+                special("tmpdir", "write"),
+                serde_json::json!({"path": {"type": "special",
+                    "value": {"kind": "project_roots", "subpath": ".git"}},
+                    "access": "read", "missing_path_behavior": "skip"}),
+            ];
+            if !extra.is_null() {
+                e.push(extra);
+            }
+            intent(serde_json::Value::Array(e))
+        };
+        // The Codex CLI's workspace-write: every read allowed.
+        assert!(reads_everything(&ws(serde_json::Value::Null), None));
+        // A deny (or `none`) entry, a glob (always deny), an unknown kind: binding decides.
+        assert!(!reads_everything(&ws(special("minimal", "deny")), None));
+        assert!(!reads_everything(&ws(special("minimal", "none")), None));
+        let glob = serde_json::json!({"path": {"type": "glob_pattern", "pattern": "**/*.env"},
+                                      "access": "deny"});
+        assert!(!reads_everything(&ws(glob), None));
+        // No root entry: reads are restricted.
+        assert!(!reads_everything(
+            &intent(serde_json::json!([special("project_roots", "write")])),
+            None
+        ));
+        // Root write counts as read.
+        assert!(reads_everything(
+            &intent(serde_json::json!([
+                special("root", "write"),
+                special("tmpdir", "read")
+            ])),
+            None
+        ));
+        // What binding would refuse without the file system is left to binding (its error).
+        let bad_subpath = serde_json::json!({"path": {"type": "special",
+            "value": {"kind": "project_roots", "subpath": "../x"}}, "access": "read"});
+        assert!(!reads_everything(&ws(bad_subpath), None));
+        let bad_path = serde_json::json!({"path": {"type": "path", "path": "file:rel"},
+                                          "access": "read"});
+        assert!(!reads_everything(&ws(bad_path), None));
+        assert!(!reads_everything(
+            &ws(serde_json::Value::Null),
+            Some(&["not a uri".to_string()])
+        ));
     }
 }
