@@ -575,6 +575,39 @@ const METRICS: &[Metric] = &[
         target: None,
         floor: "HTTP GET over loopback from Rust",
     },
+    // Part: fast (issue 15, item 7): what the Codex CLI sends in workspace-write mode.
+    Metric {
+        key: "sbx_spawn",
+        label: "sandboxed spawn `true` → closed (workspace-write)",
+        unit: "ms",
+        better: Better::Lower,
+        target: Some((30.0, false)),
+        floor: "",
+    },
+    Metric {
+        key: "sbx_write_4k",
+        label: "sandboxed fs/writeFile 4 KiB (workspace-write)",
+        unit: "ms",
+        better: Better::Lower,
+        target: Some((50.0, false)),
+        floor: "",
+    },
+    Metric {
+        key: "sbx_read_4k",
+        label: "sandboxed fs/readFile 4 KiB (workspace-write)",
+        unit: "ms",
+        better: Better::Lower,
+        target: Some((1.5, false)),
+        floor: "",
+    },
+    Metric {
+        key: "sbx_meta",
+        label: "sandboxed fs/getMetadata (workspace-write)",
+        unit: "ms",
+        better: Better::Lower,
+        target: Some((1.5, false)),
+        floor: "",
+    },
 ];
 
 /// Extra floors beside a metric's main one.
@@ -934,6 +967,82 @@ async fn bench_echo(url: &str, flavour: Flavour, n: usize) -> Result<Vec<f64>> {
     .await;
     let _ = call(&mut conn, "process/terminate", json!({"processId": pid})).await;
     result.map(|()| out)
+}
+
+/// The `sandbox` object the Codex CLI sends in workspace-write mode for workspace `root`
+/// (../shared/docs/sandbox.md §1): root read; project roots, `/tmp`, `$TMPDIR` write; `.git`,
+/// `.agents`, `.codex`, `.aws` under each root read (skipped when missing); network restricted.
+fn workspace_write(root: &Path) -> Value {
+    let protected = |name: &str| {
+        json!({"path": {"type": "special", "value": {"kind": "project_roots", "subpath": name}},
+               "access": "read", "missing_path_behavior": "skip"})
+    };
+    json!({
+        "permissions": {"type": "managed", "network": "restricted", "file_system": {
+            "type": "restricted", "entries": [
+                {"path": {"type": "special", "value": {"kind": "root"}}, "access": "read"},
+                {"path": {"type": "special", "value": {"kind": "project_roots"}}, "access": "write"},
+                {"path": {"type": "special", "value": {"kind": "slash_tmp"}}, "access": "write"},
+                {"path": {"type": "special", "value": {"kind": "tmpdir"}}, "access": "write"},
+                protected(".git"), protected(".agents"), protected(".codex"), protected(".aws")
+            ]}},
+        "windowsSandboxLevel": "disabled",
+        "cwd": file_uri(root),
+        "workspaceRoots": [file_uri(root)]
+    })
+}
+
+/// A workspace for the sandboxed metrics: `dir/ws` with a `.git`.
+fn sandbox_workspace(dir: &Path) -> Result<PathBuf> {
+    let ws = dir.join("ws");
+    std::fs::create_dir_all(ws.join(".git"))?;
+    Ok(std::fs::canonicalize(ws)?)
+}
+
+/// Sandboxed `true`, started and waited for one at a time on one connection.
+async fn bench_sandboxed_spawn(url: &str, dir: &Path, n: usize) -> Result<Vec<f64>> {
+    let ws = sandbox_workspace(dir)?;
+    let (mut conn, _) = connect(url, Flavour::Default).await?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let pid = process_id();
+        let mut params = start_params(&pid, &["true"], false);
+        params["cwd"] = json!(file_uri(&ws));
+        params["env"]["TMPDIR"] = json!("/tmp");
+        params["sandbox"] = workspace_write(&ws);
+        let t = Instant::now();
+        let id = conn.try_send_request("process/start", params).await?;
+        conn.try_wait_closed(&pid, Duration::from_secs(10)).await?;
+        out.push(ms(t.elapsed()));
+        answer(&mut conn, "process/start", id).await?;
+    }
+    Ok(out)
+}
+
+/// One sandboxed fs call (`method` with `params` and the workspace-write sandbox) at a time on
+/// one connection, `n` times; `check` looks at each result.
+async fn bench_sandboxed_fs(
+    url: &str,
+    dir: &Path,
+    n: usize,
+    method: &str,
+    params: impl Fn(&Path) -> Value,
+    check: impl Fn(&Value) -> Result<()>,
+) -> Result<Vec<f64>> {
+    let ws = sandbox_workspace(dir)?;
+    std::fs::write(ws.join("small.txt"), vec![b's'; 4096])?;
+    let (mut conn, _) = connect(url, Flavour::Default).await?;
+    let mut p = params(&ws);
+    p["sandbox"] = workspace_write(&ws);
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let answer = conn.try_request(method, p.clone(), PATIENCE).await?;
+        let e = t.elapsed();
+        check(&rpc(method, answer)?)?;
+        out.push(ms(e));
+    }
+    Ok(out)
 }
 
 async fn bench_fs_write(url: &str, dir: &Path, size: usize, n: usize) -> Result<Vec<f64>> {
@@ -1403,6 +1512,53 @@ async fn round_server(
     for _ in 0..if want("resume_ack") { sizes.resume } else { 0 } {
         let r = bench_resume(&url, Flavour::Ack).await.map(|v| vec![v]);
         res.record("resume_ack", who, r);
+    }
+    if want("sbx_spawn") {
+        let r = bench_sandboxed_spawn(&url, dir, sizes.spawn).await;
+        res.record("sbx_spawn", who, r);
+    }
+    if want("sbx_write_4k") {
+        let r = bench_sandboxed_fs(
+            &url,
+            dir,
+            sizes.spawn,
+            "fs/writeFile",
+            |ws| json!({"path": file_uri(&ws.join("w.txt")), "dataBase64": base64::engine::general_purpose::STANDARD.encode([b'w'; 4096])}),
+            |_| Ok(()),
+        )
+        .await;
+        res.record("sbx_write_4k", who, r);
+    }
+    if want("sbx_read_4k") {
+        let r = bench_sandboxed_fs(
+            &url,
+            dir,
+            sizes.spawn,
+            "fs/readFile",
+            |ws| json!({"path": file_uri(&ws.join("small.txt"))}),
+            |v| {
+                let len = v["dataBase64"].as_str().map(b64_len).unwrap_or(0);
+                anyhow::ensure!(len == 4096, "read {len} bytes, not 4096");
+                Ok(())
+            },
+        )
+        .await;
+        res.record("sbx_read_4k", who, r);
+    }
+    if want("sbx_meta") {
+        let r = bench_sandboxed_fs(
+            &url,
+            dir,
+            sizes.spawn,
+            "fs/getMetadata",
+            |ws| json!({"path": file_uri(&ws.join("small.txt"))}),
+            |v| {
+                anyhow::ensure!(v["isFile"] == json!(true), "not a file: {v}");
+                Ok(())
+            },
+        )
+        .await;
+        res.record("sbx_meta", who, r);
     }
     server.stop().await;
 

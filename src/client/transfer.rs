@@ -1,17 +1,23 @@
-//! Whole-file transfers between this machine and the executor, each verified by sha256 and each
-//! carried on across a dropped connection:
+//! Whole-file transfers between this machine and the executor, each checked and each carried on
+//! across a dropped connection:
 //!
-//! - [`ExecServerClient::upload_from`]: reads a local file, sends it in one `fs/writeFile` (so
-//!   at most [`MAX_UPLOAD_BYTES`]), then reads the remote copy back and compares size and hash.
-//! - [`ExecServerClient::download_to`]: reads a remote file block by block into a local one,
-//!   then checks the size against `fs/getMetadata` and the hash of what arrived against a
-//!   re-read of the local file.
+//! - [`ExecServerClient::upload_from`]: when the server streams writes (capability
+//!   `fileWriteStreaming`), opens the remote file with `fs/open` `mode: "replace"` and sends the
+//!   local file in 1 MiB `fs/writeBlock`s, [`WINDOW`] of them in flight at once, hashing what it
+//!   sends as it reads it; then checks that the local file did not change size meanwhile and that
+//!   the remote file has exactly the size sent (`fs/getMetadata`). Every block was acknowledged by
+//!   the server, so nothing is read back. A server without streamed writes gets one
+//!   `fs/writeFile` (at most [`MAX_UPLOAD_BYTES`]) and a read-back of the remote copy.
+//! - [`ExecServerClient::download_to`]: reads a remote file with `fs/readBlock`s, [`WINDOW`] in
+//!   flight at once, written and hashed in order as they arrive; then checks the size against
+//!   `fs/getMetadata` taken before (a file that changed size meanwhile is an error).
 //!
 //! The `fs/*` calls are not replayed after a resume (see [`super::replay`]): they fail with
 //! [`ClientError::Disconnected`]. The calls made here are safe to make again (a whole-file
-//! write, an open, a read at an offset), so they are, up to a bound; a download reopens the file
-//! (handles die with their connection: a read in flight at the drop fails, and so does one sent
-//! after the resume) and goes on from where it was.
+//! write, an open, a read or a write at an offset), so they are, up to a bound; a transfer reopens
+//! the file (handles die with their connection: a call in flight at the drop fails, and so does
+//! one sent after the resume) and goes on: a download from the first block not yet written, an
+//! upload from the start (a `replace` open truncates).
 //!
 //! Progress is reported to a callback as [`Progress`] events, phase by phase; a front end draws
 //! them (`codex remote cp` shows a bar), an embedder may ignore them (`|_| {}`).
@@ -19,20 +25,31 @@
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesOrdered;
 use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt as _;
 use tokio::sync::watch;
 
 use super::error::ClientError;
-use super::fs::Download;
 use super::session::ExecServerClient;
 use super::status::ConnectionStatus;
+use crate::path_uri;
 use crate::protocol::ErrorCode;
+use crate::protocol::fs::{
+    CloseParams, CloseResult, OpenMode, OpenParams, OpenResult, ReadBlockParams, ReadBlockResult,
+    WriteBlockParams, WriteBlockResult,
+};
+use crate::protocol::method;
 
-/// Largest upload: `fs/writeFile` carries the whole file in one message (base64 of 90 MiB is
-/// 120 MiB, under the server's 128 MiB message limit).
+/// Largest upload to a server without streamed writes: `fs/writeFile` carries the whole file in
+/// one message (base64 of 90 MiB is 120 MiB, under the server's 128 MiB message limit).
 pub const MAX_UPLOAD_BYTES: u64 = 90 << 20;
-/// Block size of downloads and read-backs (the protocol's largest `fs/readBlock`).
+/// Block size of transfers (the protocol's largest `fs/readBlock` and `fs/writeBlock`).
 const BLOCK: u64 = 1 << 20;
+/// Blocks in flight at once in either direction: enough to keep loopback and a long link busy
+/// (8 MiB in flight), little enough to bound memory (about 11 MB of base64 each way).
+pub const WINDOW: usize = 8;
 /// How often one call is made again, or a download reopened, after a dropped connection before
 /// the transfer gives up.
 const MAX_RETRIES: u32 = 20;
@@ -42,13 +59,16 @@ const MAX_RETRIES: u32 = 20;
 pub enum Phase {
     /// Reading the local file to upload.
     Reading,
-    /// Sending it: one `fs/writeFile`, so no bytes are reported until it is answered.
+    /// Sending it: block by block (each reported when the server acknowledged it), or, to a
+    /// server without streamed writes, one `fs/writeFile` (no bytes reported until it is
+    /// answered).
     Uploading,
     /// Reading the uploaded file back to hash it.
     Verifying,
     /// Receiving the remote file.
     Downloading,
-    /// Re-reading the downloaded file from disk to hash it.
+    /// Re-reading the downloaded file from disk to hash it (no longer reported: the hash is
+    /// taken as the blocks are written; kept so front ends that name it still build).
     Checking,
 }
 
@@ -162,6 +182,19 @@ pub enum TransferError {
         /// Bytes received.
         received: u64,
     },
+    /// The local file changed size while it was being uploaded.
+    #[error(
+        "{} changed during the upload: it had {expected} bytes, {read} were read",
+        path.display()
+    )]
+    LocalChanged {
+        /// The local file.
+        path: PathBuf,
+        /// Its size before the upload.
+        expected: u64,
+        /// Bytes read (or its size after).
+        read: u64,
+    },
     /// The downloaded file, re-read from disk, differs from what arrived.
     #[error(
         "verification failed: received sha256 {received_sha256}, but {} has sha256 {on_disk_sha256}",
@@ -201,9 +234,10 @@ impl TransferError {
 
 impl ExecServerClient {
     /// Uploads the local file `local` to `remote` (or into it, under the local file's name, if
-    /// `remote` is a directory), then reads the remote copy back and checks its size and sha256.
-    /// Files over [`MAX_UPLOAD_BYTES`] are refused before anything is sent. Phases: `Reading`,
-    /// `Uploading`, `Verifying`.
+    /// `remote` is a directory). With streamed writes (the server's `fileWriteStreaming`): phase
+    /// `Uploading` only, block by block, then the sizes are checked (module documentation).
+    /// Without: files over [`MAX_UPLOAD_BYTES`] are refused before anything is sent; phases
+    /// `Reading`, `Uploading`, `Verifying` (a read-back).
     pub async fn upload_from(
         &self,
         local: &Path,
@@ -214,7 +248,10 @@ impl ExecServerClient {
             .await
             .map_err(TransferError::local("read", local))?
             .len();
-        if size > MAX_UPLOAD_BYTES {
+        let streamed = self
+            .environment_info()
+            .is_some_and(|e| e.capabilities.file_write_streaming);
+        if size > MAX_UPLOAD_BYTES && !streamed {
             return Err(TransferError::TooLarge {
                 path: local.to_path_buf(),
                 size,
@@ -225,6 +262,11 @@ impl ExecServerClient {
             && m.is_directory
         {
             target.push(file_name(local)?);
+        }
+        if streamed {
+            return self
+                .upload_streamed(local, target, size, &mut progress)
+                .await;
         }
 
         progress(Progress::Begin {
@@ -261,11 +303,154 @@ impl ExecServerClient {
         })
     }
 
+    /// The streamed upload: phase `Uploading`, started again from the first byte after a dropped
+    /// connection (progress reports only bytes beyond what was reported before).
+    async fn upload_streamed(
+        &self,
+        local: &Path,
+        target: PathBuf,
+        size: u64,
+        progress: &mut impl FnMut(Progress),
+    ) -> Result<Transferred, TransferError> {
+        progress(Progress::Begin {
+            phase: Phase::Uploading,
+            total: size,
+        });
+        let mut reported = 0u64;
+        let mut attempts = 0;
+        let sent = loop {
+            let attempt = self
+                .upload_once(local, &target, size, &mut reported, progress)
+                .await;
+            match attempt {
+                Err(Attempt::Lost(_)) if attempts < MAX_RETRIES => attempts += 1,
+                Err(Attempt::Lost(err)) => {
+                    progress(Progress::End);
+                    return Err(TransferError::remote("write", &target)(err));
+                }
+                Err(Attempt::Failed(err)) => {
+                    progress(Progress::End);
+                    return Err(err);
+                }
+                Ok(sent) => break sent,
+            }
+        };
+        progress(Progress::End);
+        // Every block was acknowledged; the remote file must hold exactly what was sent.
+        let remote_size = retry_if_disconnected(|| self.metadata(&target))
+            .await
+            .map_err(TransferError::remote("stat", &target))?
+            .size;
+        if remote_size != size {
+            return Err(TransferError::UploadMismatch {
+                path: target,
+                sent_bytes: size,
+                sent_sha256: sent.clone(),
+                remote_bytes: remote_size,
+                remote_sha256: "(not read back)".into(),
+            });
+        }
+        Ok(Transferred {
+            path: target,
+            bytes: size,
+            sha256: sent,
+        })
+    }
+
+    /// One pass of a streamed upload: open `replace`, the blocks with [`WINDOW`] in flight, close.
+    /// Returns the sha256 of what was sent.
+    async fn upload_once(
+        &self,
+        local: &Path,
+        target: &Path,
+        size: u64,
+        reported: &mut u64,
+        progress: &mut impl FnMut(Progress),
+    ) -> Result<String, Attempt> {
+        let mut file = tokio::fs::File::open(local)
+            .await
+            .map_err(|e| Attempt::Failed(TransferError::local("open", local)(e)))?;
+        let opened = self.watch_status();
+        let handle_id = self
+            .open_handle(target, OpenMode::Replace)
+            .await
+            .map_err(|e| Attempt::classify(e, &opened, "open", target))?;
+        let mut hasher = Sha256::new();
+        let mut in_flight = FuturesOrdered::new();
+        let mut offset = 0u64;
+        let mut done = 0u64;
+        let mut eof = false;
+        let mut buf = vec![0u8; BLOCK as usize];
+        loop {
+            while !eof && in_flight.len() < WINDOW {
+                let n = read_full(&mut file, &mut buf)
+                    .await
+                    .map_err(|e| Attempt::Failed(TransferError::local("read", local)(e)))?;
+                if n == 0 {
+                    eof = true;
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                if offset + n as u64 > size {
+                    return Err(Attempt::Failed(TransferError::LocalChanged {
+                        path: local.to_path_buf(),
+                        expected: size,
+                        read: offset + n as u64,
+                    }));
+                }
+                let params = WriteBlockParams {
+                    handle_id: handle_id.clone(),
+                    offset,
+                    chunk: crate::b64::encode(&buf[..n]),
+                };
+                offset += n as u64;
+                let len = n as u64;
+                in_flight.push_back(async move {
+                    let r: Result<WriteBlockResult, ClientError> =
+                        self.call(method::FS_WRITE_BLOCK, &params).await;
+                    r.map(|_| len)
+                });
+            }
+            let Some(written) = in_flight.next().await else {
+                break;
+            };
+            let len = written.map_err(|e| Attempt::classify(e, &opened, "write", target))?;
+            done += len;
+            if done > *reported {
+                progress(Progress::Advance {
+                    bytes: done - *reported,
+                });
+                *reported = done;
+            }
+        }
+        if offset != size {
+            return Err(Attempt::Failed(TransferError::LocalChanged {
+                path: local.to_path_buf(),
+                expected: size,
+                read: offset,
+            }));
+        }
+        let after = tokio::fs::metadata(local)
+            .await
+            .map_err(|e| Attempt::Failed(TransferError::local("read", local)(e)))?
+            .len();
+        if after != size {
+            return Err(Attempt::Failed(TransferError::LocalChanged {
+                path: local.to_path_buf(),
+                expected: size,
+                read: after,
+            }));
+        }
+        self.close_handle(&handle_id)
+            .await
+            .map_err(|e| Attempt::classify(e, &opened, "write", target))?;
+        Ok(hex(&hasher.finalize()))
+    }
+
     /// Downloads the remote file `remote` to `local` (or into it, under the remote file's name,
-    /// if `local` is a directory), reopening it after a dropped connection; then checks the size
-    /// against `fs/getMetadata` and the sha256 of what arrived against a re-read of the local
-    /// file. A download that fails half-way removes the partial file. Phases: `Downloading`,
-    /// `Checking`.
+    /// if `local` is a directory), [`WINDOW`] blocks in flight, reopening it after a dropped
+    /// connection; then checks the size received against `fs/getMetadata` taken before. A
+    /// download that fails half-way removes the partial file. Phase: `Downloading`.
     pub async fn download_to(
         &self,
         remote: &Path,
@@ -305,43 +490,27 @@ impl ExecServerClient {
             .await;
         progress(Progress::End);
         let read = match read {
-            Ok(read) => read,
+            Ok(read) if read == meta.size => read,
+            Ok(read) => {
+                drop(file);
+                let _ = std::fs::remove_file(&target);
+                return Err(TransferError::SizeMismatch {
+                    path: remote.to_path_buf(),
+                    expected: meta.size,
+                    received: read,
+                });
+            }
             Err(err) => {
                 drop(file);
                 let _ = std::fs::remove_file(&target);
                 return Err(err);
             }
         };
-        file.sync_all()
-            .map_err(TransferError::local("write", &target))?;
         drop(file);
-        let received = hex(&hasher.finalize());
-        if read != meta.size {
-            return Err(TransferError::SizeMismatch {
-                path: remote.to_path_buf(),
-                expected: meta.size,
-                received: read,
-            });
-        }
-
-        progress(Progress::Begin {
-            phase: Phase::Checking,
-            total: read,
-        });
-        let on_disk = read_local(&target, None, &mut progress).await;
-        progress(Progress::End);
-        let (_, on_disk) = on_disk?;
-        if on_disk != received {
-            return Err(TransferError::DiskMismatch {
-                path: target,
-                received_sha256: received,
-                on_disk_sha256: on_disk,
-            });
-        }
         Ok(Transferred {
             path: target,
             bytes: read,
-            sha256: received,
+            sha256: hex(&hasher.finalize()),
         })
     }
 
@@ -373,46 +542,141 @@ impl ExecServerClient {
         Ok((hex(&hasher.finalize()), read?))
     }
 
-    /// Reads a remote file block by block into `sink`, reopening it after a dropped connection
-    /// and going on from the same offset. Returns the bytes read.
+    /// Reads a remote file block by block into `sink`, in order, with [`WINDOW`] reads in flight;
+    /// after a dropped connection reopens it and goes on from the first block not yet given to
+    /// `sink`. Reads until a block says end-of-file. Returns the bytes read.
     async fn stream_remote(
         &self,
         path: &Path,
         mut sink: impl FnMut(&[u8]) -> Result<(), TransferError>,
     ) -> Result<u64, TransferError> {
         let mut reopens = 0;
-        let (mut download, mut opened) = self.open_watched(path).await?;
+        let mut done = 0u64;
         loop {
-            match download.next_block(BLOCK).await {
-                Ok(Some(block)) => sink(&block)?,
-                Ok(None) => break,
-                Err(err) if reopens < MAX_RETRIES && handle_lost(&err, &opened) => {
-                    reopens += 1;
-                    let offset = download.offset();
-                    (download, opened) = self.open_watched(path).await?;
-                    download.seek(offset);
+            let opened = self.watch_status();
+            let handle_id = retry_if_disconnected(|| self.open_handle(path, OpenMode::Read))
+                .await
+                .map_err(TransferError::remote("open", path))?;
+            match self.read_blocks(&handle_id, &mut done, &mut sink).await {
+                Ok(()) => {
+                    // The handle dies with the connection anyway; a failed close changes nothing.
+                    let _ = self.close_handle(&handle_id).await;
+                    return Ok(done);
                 }
-                Err(err) => return Err(TransferError::remote("read", path)(err)),
+                Err(Attempt::Lost(err)) if reopens < MAX_RETRIES && handle_lost(&err, &opened) => {
+                    reopens += 1;
+                }
+                Err(Attempt::Lost(err)) => return Err(TransferError::remote("read", path)(err)),
+                Err(Attempt::Failed(err)) => return Err(err),
             }
         }
-        let read = download.offset();
-        // The handle dies with the connection anyway; a failed close changes nothing.
-        let _ = download.close().await;
-        Ok(read)
     }
 
-    /// Opens `path` for reading, with a watch of the connection taken just before: whether the
-    /// session has been resumed since, which ends the handle.
-    async fn open_watched(
+    /// Reads `handle_id` from `*done` to end-of-file, [`WINDOW`] blocks in flight, giving each to
+    /// `sink` in order and advancing `*done`.
+    async fn read_blocks(
         &self,
-        path: &Path,
-    ) -> Result<(Download, watch::Receiver<ConnectionStatus>), TransferError> {
-        let opened = self.watch_status();
-        let download = retry_if_disconnected(|| self.open_download(path))
-            .await
-            .map_err(TransferError::remote("open", path))?;
-        Ok((download, opened))
+        handle_id: &str,
+        done: &mut u64,
+        sink: &mut impl FnMut(&[u8]) -> Result<(), TransferError>,
+    ) -> Result<(), Attempt> {
+        let mut in_flight = FuturesOrdered::new();
+        let mut next = *done;
+        loop {
+            while in_flight.len() < WINDOW {
+                let params = ReadBlockParams {
+                    handle_id: handle_id.to_string(),
+                    offset: next,
+                    len: BLOCK,
+                    sandbox: None,
+                };
+                next += BLOCK;
+                in_flight.push_back(async move {
+                    let r: Result<ReadBlockResult, ClientError> =
+                        self.call(method::FS_READ_BLOCK, &params).await;
+                    r
+                });
+            }
+            let Some(answer) = in_flight.next().await else {
+                return Ok(());
+            };
+            let answer = answer.map_err(Attempt::Lost)?;
+            let data = crate::b64::decode(answer.chunk.as_bytes()).map_err(|e| {
+                Attempt::Lost(ClientError::Decode {
+                    method: method::FS_READ_BLOCK.into(),
+                    message: format!("invalid base64: {e}"),
+                })
+            })?;
+            if !data.is_empty() {
+                sink(&data).map_err(Attempt::Failed)?;
+                *done += data.len() as u64;
+            }
+            if answer.eof || (data.len() as u64) < BLOCK {
+                // The reads after it are past the end: their answers are not waited for.
+                return Ok(());
+            }
+        }
     }
+
+    /// `fs/open` under a fresh id.
+    async fn open_handle(&self, path: &Path, mode: OpenMode) -> Result<String, ClientError> {
+        let handle_id = uuid::Uuid::new_v4().simple().to_string();
+        let params = OpenParams {
+            handle_id: handle_id.clone(),
+            path: path_uri::from_path(path),
+            mode,
+            sandbox: None,
+        };
+        let _: OpenResult = self.call(method::FS_OPEN, &params).await?;
+        Ok(handle_id)
+    }
+
+    /// `fs/close`.
+    async fn close_handle(&self, handle_id: &str) -> Result<(), ClientError> {
+        let params = CloseParams {
+            handle_id: handle_id.to_string(),
+            sandbox: None,
+        };
+        let _: CloseResult = self.call(method::FS_CLOSE, &params).await?;
+        Ok(())
+    }
+}
+
+/// How one pass of a streamed transfer ended, if not well.
+enum Attempt {
+    /// A remote call failed (perhaps because its handle died with a dropped connection).
+    Lost(ClientError),
+    /// Anything else: not worth another pass.
+    Failed(TransferError),
+}
+
+impl Attempt {
+    /// A failed remote call of a pass begun when `opened` was taken: worth another pass if the
+    /// handle was lost to a dropped connection, else the transfer's error.
+    fn classify(
+        err: ClientError,
+        opened: &watch::Receiver<ConnectionStatus>,
+        action: &'static str,
+        path: &Path,
+    ) -> Self {
+        if handle_lost(&err, opened) {
+            Self::Lost(err)
+        } else {
+            Self::Failed(TransferError::remote(action, path)(err))
+        }
+    }
+}
+
+/// Reads until `buf` is full or the file ends; returns the bytes read.
+async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..]).await? {
+            0 => break,
+            m => n += m,
+        }
+    }
+    Ok(n)
 }
 
 /// Whether a failed read lost its handle to a dropped connection: the read was in flight when it

@@ -1,6 +1,10 @@
 //! `codex-fs`: the file-system helper. The server runs it under `codex-linux-sandbox` for a
 //! sandboxed `fs/*` call: one request as JSON on stdin, one answer line on stdout, exit 0
-//! (sandbox.md §5). Its Landlock grants are not split, so it enforces the read-only carve-outs
+//! (sandbox.md §5). With `--serve` it stays: one request per line on stdin, each
+//! `{"id":N,"request":{…}}`, answered in order by one line `{"id":N,"answer":{…}}` on stdout,
+//! until stdin ends (the server keeps one per connection and policy, confined once; `fs/open`,
+//! which hands a descriptor back, is not served so). The guard is bound again for every
+//! request, so a carve-out replaced since the last one is seen as it is now. Its Landlock grants are not split, so it enforces the read-only carve-outs
 //! (protected names, read entries inside writable roots) itself: a mutation whose target is, or
 //! lies under, a carve-out is refused with EACCES. Carve-outs are recorded by (device, inode) at
 //! start, and targets are resolved through the canonical form of their nearest existing ancestor,
@@ -279,17 +283,90 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// One request of a `--serve` helper.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ServedRequest {
+    /// Chosen by the server, echoed in the answer.
+    pub id: u64,
+    /// The request, as the one-shot helper reads it.
+    pub request: FsRequest,
+}
+
+/// One answer of a `--serve` helper.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ServedAnswer {
+    /// The request's id.
+    pub id: u64,
+    /// The answer, as the one-shot helper writes it.
+    pub answer: FsHelperAnswer,
+}
+
+/// Runs one request under `spec`'s guard (bound now), except `fs/open`.
+fn answer_one(spec: &GuardSpec, request: FsRequest) -> FsHelperAnswer {
+    let guard = Guard::bind(spec);
+    let outcome = match FsOp::from_request(request).and_then(|op| guard.check(op)) {
+        Ok(FsOp::Open { path, .. }) => Err(FsError::io(
+            std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "fs/open is not served by a persistent helper",
+            ),
+            &path,
+        )),
+        Ok(FsOp::Walk { path, options }) => {
+            fs_ops::walk_checked(&path, &options, &|dir| guard.check_read(dir))
+                .map(crate::protocol::fs::FsResponse::Walk)
+        }
+        op => op.and_then(fs_ops::execute),
+    };
+    fs_ops::helper_answer(outcome)
+}
+
+/// `--serve`: answers requests line by line until stdin ends.
+fn serve(spec: &GuardSpec) -> Result<(), String> {
+    use std::io::{BufRead as _, Write as _};
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = input
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read a request: {e}"))?;
+        if n == 0 {
+            return Ok(());
+        }
+        let served: ServedRequest =
+            serde_json::from_str(&line).map_err(|e| format!("invalid request: {e}"))?;
+        let answer = ServedAnswer {
+            id: served.id,
+            answer: answer_one(spec, served.request),
+        };
+        serde_json::to_writer(&mut out, &answer)
+            .map_err(|e| format!("cannot encode the answer: {e}"))?;
+        out.write_all(b"\n")
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("cannot write the answer: {e}"))?;
+    }
+}
+
 fn run() -> Result<(), String> {
     let mut args = std::env::args().skip(1);
     let mut spec = GuardSpec::default();
+    let mut serving = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--guard" => {
                 let json = args.next().ok_or("--guard needs a value")?;
                 spec = serde_json::from_str(&json).map_err(|e| format!("invalid --guard: {e}"))?;
             }
+            "--serve" => serving = true,
             other => return Err(format!("unexpected argument `{other}`")),
         }
+    }
+    if serving {
+        return serve(&spec);
     }
     let guard = Guard::bind(&spec);
     let mut input = String::new();

@@ -51,7 +51,7 @@ async fn run(call: &Call, request: FsRequest) -> Result<Value, RpcError> {
             .await
         }
         sandboxing::FsRoute::Helper(helper) => {
-            sandboxing::run_fs_helper(support, &helper, request).await
+            sandboxing::run_fs_helper(support, &call.fs_handles.helpers, &helper, request).await
         }
     }
 }
@@ -69,7 +69,8 @@ pub(super) async fn read_file(call: &Call, p: ReadFileParams) -> Result<Answer, 
     let support = &call.state.sandbox;
     match sandboxing::fs_route(support, p.sandbox.as_ref(), false)? {
         sandboxing::FsRoute::InProcess => {
-            let (path, file, size) = blocking(move || {
+            // One trip to the blocking pool for a small file: open, stat, read and encode.
+            let opened = blocking(move || {
                 if p.follow_symlinks == Some(false) {
                     fs_ops::check_no_symlinks("path", &p.path)?;
                 }
@@ -78,36 +79,39 @@ pub(super) async fn read_file(call: &Call, p: ReadFileParams) -> Result<Answer, 
                 let meta = file.metadata().map_err(|e| fs_ops::FsError::io(e, &path))?;
                 // `len` is the size of a regular file only (0 for /proc files and devices).
                 let size = meta.is_file().then_some(meta.len());
-                Ok((path, file, size))
-            })
-            .await?;
-            match size {
-                Some(size) if size > fs_ops::MAX_READ_FILE_BYTES => {
-                    Err(fs_ops::too_large_to_read(&path).into())
-                }
-                Some(size) if size > READ_PIECE_BYTES as u64 => {
-                    let (tx, rx) = tokio::sync::mpsc::channel(crate::rpc::PIECES_QUEUE);
-                    tokio::task::spawn_blocking(move || send_file_in_pieces(file, &path, &tx));
-                    Ok(Answer::Pieces(rx))
-                }
-                _ => {
-                    blocking(move || {
+                match size {
+                    Some(size) if size > READ_PIECE_BYTES as u64 => Ok(Err((path, file, size))),
+                    _ => {
                         let data = fs_ops::read_all(file, &path)?;
                         let mut json = String::with_capacity(data.len().div_ceil(3) * 4 + 20);
                         json.push_str(READ_FILE_HEAD);
                         crate::b64::encode_append(&data, &mut json);
                         json.push_str(READ_FILE_TAIL);
-                        Ok(Answer::Encoded(json))
-                    })
-                    .await
+                        Ok(Ok(json))
+                    }
+                }
+            })
+            .await?;
+            match opened {
+                Ok(json) => Ok(Answer::Encoded(json)),
+                Err((path, _, size)) if size > fs_ops::MAX_READ_FILE_BYTES => {
+                    Err(fs_ops::too_large_to_read(&path).into())
+                }
+                Err((path, file, _)) => {
+                    let (tx, rx) = tokio::sync::mpsc::channel(crate::rpc::PIECES_QUEUE);
+                    tokio::task::spawn_blocking(move || send_file_in_pieces(file, &path, &tx));
+                    Ok(Answer::Pieces(rx))
                 }
             }
         }
-        sandboxing::FsRoute::Helper(helper) => {
-            sandboxing::run_fs_helper(support, &helper, FsRequest::ReadFile(p))
-                .await
-                .map(Answer::Value)
-        }
+        sandboxing::FsRoute::Helper(helper) => sandboxing::run_fs_helper(
+            support,
+            &call.fs_handles.helpers,
+            &helper,
+            FsRequest::ReadFile(p),
+        )
+        .await
+        .map(Answer::Value),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The open `fs/open` handles of one connection: created by `connection::serve`, every handle
-//! closed when the connection ends.
+//! closed when the connection ends. The connection's persistent sandboxed `codex-fs` helpers
+//! live here too, and end with it.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -23,6 +24,8 @@ pub(super) struct OpenFile {
 pub(crate) struct FileHandles {
     /// Handle id → open file. At most [`MAX_FILE_HANDLES_PER_CONNECTION`] entries.
     open: Mutex<HashMap<String, Arc<OpenFile>>>,
+    /// The connection's sandboxed `codex-fs --serve` helpers.
+    pub(super) helpers: super::sandboxing::FsHelperPool,
 }
 
 impl FileHandles {
@@ -65,6 +68,7 @@ impl FileHandles {
     /// Closes every handle (a read in progress keeps its file until it finishes).
     pub(crate) fn close_all(&self) {
         self.lock().clear();
+        self.helpers.close_all();
     }
 }
 

@@ -5,6 +5,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 
@@ -16,7 +17,7 @@ use crate::protocol::process::SandboxType;
 use crate::protocol::sandbox::{Access, SandboxIntent};
 use crate::rpc::RpcError;
 use crate::sandbox::alias::AliasDir;
-use crate::sandbox::fs_helper::GuardSpec;
+use crate::sandbox::fs_helper::{GuardSpec, ServedAnswer, ServedRequest};
 use crate::sandbox::policy::{self, BindContext, NetworkMode, ResolvedEntry, ResolvedPolicy};
 
 /// The executor's sandbox capabilities.
@@ -296,6 +297,9 @@ pub(crate) fn fs_route(
         })?;
     let cwd = crate::path_uri::to_path(cwd_uri)
         .map_err(|e| RpcError::invalid_params(format!("invalid sandbox cwd: {e}")))?;
+    if !mutation && reads_everything(intent, context.workspace_roots.as_deref()) {
+        return Ok(FsRoute::InProcess);
+    }
     let env = fs_helper_env();
     let ctx = BindContext {
         cwd: &cwd,
@@ -359,6 +363,65 @@ pub(crate) fn fs_route(
         cwd,
         env,
     })))
+}
+
+/// Whether `intent`, bound, provably lets a read reach every path, judged from the intent alone
+/// (no file system): a restricted file system with a `root` entry that reads or writes and no
+/// entry that denies (no `deny`, no glob, which are always deny). Binding makes no `deny` entry of
+/// others (a missing entry protects its ancestor with its own access; protected names are read),
+/// and `/` is bound whatever exists, so the bound policy has full read and no deny: what
+/// [`fs_route`] would run in-process, and what Landlock would allow anyway. The checks binding
+/// makes without the file system (URIs, subpaths) must pass, else this says no and binding
+/// answers its exact error. What it skips are refusals that protect nothing a read could reach
+/// (a carve-out crossing a writable symlink).
+fn reads_everything(intent: &SandboxIntent, roots_override: Option<&[String]>) -> bool {
+    use crate::protocol::sandbox::{
+        FileSystemPath, FileSystemPolicy, PermissionProfile, SpecialPath,
+    };
+    let PermissionProfile::Managed {
+        file_system: FileSystemPolicy::Restricted { entries, .. },
+        ..
+    } = &intent.permissions
+    else {
+        return false;
+    };
+    let parses = |uri: &String| crate::path_uri::to_path(uri).is_ok();
+    if intent.cwd.as_ref().is_some_and(|c| !parses(c)) {
+        return false;
+    }
+    let roots = roots_override.unwrap_or(intent.workspace_roots.as_deref().unwrap_or_default());
+    if !roots.iter().all(parses) {
+        return false;
+    }
+    let subpath_ok = |subpath: &Option<String>| {
+        subpath.as_deref().is_none_or(|s| {
+            let p = Path::new(s);
+            !p.is_absolute() && !p.components().any(|c| c == std::path::Component::ParentDir)
+        })
+    };
+    let mut root_read = false;
+    for entry in entries {
+        if entry.access == Access::Deny {
+            return false;
+        }
+        match &entry.path {
+            FileSystemPath::GlobPattern { .. } => return false,
+            FileSystemPath::Path { path } if !parses(path) => return false,
+            FileSystemPath::Path { .. } => {}
+            FileSystemPath::Special { value } => match value {
+                SpecialPath::Root => root_read = true,
+                SpecialPath::Minimal | SpecialPath::Tmpdir | SpecialPath::SlashTmp => {}
+                SpecialPath::CurrentWorkingDirectory { subpath }
+                | SpecialPath::ProjectRoots { subpath } => {
+                    if !subpath_ok(subpath) {
+                        return false;
+                    }
+                }
+                SpecialPath::Unknown { .. } => return false,
+            },
+        }
+    }
+    root_read
 }
 
 fn fs_unenforceable(reason: &str) -> RpcError {
@@ -437,6 +500,11 @@ async fn finish_fs_helper(
 /// The helper's answer for `expected`: its result, or its error as a JSON-RPC error.
 fn helper_result(expected: &str, stdout: &[u8]) -> Result<FsResponse, RpcError> {
     let answer: FsHelperAnswer = serde_json::from_slice(stdout).map_err(helper_codec)?;
+    answer_result(expected, answer)
+}
+
+/// [`helper_result`] of an answer already decoded.
+fn answer_result(expected: &str, answer: FsHelperAnswer) -> Result<FsResponse, RpcError> {
     match answer {
         FsHelperAnswer::Ok(response) => {
             if response.method() != expected {
@@ -454,20 +522,229 @@ fn helper_result(expected: &str, stdout: &[u8]) -> Result<FsResponse, RpcError> 
     }
 }
 
-/// Runs one self-contained fs call in the sandboxed helper: the request on stdin, the answer
-/// line on stdout.
+/// Distinct policies a connection keeps a helper for; a new one beyond replaces the oldest.
+const MAX_HELPER_POLICIES: usize = 4;
+/// Helpers per policy: calls beyond wait for one to be free.
+const HELPERS_PER_POLICY: usize = 2;
+/// What is kept of a failed helper's stderr for the error.
+const HELPER_STDERR_BYTES: u64 = 4096;
+
+/// The persistent `codex-fs --serve` helpers of one connection (sandbox.md §5): at most
+/// [`HELPERS_PER_POLICY`] for each of at most [`MAX_HELPER_POLICIES`] policies, each confined
+/// once when it starts. They die with the connection ([`FsHelperPool::close_all`], and
+/// `kill_on_drop`): their stdin closes and they are killed. A helper found dead is replaced; one
+/// that dies during a call fails that call (-32603) and is replaced on the next.
+#[derive(Default)]
+pub(crate) struct FsHelperPool {
+    /// (policy key, its helpers), oldest first. A `std` mutex: never held across an `.await`.
+    policies: std::sync::Mutex<Vec<(String, Vec<Arc<HelperSlot>>)>>,
+    /// The next request id.
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+/// One helper, or room for one. A tokio mutex: held across the request's write and the
+/// answer's read, which is what keeps one exchange at a time on the helper's pipes.
+#[derive(Default)]
+struct HelperSlot(tokio::sync::Mutex<Option<ServingHelper>>);
+
+/// A running `codex-fs --serve`.
+struct ServingHelper {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::io::BufReader<tokio::process::ChildStdout>,
+    /// An exchange began and did not finish (its call was dropped half-way): the pipes hold
+    /// half a request or an unread answer, so the helper is not used again.
+    busy: bool,
+}
+
+impl FsHelperPool {
+    /// Ends every helper (the connection ended). A call in flight keeps its own until it ends.
+    pub(crate) fn close_all(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, Vec<Arc<HelperSlot>>)>> {
+        self.policies.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A slot for `key`: a free one if any, else a new one while there is room, else the
+    /// least recently handed out (the caller waits for it).
+    fn slot(&self, key: &str) -> Arc<HelperSlot> {
+        let mut policies = self.lock();
+        let index = match policies.iter().position(|(k, _)| k == key) {
+            Some(i) => i,
+            None => {
+                if policies.len() >= MAX_HELPER_POLICIES {
+                    policies.remove(0);
+                }
+                policies.push((key.to_string(), Vec::new()));
+                policies.len() - 1
+            }
+        };
+        // Most recently used last.
+        let entry = policies.remove(index);
+        policies.push(entry);
+        let slots = &mut policies.last_mut().expect("just pushed").1;
+        if let Some(i) = slots.iter().position(|s| s.0.try_lock().is_ok()) {
+            let slot = slots.remove(i);
+            slots.push(slot.clone());
+            return slot;
+        }
+        if slots.len() < HELPERS_PER_POLICY {
+            let slot = Arc::new(HelperSlot::default());
+            slots.push(slot.clone());
+            return slot;
+        }
+        let slot = slots.remove(0);
+        slots.push(slot.clone());
+        slot
+    }
+}
+
+/// What tells one helper's policy from another: everything it was started with, and the
+/// identity (device, inode) of each existing entry path, since Landlock binds its rules to
+/// inodes when the helper confines itself (a root removed and made again is another inode:
+/// another helper).
+fn helper_key(plan: &FsHelperPlan) -> Result<String, RpcError> {
+    use std::fmt::Write as _;
+    use std::os::unix::fs::MetadataExt as _;
+    let mut key =
+        serde_json::to_string(&(&plan.policy, &plan.guard, &plan.cwd)).map_err(helper_codec)?;
+    for (k, v) in &plan.env {
+        let _ = write!(key, "\0{}={}", k.to_string_lossy(), v.to_string_lossy());
+    }
+    for entry in plan.policy.file_system.iter().flatten() {
+        match std::fs::metadata(&entry.path) {
+            Ok(m) => {
+                let _ = write!(key, "\0{}:{}", m.dev(), m.ino());
+            }
+            Err(_) => key.push_str("\0-"),
+        }
+    }
+    Ok(key)
+}
+
+/// Starts a `codex-fs --serve` under `codex-linux-sandbox` for `plan`.
+fn start_serving_helper(
+    support: &SandboxSupport,
+    plan: &FsHelperPlan,
+) -> Result<ServingHelper, RpcError> {
+    let alias = support.alias.as_ref().map_err(|e| fs_unenforceable(e))?;
+    let profile = serde_json::to_string(&plan.policy).map_err(helper_codec)?;
+    let guard = serde_json::to_string(&plan.guard).map_err(helper_codec)?;
+    let mut cmd = tokio::process::Command::new(alias.linux_sandbox());
+    cmd.arg("--sandbox-policy-cwd").arg(&plan.cwd).args([
+        "--command-cwd",
+        "/",
+        "--permission-profile",
+        &profile,
+        "--unsplit-read-carve-outs",
+    ]);
+    if support.simulate_no_landlock {
+        cmd.arg("--simulate-no-landlock");
+    }
+    cmd.arg("--")
+        .arg(alias.fs_helper())
+        .args(["--guard", &guard, "--serve"])
+        .env_clear()
+        .envs(plan.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| RpcError::internal(format!("failed to start the fs sandbox helper: {e}")))?;
+    let stdin = child.stdin.take().expect("stdin is piped");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    Ok(ServingHelper {
+        child,
+        stdin,
+        stdout: tokio::io::BufReader::new(stdout),
+        busy: false,
+    })
+}
+
+/// The error for a helper that died: its status and the start of its stderr.
+async fn helper_died(mut helper: ServingHelper) -> RpcError {
+    use tokio::io::AsyncReadExt as _;
+    drop(helper.stdin);
+    let status = match helper.child.try_wait() {
+        Ok(Some(status)) => Some(status),
+        _ => {
+            let _ = helper.child.start_kill();
+            helper.child.wait().await.ok()
+        }
+    };
+    let mut stderr = Vec::new();
+    if let Some(err) = helper.child.stderr.take() {
+        let _ = err.take(HELPER_STDERR_BYTES).read_to_end(&mut stderr).await;
+    }
+    let status = status.map_or_else(|| "unknown".to_string(), |s| s.to_string());
+    RpcError::internal(format!(
+        "fs sandbox helper failed with status {status}: {}",
+        String::from_utf8_lossy(&stderr).trim()
+    ))
+}
+
+/// Runs one self-contained fs call in this connection's persistent helper for `plan`: started
+/// (and confined) on first use, replaced if found dead.
 pub(crate) async fn run_fs_helper(
     support: &SandboxSupport,
+    pool: &FsHelperPool,
     plan: &FsHelperPlan,
     request: FsRequest,
 ) -> Result<serde_json::Value, RpcError> {
-    let (mut cmd, input) = fs_helper_command(support, plan, &request)?;
-    cmd.stdout(Stdio::piped());
-    let child = cmd
-        .spawn()
-        .map_err(|e| RpcError::internal(format!("failed to start the fs sandbox helper: {e}")))?;
-    let stdout = finish_fs_helper(child, input).await?;
-    helper_result(request.method(), &stdout)?
+    use tokio::io::AsyncBufReadExt as _;
+    let expected = request.method();
+    let key = helper_key(plan)?;
+    let id = pool
+        .next_id
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut line = {
+        let mut message =
+            serde_json::to_value(ServedRequest { id, request }).map_err(helper_codec)?;
+        message["request"]["params"]["sandbox"] = serde_json::Value::Null;
+        serde_json::to_vec(&message).map_err(helper_codec)?
+    };
+    line.push(b'\n');
+    let slot = pool.slot(&key);
+    let mut guard = slot.0.lock().await;
+    // A helper that exited since its last call, or was left half-way, is replaced.
+    let reusable = match guard.as_mut() {
+        Some(h) => !h.busy && matches!(h.child.try_wait(), Ok(None)),
+        None => false,
+    };
+    if !reusable {
+        *guard = None;
+        *guard = Some(start_serving_helper(support, plan)?);
+    }
+    let helper = guard.as_mut().expect("a helper was just ensured");
+    helper.busy = true;
+    let mut answer = Vec::new();
+    let exchanged = async {
+        helper.stdin.write_all(&line).await?;
+        helper.stdin.flush().await?;
+        helper.stdout.read_until(b'\n', &mut answer).await
+    }
+    .await;
+    drop(line);
+    match exchanged {
+        Ok(n) if n > 0 && answer.ends_with(b"\n") => helper.busy = false,
+        _ => {
+            let dead = guard.take().expect("the helper is there");
+            return Err(helper_died(dead).await);
+        }
+    }
+    drop(guard);
+    let served: ServedAnswer = serde_json::from_slice(&answer).map_err(helper_codec)?;
+    if served.id != id {
+        return Err(RpcError::internal(format!(
+            "unexpected fs sandbox helper response: expected request {id}, got {}",
+            served.id
+        )));
+    }
+    answer_result(expected, served.answer)?
         .into_result()
         .map_err(helper_codec)
 }
@@ -571,5 +848,76 @@ mod open_tests {
         .unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidRequest);
         assert_eq!(err.message, "Permission denied (os error 13): /x");
+    }
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+
+    fn intent(entries: serde_json::Value) -> SandboxIntent {
+        serde_json::from_value(serde_json::json!({
+            "permissions": {"type": "managed", "network": "restricted",
+                            "file_system": {"type": "restricted", "entries": entries}},
+            "windowsSandboxLevel": "disabled",
+            "cwd": "file:///w",
+            "workspaceRoots": ["file:///w"]
+        }))
+        .unwrap()
+    }
+
+    fn special(kind: &str, access: &str) -> serde_json::Value {
+        serde_json::json!({"path": {"type": "special", "value": {"kind": kind}}, "access": access})
+    }
+
+    #[test]
+    fn reads_everything_only_with_root_readable_and_nothing_denied() {
+        let ws = |extra: serde_json::Value| {
+            let mut e = vec![
+                special("root", "read"),
+                special("project_roots", "write"),
+                special("slash_tmp", "write"),
+                special("tmpdir", "write"),
+                serde_json::json!({"path": {"type": "special",
+                    "value": {"kind": "project_roots", "subpath": ".git"}},
+                    "access": "read", "missing_path_behavior": "skip"}),
+            ];
+            if !extra.is_null() {
+                e.push(extra);
+            }
+            intent(serde_json::Value::Array(e))
+        };
+        // The Codex CLI's workspace-write: every read allowed.
+        assert!(reads_everything(&ws(serde_json::Value::Null), None));
+        // A deny (or `none`) entry, a glob (always deny), an unknown kind: binding decides.
+        assert!(!reads_everything(&ws(special("minimal", "deny")), None));
+        assert!(!reads_everything(&ws(special("minimal", "none")), None));
+        let glob = serde_json::json!({"path": {"type": "glob_pattern", "pattern": "**/*.env"},
+                                      "access": "deny"});
+        assert!(!reads_everything(&ws(glob), None));
+        // No root entry: reads are restricted.
+        assert!(!reads_everything(
+            &intent(serde_json::json!([special("project_roots", "write")])),
+            None
+        ));
+        // Root write counts as read.
+        assert!(reads_everything(
+            &intent(serde_json::json!([
+                special("root", "write"),
+                special("tmpdir", "read")
+            ])),
+            None
+        ));
+        // What binding would refuse without the file system is left to binding (its error).
+        let bad_subpath = serde_json::json!({"path": {"type": "special",
+            "value": {"kind": "project_roots", "subpath": "../x"}}, "access": "read"});
+        assert!(!reads_everything(&ws(bad_subpath), None));
+        let bad_path = serde_json::json!({"path": {"type": "path", "path": "file:rel"},
+                                          "access": "read"});
+        assert!(!reads_everything(&ws(bad_path), None));
+        assert!(!reads_everything(
+            &ws(serde_json::Value::Null),
+            Some(&["not a uri".to_string()])
+        ));
     }
 }

@@ -1,4 +1,5 @@
-//! `codex remote cp`: one file to or from the executor. The transfer, its verification and its
+//! `codex remote cp`: one file to or from the executor, in pipelined 1 MiB blocks. The transfer,
+//! its verification and its
 //! recovery from a dropped connection are the library's
 //! ([`ExecServerClient::upload_from`], [`ExecServerClient::download_to`]); this draws the
 //! progress and says what was copied.
@@ -49,8 +50,10 @@ pub async fn run(client: &ExecServerClient, args: CpArgs) -> anyhow::Result<()> 
         }
         _ => bail!("exactly one side of cp must be remote, written `{REMOTE_PREFIX}PATH`"),
     };
+    // The hash is of the bytes sent or received, taken as they went; the size is checked at the
+    // other end (a block-by-block copy acknowledged block by block is not read back).
     eprintln!(
-        "codex remote: copied {} bytes in {:.1?}, sha256 {} verified",
+        "codex remote: copied {} bytes in {:.1?}, sha256 {}, size verified",
         copied.bytes,
         started.elapsed(),
         copied.sha256
@@ -70,8 +73,8 @@ impl Bar {
                 self.clear();
                 let bar = new_bar(total, label(phase));
                 if phase == Phase::Uploading {
-                    // One message whose progress cannot be seen: a full bar that stays alive.
-                    bar.set_position(total);
+                    // A server without streamed writes takes the file in one message, whose
+                    // progress cannot be seen: the bar stays alive meanwhile.
                     bar.enable_steady_tick(Duration::from_millis(200));
                 }
                 self.0 = Some(bar);
