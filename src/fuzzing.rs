@@ -352,9 +352,12 @@ mod tests {
         seeds
     }
 
+    /// A target: its name under fuzz/, and its entry point.
+    type Target = (&'static str, fn(&[u8]));
+
     #[test]
     fn every_seed_of_every_target_runs_clean() {
-        let targets: [(&str, fn(&[u8])); 5] = [
+        let targets: [Target; 5] = [
             ("frames", frames),
             ("path_uri", path_uri),
             ("env_policy", env_policy),
