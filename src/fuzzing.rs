@@ -295,21 +295,21 @@ pub fn sandbox_policy(data: &[u8]) {
         enforce_managed_network: input.enforce_managed_network,
         managed_network: input.managed_network.as_ref(),
     };
+    // An fs call needs a cwd (the server refuses one without).
     let context = intent.policy_context.clone().unwrap_or_default();
-    let fs_cwd = context
+    let fs_cwd: Option<PathBuf> = context
         .cwd
         .as_ref()
         .or(intent.cwd.as_ref())
-        .and_then(|uri| path_uri::to_path(uri).ok())
-        .unwrap_or_else(|| PathBuf::from("/"));
-    let fs_call = policy::BindContext {
-        cwd: &fs_cwd,
+        .and_then(|uri| path_uri::to_path(uri).ok());
+    let fs_call = fs_cwd.as_deref().map(|cwd| policy::BindContext {
+        cwd,
         env: &env,
         workspace_roots_override: context.workspace_roots.as_deref(),
         enforce_managed_network: false,
         managed_network: None,
-    };
-    for ctx in [&process, &fs_call] {
+    });
+    for ctx in std::iter::once(&process).chain(fs_call.as_ref()) {
         if let Ok(resolved) = policy::resolve(intent, ctx) {
             let _ = resolved.is_noop();
             if let Some(entries) = &resolved.file_system {
