@@ -57,3 +57,8 @@ pub mod server;
 pub mod arg0;
 #[cfg(feature = "cli")]
 pub mod cli;
+
+/// Entry points of the fuzz targets under `fuzz/` (docs/fuzzing.md); not an API.
+#[cfg(feature = "server")]
+#[doc(hidden)]
+pub mod fuzzing;

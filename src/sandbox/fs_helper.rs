@@ -409,6 +409,20 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
+/// What the helper does with its input before acting, for `crate::fuzzing`: `guard` as its
+/// `--guard` JSON, `request` as its stdin, parsed and checked against the guard (which reads the
+/// file system: `stat`, `realpath`), never executed.
+pub(crate) fn checked_request(guard: &str, request: &str) -> Result<FsOp, String> {
+    let spec: GuardSpec =
+        serde_json::from_str(guard).map_err(|e| format!("invalid --guard: {e}"))?;
+    let guard = Guard::bind(&spec);
+    let request: FsRequest =
+        serde_json::from_str(request).map_err(|e| format!("invalid request: {e}"))?;
+    FsOp::from_request(request)
+        .and_then(|op| guard.check(op))
+        .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,6 +42,9 @@ pub fn minimal_paths() -> Vec<PathBuf> {
 const MAX_GLOB_MATCHES: usize = 8192;
 /// Default directory depth of a glob scan.
 const DEFAULT_GLOB_DEPTH: u32 = 16;
+/// Most directory entries one glob scan may visit: a glob relative to `/` at the default depth
+/// would otherwise walk the whole file system while the request waits (found by fuzzing).
+const MAX_GLOB_SCAN_ENTRIES: usize = 200_000;
 
 /// What the network may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +117,11 @@ pub enum PolicyError {
     CrossesWritableSymlink { path: PathBuf, symlink: PathBuf },
     #[error("invalid managedNetwork: {0}")]
     ManagedNetwork(String),
+    #[error(
+        "sandbox glob `{0}` scans more than {MAX_GLOB_SCAN_ENTRIES} entries: \
+         narrow it or lower glob_scan_max_depth"
+    )]
+    GlobScanTooLarge(String),
 }
 
 /// What binding needs besides the intent.
@@ -285,6 +293,16 @@ fn bind_entries(
 
 /// Expands a deny glob to the existing paths it matches.
 fn expand_glob(pattern: &str, cwd: &Path, depth: u32) -> Result<Vec<PathBuf>, PolicyError> {
+    expand_glob_within(pattern, cwd, depth, MAX_GLOB_SCAN_ENTRIES)
+}
+
+/// [`expand_glob`], visiting at most `max_visited` directory entries.
+fn expand_glob_within(
+    pattern: &str,
+    cwd: &Path,
+    depth: u32,
+    max_visited: usize,
+) -> Result<Vec<PathBuf>, PolicyError> {
     let absolute = if Path::new(pattern).is_absolute() {
         PathBuf::from(pattern)
     } else {
@@ -309,6 +327,7 @@ fn expand_glob(pattern: &str, cwd: &Path, depth: u32) -> Result<Vec<PathBuf>, Po
         base.push(comp);
     }
     let mut matches = Vec::new();
+    let mut visited = 0usize;
     let mut stack = vec![(base, 0u32)];
     while let Some((dir, level)) = stack.pop() {
         if glob.is_match(&dir) {
@@ -324,6 +343,10 @@ fn expand_glob(pattern: &str, cwd: &Path, depth: u32) -> Result<Vec<PathBuf>, Po
             continue;
         };
         for entry in read.flatten() {
+            visited += 1;
+            if visited > max_visited {
+                return Err(PolicyError::GlobScanTooLarge(pattern.to_string()));
+            }
             let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
             let path = entry.path();
             if is_dir {

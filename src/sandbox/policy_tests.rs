@@ -117,6 +117,26 @@ fn missing_deny_without_skip_protects_nearest_existing_ancestor() {
 }
 
 #[test]
+fn a_glob_whose_scan_visits_too_many_entries_is_refused_not_walked_to_the_end() {
+    // Found by fuzzing (fuzz target `sandbox_policy`): `*.env` relative to `/` at the default
+    // depth walked the whole file system while the request waited.
+    let w = tmp();
+    for i in 0..5 {
+        fs::create_dir(w.join(format!("d{i}"))).unwrap();
+        fs::write(w.join(format!("d{i}/f")), "x").unwrap();
+    }
+    let pattern = "**/*.env";
+    let err = expand_glob_within(pattern, &w, DEFAULT_GLOB_DEPTH, 6).unwrap_err();
+    assert!(matches!(err, PolicyError::GlobScanTooLarge(_)), "{err}");
+    assert!(err.to_string().contains("scans more than"), "{err}");
+    // Within the budget, the same scan completes.
+    assert_eq!(
+        expand_glob_within(pattern, &w, DEFAULT_GLOB_DEPTH, 10).unwrap(),
+        Vec::<PathBuf>::new()
+    );
+}
+
+#[test]
 fn glob_deny_expands_to_existing_matches() {
     let w = tmp();
     fs::create_dir(w.join("sub")).unwrap();

@@ -49,7 +49,7 @@ impl Handshake {
 }
 
 /// Serves one connection until the peer goes away, it breaks the protocol, or the server stops.
-pub(super) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
+pub(crate) async fn serve(mut transport: Transport, state: Arc<ServerState>) {
     let connection = state.connection_id();
     let _counted = state.metrics.connection_opened();
     let out = transport.outgoing.clone();

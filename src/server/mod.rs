@@ -48,3 +48,7 @@ pub use listener::{run_stdio, run_ws};
 pub use metrics::Metrics;
 pub use metrics_http::serve_metrics;
 pub use tls::TlsServer;
+
+// For `crate::fuzzing` (fuzz/, docs/fuzzing.md): one connection served on an in-process server.
+pub(crate) use connection::serve as serve_connection;
+pub(crate) use state::ServerState;

@@ -110,7 +110,7 @@ impl ServerState {
 }
 
 impl ServerState {
-    pub(super) fn new(mut config: ServerConfig) -> Arc<Self> {
+    pub(crate) fn new(mut config: ServerConfig) -> Arc<Self> {
         let tracker = TaskTracker::new();
         let cancel = CancellationToken::new();
         let reaper = config.reap_orphans.then(Reaper::start).and_then(|started| {
