@@ -142,11 +142,10 @@ impl ProcessHandle {
 impl Drop for ProcessHandle {
     fn drop(&mut self) {
         self.entry.mark_finished();
-        self.control
-            .client
-            .inner
-            .processes
-            .remove_if_same(self.id(), &self.entry);
+        let inner = &self.control.client.inner;
+        inner.processes.remove_if_same(self.id(), &self.entry);
+        // A process nobody follows any more must not wait for acknowledgements.
+        inner.unfollow(&self.entry);
     }
 }
 

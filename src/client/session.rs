@@ -102,6 +102,7 @@ impl ExecServerClient {
             tracker,
             cancel: cancel.clone(),
             stats: Mutex::new(ClientStats::default()),
+            acks: Default::default(),
         });
         let client = Self {
             inner: inner.clone(),

@@ -237,6 +237,10 @@ methods! {
     /// Sets a tty process's terminal size.
     ProcessResize, PROCESS_RESIZE = "process/resize", Exec, Request,
         Resend: "setting the same size again changes nothing";
+    // ----- issue 15: ack (ours).
+    /// The client has processed a process's events up to a seq.
+    ProcessAck, PROCESS_ACK = "process/ack", Exec, Request,
+        Resend: "acknowledging the same seq again changes nothing";
 }
 
 impl Method {

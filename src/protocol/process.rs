@@ -398,3 +398,18 @@ pub struct ProcessInfo {
 pub struct ListResult {
     pub processes: Vec<ProcessInfo>,
 }
+
+/// `process/ack` params (issue 15): the client has processed every event of `processId` up to
+/// `seq`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AckParams {
+    pub process_id: String,
+    pub seq: u64,
+    /// `false`: the client no longer follows the process (its handle is gone): its output goes
+    /// back to a ring, as for a client that never acknowledges, and later acknowledgements
+    /// without this field do not change that. `true`: it follows it again. Absent: it
+    /// acknowledges (unless it said `false` before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub following: Option<bool>,
+}

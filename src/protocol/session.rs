@@ -104,4 +104,8 @@ pub struct Capabilities {
     // ----- issue 14, part "gaps" (ours).
     /// `process/read` answers `gap`, `exitedSeq` and `closedSeq`.
     pub read_gaps: bool,
+    // ----- issue 15, part "flow" (ours).
+    /// `process/ack`: output the client has not acknowledged is never dropped while the
+    /// session lives.
+    pub output_ack: bool,
 }

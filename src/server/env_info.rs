@@ -60,6 +60,8 @@ pub fn current() -> EnvironmentInfo {
             process_list: true,
             // Issue 14, part "gaps" (tests/process_ext.rs, "Gaps").
             read_gaps: true,
+            // Issue 15, part "flow" (tests/flow.rs).
+            output_ack: true,
             ..Capabilities::default()
         },
     }

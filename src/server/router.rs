@@ -57,6 +57,10 @@ pub(super) async fn route(call: Call, method: Method, params: Value) -> Result<A
             exec::resize(call, decode_params(params)?)?;
             Ok(empty())
         }
+        Method::ProcessAck => {
+            exec::ack(call, decode_params(params)?)?;
+            Ok(empty())
+        }
         Method::Initialize
         | Method::Initialized
         | Method::FsMissingChanged

@@ -71,7 +71,7 @@ async fn every_client_request_of_the_table_is_routed_to_a_handler() {
         }
     }
     assert_eq!(
-        routed_count, 26,
+        routed_count, 27,
         "every environment, exec, fs and http request"
     );
 }

@@ -210,6 +210,7 @@ impl ProcessTable {
             sandboxed: spec.sandboxed,
             cancel: self.cancel.clone(),
             audit,
+            detached_output: self.config.detached_output,
         };
         self.tracker.spawn(pump.run(spawned.child, spawned.output));
         if let Some(timeout) = spec.timeout {
