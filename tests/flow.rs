@@ -363,6 +363,11 @@ async fn process_ack_of_a_live_process_answers_empty_and_bad_input_is_refused() 
         .unwrap();
     let (code, _) = c.await_answer(id).await.expect_err("refused");
     assert_eq!(code, INVALID_PARAMS);
+    // process/start's outputAck must be a boolean.
+    let mut params = sh("q", "true");
+    params["outputAck"] = json!("yes");
+    let (code, _) = c.request_err("process/start", params).await;
+    assert_eq!(code, INVALID_PARAMS);
     // A huge process id is an unknown one.
     let huge = "x".repeat(1 << 20);
     let (code, _) = c
@@ -388,14 +393,13 @@ async fn an_acking_clients_unacknowledged_output_is_never_dropped() {
     c.initialize().await;
     let dir = TestDir::new();
     let go = fifo(&dir, "go");
-    c.start_process(sh(
+    // `outputAck`: acknowledged from the first byte on, as if `process/ack {seq: 0}` came first.
+    let mut params = sh(
         "big",
         &format!("cat {} >/dev/null; exec seq 1 {LINES}", go.display()),
-    ))
-    .await;
-    // Seq 0: nothing processed yet, but from now on the server keeps what is not acknowledged.
-    c.request_ok("process/ack", json!({"processId": "big", "seq": 0}))
-        .await;
+    );
+    params["outputAck"] = json!(true);
+    c.start_process(params).await;
     release(&go).await;
     // The process runs ahead by the window only: it waits for acknowledgements.
     server

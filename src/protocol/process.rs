@@ -73,6 +73,10 @@ pub struct StartParams {
     /// Ours (issue 14, `ptyResize`): the terminal's size at start (tty only; default 80×24).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pty_size: Option<PtySize>,
+    /// Ours (issue 15, `outputAck`): the client acknowledges this process's output with
+    /// `process/ack` from its first byte on (as if it had sent `process/ack {seq: 0}` at once).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub output_ack: bool,
 }
 
 /// A terminal size (`process/start.ptySize`). Each member must be in

@@ -90,6 +90,7 @@ pub(super) fn start(call: &Call, p: StartParams) -> Result<StartResult, RpcError
     let spec = SpawnSpec {
         listed_argv0: p.argv[0].clone(),
         pty_size,
+        output_ack: p.output_ack,
         timeout: p.timeout_ms.map(Duration::from_millis),
         argv: p.argv,
         arg0: p.arg0,

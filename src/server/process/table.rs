@@ -184,6 +184,10 @@ impl ProcessTable {
             meta,
             pty,
         ));
+        if spec.output_ack {
+            let following = super::output_log::Following::Acking;
+            process.log.lock().unwrap().set_following(following);
+        }
         self.entries
             .lock()
             .unwrap()
