@@ -835,7 +835,15 @@ impl Drop for Gate {
 async fn the_client_library_fails_only_the_process_whose_output_fell_into_a_gap() {
     use codex::client::SequenceError;
     use codex::client::{ClientError, ClientOptions, ExecServerClient, ProcessEvent, start_params};
-    let server = Server::start(&["--retained-output-bytes", "1024"]).await;
+    // `drop`: while detached, output beyond the retention is dropped (the default, `block`,
+    // would keep the process waiting instead: no gap; tests/flow.rs).
+    let server = Server::start(&[
+        "--retained-output-bytes",
+        "1024",
+        "--detached-output",
+        "drop",
+    ])
+    .await;
     let gate = Gate::start(server.addr()).await;
     let client =
         ExecServerClient::connect(&format!("ws://{}", gate.addr), ClientOptions::default())

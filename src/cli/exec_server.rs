@@ -212,6 +212,52 @@ pub struct ExecServerArgs {
     /// 3 ms per spawn on a busy 2-core machine.
     #[arg(long)]
     no_process_cgroups: bool,
+    // ----- issue 15, part "flow"
+    /// Process output waiting to be sent to one connection, in bytes of encoded messages, from
+    /// 131072 (128 KiB) to 1073741824 (1 GiB) [default: 1048576, 1 MiB]. A client that reads
+    /// slowly, or not at all, holds at most about this much of the server's memory: the
+    /// processes whose output goes to it wait (they block on a full pipe) until it reads. It is
+    /// also what may be in flight when a connection drops: a client that never sends
+    /// `process/ack` finds it all still retained at its resume only if three quarters of it (the
+    /// output that much base64 carries) fits in --retained-output-bytes, as the defaults do. A
+    /// value out of range stops the start.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::server::DEFAULT_MAX_OUTGOING_BYTES,
+          value_parser = parse_max_outgoing_bytes)]
+    max_outgoing_bytes: usize,
+
+    /// What a process of a detached session (its client's connection dropped, not yet resumed)
+    /// does once its retained output (--retained-output-bytes) is full. `block` (the default):
+    /// the server stops reading its output, so the process blocks on its next write and nothing
+    /// is lost before the session expires (--detached-session-ttl-ms); a detached session then
+    /// costs no CPU. `drop`: the server keeps reading and drops the oldest retained output, so
+    /// the process never waits but a client that resumes late loses what was dropped (its
+    /// `process/read` answers a `gap`).
+    #[arg(long, value_enum, default_value_t = DetachedOutputArg::Block, value_name = "MODE")]
+    detached_output: DetachedOutputArg,
+}
+
+/// Values of `--detached-output`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DetachedOutputArg {
+    /// Stop reading the process's output until the client resumes: nothing is lost.
+    Block,
+    /// Keep reading and drop the oldest retained output.
+    Drop,
+}
+
+/// Parses `--max-outgoing-bytes`: a byte count between the floor and the ceiling.
+fn parse_max_outgoing_bytes(s: &str) -> Result<usize, String> {
+    use crate::server::{MAX_MAX_OUTGOING_BYTES, MIN_MAX_OUTGOING_BYTES};
+    let n: usize = s
+        .parse()
+        .map_err(|e| format!("expected a number of bytes: {e}"))?;
+    if !(MIN_MAX_OUTGOING_BYTES..=MAX_MAX_OUTGOING_BYTES).contains(&n) {
+        return Err(format!(
+            "{n} is not in {MIN_MAX_OUTGOING_BYTES}..={MAX_MAX_OUTGOING_BYTES} (below 128 KiB one \
+             64 KiB read of output, encoded, would not fit)"
+        ));
+    }
+    Ok(n)
 }
 
 /// Parses `--max-message-bytes`: a byte count between the floor and the ceiling.
@@ -388,6 +434,11 @@ pub fn run(args: ExecServerArgs) -> ExitCode {
         request_head_timeout: Duration::from_millis(args.request_head_timeout_ms),
         process_cgroups: !args.no_process_cgroups,
         cgroup_root: None,
+        max_outgoing_bytes: args.max_outgoing_bytes,
+        detached_output: match args.detached_output {
+            DetachedOutputArg::Block => crate::server::DetachedOutput::Block,
+            DetachedOutputArg::Drop => crate::server::DetachedOutput::Drop,
+        },
     };
     if config.sandbox_pid_namespace == PidNamespaceMode::Isolate && !pid_namespace_available() {
         eprintln!(

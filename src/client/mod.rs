@@ -44,6 +44,7 @@
 //!   dropped connection (`codex remote cp` is a thin front end on them).
 #![warn(clippy::missing_docs_in_private_items)]
 
+mod ack;
 mod connection;
 pub mod connector;
 pub mod environments;

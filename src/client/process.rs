@@ -58,8 +58,16 @@ impl ExecServerClient {
     /// Starts a process and returns its handle. If the transport drops before the answer, the
     /// start is not replayed: the client terminates `processId` on the resumed session and
     /// returns [`ClientError::StartAmbiguous`].
-    pub async fn start(&self, params: StartParams) -> Result<ProcessHandle, ClientError> {
+    pub async fn start(&self, mut params: StartParams) -> Result<ProcessHandle, ClientError> {
         let mut handle = new_handle(self, &params.process_id)?;
+        // On a server that takes acknowledgements, they cover the output from its first byte.
+        params.output_ack |= self
+            .inner
+            .environment
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|env| env.capabilities.output_ack);
         let result: StartResult = self.call(method::PROCESS_START, &params).await?;
         mark_started(&mut handle, result.sandbox_type);
         Ok(handle)
@@ -90,6 +98,7 @@ where
         network_proxy: None,
         timeout_ms: None,
         pty_size: None,
+        output_ack: false,
     }
 }
 
@@ -169,11 +178,10 @@ impl ProcessHandle {
 impl Drop for ProcessHandle {
     fn drop(&mut self) {
         self.entry.mark_finished();
-        self.control
-            .client
-            .inner
-            .processes
-            .remove_if_same(self.id(), &self.entry);
+        let inner = &self.control.client.inner;
+        inner.processes.remove_if_same(self.id(), &self.entry);
+        // A process nobody follows any more must not wait for acknowledgements.
+        inner.unfollow(&self.entry);
     }
 }
 

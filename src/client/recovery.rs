@@ -41,6 +41,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::ack::Acks;
 use super::connection::{self, CallError, Conn, Events};
 use super::connector::Connect;
 use super::error::ClientError;
@@ -188,6 +189,8 @@ pub(super) struct Inner {
     pub(super) stats: Mutex<ClientStats>,
     /// The `fs/watch` watches the client follows.
     pub(super) watches: WatchTable,
+    /// Published output waiting to be acknowledged (`process/ack`, issue 15).
+    pub(super) acks: Acks,
 }
 
 impl Inner {
@@ -222,7 +225,14 @@ impl Events for Inner {
         process_id: String,
         event: Result<ProcessEvent, String>,
     ) {
+        let bytes = match &event {
+            Ok(ProcessEvent::Output { data, .. }) => data.len() as u64,
+            _ => 0,
+        };
         if let Some((entry, outcome)) = self.processes.route(conn, &process_id, event).await {
+            if outcome == Outcome::Open {
+                self.note_published(&entry, bytes);
+            }
             self.settle(&entry, outcome);
         }
     }
@@ -343,6 +353,73 @@ impl Inner {
                         return Err(ClientError::StartAmbiguous { process_id });
                     }
                 },
+            }
+        }
+    }
+
+    /// Records what `entry` has published (`bytes` of output just now) for the next
+    /// `process/ack`, if the server takes acknowledgements (`outputAck`).
+    fn note_published(self: &Arc<Self>, entry: &ProcessEntry, bytes: u64) {
+        let acks_taken = self
+            .environment
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|env| env.capabilities.output_ack);
+        if !acks_taken {
+            return;
+        }
+        self.acks.note(entry.id(), entry.last_published(), bytes);
+        if self.acks.start() {
+            let inner = self.clone();
+            self.tracker.spawn(async move {
+                tokio::select! {
+                    _ = inner.send_acks() => {}
+                    _ = inner.cancel.cancelled() => {}
+                }
+            });
+        }
+    }
+
+    /// The handle of `entry` is gone before its close: if the server takes acknowledgements,
+    /// tell it the client no longer follows the process (`following: false`), so its output
+    /// goes back to a ring instead of waiting for acknowledgements that will not come.
+    pub(super) fn unfollow(self: &Arc<Self>, entry: &ProcessEntry) {
+        let acks_taken = self
+            .environment
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|env| env.capabilities.output_ack);
+        if !acks_taken || entry.closed() || self.cancel.is_cancelled() {
+            return;
+        }
+        let params = json!({
+            "processId": entry.id(),
+            "seq": entry.last_published(),
+            "following": false,
+        });
+        let inner = self.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                _ = inner.call_value(method::PROCESS_ACK, params) => {}
+                _ = inner.cancel.cancelled() => {}
+            }
+        });
+    }
+
+    /// Sends each batch of acknowledgements, one `process/ack` per process; a refused one (the
+    /// process is gone) changes nothing.
+    async fn send_acks(self: &Arc<Self>) {
+        loop {
+            for (process_id, seq) in self.acks.next_batch().await {
+                if seq == 0 {
+                    continue;
+                }
+                let params = json!({ "processId": process_id, "seq": seq });
+                if let Err(err) = self.call_value(method::PROCESS_ACK, params).await {
+                    tracing::debug!(%err, "process/ack refused");
+                }
             }
         }
     }
@@ -621,6 +698,9 @@ impl Inner {
         };
         self.note_catch_up(bytes);
         let outcome = entry.publish(|s| s.recover(catch_up)).await;
+        if outcome == Outcome::Open {
+            self.note_published(entry, bytes);
+        }
         self.settle(entry, outcome);
         Ok(())
     }

@@ -142,6 +142,7 @@ impl ExecServerClient {
             cancel: cancel.clone(),
             stats: Mutex::new(ClientStats::default()),
             watches: Default::default(),
+            acks: Default::default(),
         });
         let client = Self {
             inner: inner.clone(),

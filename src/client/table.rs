@@ -93,6 +93,11 @@ impl ProcessEntry {
         self.state.lock().unwrap().sequencer.last_published()
     }
 
+    /// The close was published: nothing more will be.
+    pub(super) fn closed(&self) -> bool {
+        self.state.lock().unwrap().sequencer.finished()
+    }
+
     /// The process id.
     pub(super) fn id(&self) -> &str {
         &self.id

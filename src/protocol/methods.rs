@@ -247,6 +247,10 @@ methods! {
     /// Coalesced changes seen by a watch.
     FsChanged, FS_CHANGED = "fs/changed", Filesystem, ServerNotification,
         NotSent: "sent by the server";
+    // ----- issue 15: ack (ours).
+    /// The client has processed a process's events up to a seq.
+    ProcessAck, PROCESS_ACK = "process/ack", Exec, Request,
+        Resend: "acknowledging the same seq again changes nothing";
 }
 
 impl Method {

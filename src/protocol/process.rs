@@ -113,6 +113,10 @@ pub struct StartParams {
     /// Ours (issue 14, `ptyResize`): the terminal's size at start (tty only; default 80×24).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pty_size: Option<PtySize>,
+    /// Ours (issue 15, `outputAck`): the client acknowledges this process's output with
+    /// `process/ack` from its first byte on (as if it had sent `process/ack {seq: 0}` at once).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub output_ack: bool,
 }
 
 /// A terminal size (`process/start.ptySize`). Each member must be in
@@ -437,4 +441,19 @@ pub struct ProcessInfo {
 #[serde(rename_all = "camelCase")]
 pub struct ListResult {
     pub processes: Vec<ProcessInfo>,
+}
+
+/// `process/ack` params (issue 15): the client has processed every event of `processId` up to
+/// `seq`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AckParams {
+    pub process_id: String,
+    pub seq: u64,
+    /// `false`: the client no longer follows the process (its handle is gone): its output goes
+    /// back to a ring, as for a client that never acknowledges, and later acknowledgements
+    /// without this field do not change that. `true`: it follows it again. Absent: it
+    /// acknowledges (unless it said `false` before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub following: Option<bool>,
 }

@@ -107,4 +107,8 @@ pub struct Capabilities {
     // ----- issue 14: watches (ours).
     /// `fs/watch`, `fs/unwatch` and `fs/changed`.
     pub fs_watch: bool,
+    // ----- issue 15, part "flow" (ours).
+    /// `process/ack`: output the client has not acknowledged is never dropped while the
+    /// session lives.
+    pub output_ack: bool,
 }

@@ -92,7 +92,9 @@ where
 /// error: the line cannot be completed, so the connection ends.
 async fn write_line<W: AsyncWrite + Unpin>(writer: &mut W, msg: Outgoing) -> std::io::Result<()> {
     match msg {
-        Outgoing::Message(text) => writer.write_all(text.as_bytes()).await?,
+        Outgoing::Message(text) | Outgoing::Budgeted(text, _) => {
+            writer.write_all(text.as_bytes()).await?
+        }
         Outgoing::Pieces(mut pieces) => {
             writer.write_all(pieces.head.as_bytes()).await?;
             loop {

@@ -12,7 +12,8 @@ pub use crate::protocol::MAX_MESSAGE_BYTES;
 
 /// Messages read from the peer waiting to be handled. Small: a slow handler slows its reader.
 pub(super) const INCOMING_QUEUE: usize = 64;
-/// Encoded messages waiting for the writer. Bounded so a slow peer slows only its producers.
+/// Encoded messages waiting for the writer. Bounded so a slow peer slows only its producers; the
+/// server's process output is also bounded in bytes ([`Outgoing::Budgeted`]).
 pub(super) const OUTGOING_QUEUE: usize = 256;
 
 /// Pieces of one [`Outgoing::Pieces`] message waiting for the writer. Each is up to a few hundred
@@ -45,6 +46,10 @@ pub enum Outgoing {
     /// or taken back, so the writer ends the connection: the peer sees the call lost, never a
     /// truncated answer.
     Pieces(Pieces),
+    /// A whole message holding its size in a connection's byte budget (the server's process
+    /// output, `--max-outgoing-bytes`): the permit goes back when the writer has handed the
+    /// text to the socket, so what waits in the queue is bounded in bytes, not only in count.
+    Budgeted(Text, tokio::sync::OwnedSemaphorePermit),
 }
 
 /// A message in pieces: `head`, then every piece of `body`, then `tail`.
@@ -71,7 +76,7 @@ impl Outgoing {
     /// The whole text of a [`Outgoing::Message`] (tests), or of pieces collected until the last.
     pub async fn into_text(self) -> Option<String> {
         match self {
-            Self::Message(text) => Some(text.as_str().to_owned()),
+            Self::Message(text) | Self::Budgeted(text, _) => Some(text.as_str().to_owned()),
             Self::Pieces(mut pieces) => {
                 let mut text = pieces.head;
                 loop {

@@ -274,6 +274,11 @@ where
 {
     match msg {
         Outgoing::Message(text) => sink.feed(Message::Text(text)).await.map_err(|_| SendError),
+        // The permit is released once the frame is in tungstenite's write buffer (bounded: a
+        // feed beyond its size waits for the socket to take the buffer first).
+        Outgoing::Budgeted(text, _permit) => {
+            sink.feed(Message::Text(text)).await.map_err(|_| SendError)
+        }
         Outgoing::Pieces(mut pieces) => {
             let frame = |text: String, opcode, last| {
                 Message::Frame(Frame::message(

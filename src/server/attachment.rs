@@ -11,11 +11,17 @@
 //! give up (the client catches up with `process/read`).
 //!
 //! The session owns one, and so does each of its process pumps: a pump needs only this (where to
-//! send), not the session.
+//! send, and whether it may read on: [`Flow`]), not the session.
+//!
+//! Each attachment carries a byte budget for the process output sent to its connection
+//! (`--max-outgoing-bytes`): a pump takes a message's size from it before queueing the message,
+//! and the writer gives it back once the message is in the socket's hands. A connection that
+//! stops reading so holds at most that many bytes of output, and its pumps wait.
 
+use std::sync::Arc;
 use std::sync::Mutex;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::rpc::Outgoing;
 
@@ -26,6 +32,8 @@ enum State {
     Attached {
         connection: u64,
         outgoing: mpsc::Sender<Outgoing>,
+        /// This connection's byte budget for process output.
+        budget: Arc<Semaphore>,
     },
     /// No connection; the expiry timer armed for `epoch` will end the session.
     Detached { epoch: u64 },
@@ -47,31 +55,116 @@ pub(crate) enum Refused {
 pub(crate) struct Attachment {
     /// The current state; a std mutex, never held across an await.
     state: Mutex<State>,
-    /// Bumped on every attach and detach, so work bound to an old attachment can notice.
+    /// Bumped on every attach, detach and expiry, so work bound to an old attachment can notice.
     generation: watch::Sender<u64>,
+    /// Each connection's budget for process output, in bytes (`--max-outgoing-bytes`).
+    budget_bytes: usize,
+}
+
+/// Where a session's output can go now, as a process's pump sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// A connection is attached.
+    Attached,
+    /// No connection; the session may still be resumed.
+    Detached,
+    /// Nobody can ever read the output again (the session expired).
+    Expired,
+}
+
+/// Where to send one notification: the attached connection's writer and byte budget, and a
+/// receiver that changes when that attachment ends.
+pub(crate) struct Notifier {
+    /// The connection's writer.
+    outgoing: mpsc::Sender<Outgoing>,
+    /// The connection's byte budget for process output.
+    budget: Arc<Semaphore>,
+    /// Its size: a larger message takes all of it.
+    budget_bytes: usize,
+    /// Changes when the attachment this notifier belongs to ends.
+    pub(crate) generation: watch::Receiver<u64>,
+}
+
+impl Notifier {
+    /// Queues `text` on the connection's writer once its size fits in the connection's byte
+    /// budget (a message larger than the whole budget takes all of it). Gives up (the message
+    /// is not sent) when the attachment ends meanwhile or the connection is gone.
+    pub(crate) async fn send(&mut self, text: crate::rpc::Text) {
+        let Self {
+            outgoing,
+            budget,
+            budget_bytes,
+            generation,
+        } = self;
+        let Ok(size) = u32::try_from(text.len().clamp(1, *budget_bytes)) else {
+            return;
+        };
+        let send = async move {
+            let permit: OwnedSemaphorePermit = match budget.clone().acquire_many_owned(size).await {
+                Ok(permit) => permit,
+                Err(_) => return,
+            };
+            let _ = outgoing.send(Outgoing::Budgeted(text, permit)).await;
+        };
+        tokio::select! {
+            _ = send => {}
+            _ = generation.changed() => {}
+        }
+    }
 }
 
 impl Attachment {
     /// Attached to `connection`, which hears events on `outgoing`.
-    pub(crate) fn new(connection: u64, outgoing: mpsc::Sender<Outgoing>) -> Self {
+    /// Each connection it is attached to may have `budget_bytes` of process output queued.
+    pub(crate) fn new(
+        connection: u64,
+        outgoing: mpsc::Sender<Outgoing>,
+        budget_bytes: usize,
+    ) -> Self {
+        let budget_bytes = budget_bytes.clamp(1, u32::MAX as usize);
         Self {
             state: Mutex::new(State::Attached {
                 connection,
                 outgoing,
+                budget: Arc::new(Semaphore::new(budget_bytes)),
             }),
             generation: watch::Sender::new(0),
+            budget_bytes,
         }
     }
 
-    /// The writer of the attached connection, and a receiver that changes when that attachment
-    /// ends.
-    pub(crate) fn notifier(&self) -> Option<(mpsc::Sender<Outgoing>, watch::Receiver<u64>)> {
+    /// Where to send a notification now, if a connection is attached.
+    pub(crate) fn notifier(&self) -> Option<Notifier> {
         match &*self.state.lock().unwrap() {
-            State::Attached { outgoing, .. } => {
-                Some((outgoing.clone(), self.generation.subscribe()))
-            }
+            State::Attached {
+                outgoing, budget, ..
+            } => Some(Notifier {
+                outgoing: outgoing.clone(),
+                budget: budget.clone(),
+                budget_bytes: self.budget_bytes,
+                generation: self.generation.subscribe(),
+            }),
             _ => None,
         }
+    }
+
+    /// Where the output can go now.
+    pub(crate) fn flow(&self) -> Flow {
+        match &*self.state.lock().unwrap() {
+            State::Attached { .. } => Flow::Attached,
+            State::Detached { .. } => Flow::Detached,
+            State::Expired => Flow::Expired,
+        }
+    }
+
+    /// A receiver that changes on every attach, detach and expiry.
+    pub(crate) fn changes(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// The per-connection byte budget.
+    pub(crate) fn budget_bytes(&self) -> usize {
+        self.budget_bytes
     }
 
     /// The connection attached, if any.
@@ -110,6 +203,7 @@ impl Attachment {
                     *state = State::Attached {
                         connection,
                         outgoing,
+                        budget: Arc::new(Semaphore::new(self.budget_bytes)),
                     }
                 }
             }
@@ -137,14 +231,16 @@ impl Attachment {
     /// Detached since `epoch` → Expired. False when it was re-attached (or detached again,
     /// with a newer timer) meanwhile.
     pub(crate) fn expire(&self, epoch: u64) -> bool {
-        let mut state = self.state.lock().unwrap();
-        match &*state {
-            State::Detached { epoch: e } if *e == epoch => {
-                *state = State::Expired;
-                true
+        {
+            let mut state = self.state.lock().unwrap();
+            match &*state {
+                State::Detached { epoch: e } if *e == epoch => *state = State::Expired,
+                _ => return false,
             }
-            _ => false,
         }
+        // Pumps waiting for a resume drain what is left.
+        self.bump();
+        true
     }
 
     fn bump(&self) {
@@ -158,7 +254,7 @@ mod tests {
 
     fn attached(connection: u64) -> (Attachment, mpsc::Receiver<Outgoing>) {
         let (tx, rx) = mpsc::channel(1);
-        (Attachment::new(connection, tx), rx)
+        (Attachment::new(connection, tx, 1 << 20), rx)
     }
 
     #[test]
@@ -196,7 +292,7 @@ mod tests {
     #[tokio::test]
     async fn every_transition_wakes_what_was_bound_to_the_attachment_before() {
         let (a, _rx) = attached(1);
-        let (_, mut generation) = a.notifier().unwrap();
+        let mut generation = a.notifier().unwrap().generation;
         assert!(a.detach(1, 1));
         assert!(generation.has_changed().unwrap());
         generation.mark_unchanged();

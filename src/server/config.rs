@@ -52,7 +52,36 @@ pub struct ServerConfig {
     /// The server's cgroups, made by the server state at start when `process_cgroups` is on and
     /// the machine allows it; shared by every clone, removed at shutdown.
     pub cgroup_root: Option<Arc<CgroupRoot>>,
+    // ----- issue 15, part "flow".
+    /// Encoded process output (`process/output`, `exited`, `closed`) that may wait for one
+    /// connection's writer, in bytes (`--max-outgoing-bytes`): a client that stops reading holds
+    /// at most this much, and the processes whose output goes to it are back-pressured.
+    pub max_outgoing_bytes: usize,
+    /// What a detached session's process does once its retention is full
+    /// (`--detached-output`).
+    pub detached_output: DetachedOutput,
 }
+
+/// `--detached-output`: what happens to a process's output while its session is detached and its
+/// retention is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DetachedOutput {
+    /// Stop reading its pipes: the process blocks on a full pipe, nothing is lost before the
+    /// session expires, and a detached session costs no CPU.
+    #[default]
+    Block,
+    /// Keep reading, dropping the oldest retained output (the behaviour before issue 15).
+    Drop,
+}
+
+/// `--max-outgoing-bytes` unless told otherwise: 1 MiB of encoded output is 768 KiB raw, within
+/// the default retention (1 MiB), so what may be in the queue when a connection drops is still
+/// retained for a client that does not acknowledge.
+pub const DEFAULT_MAX_OUTGOING_BYTES: usize = 1 << 20;
+/// The smallest `--max-outgoing-bytes`: one 64 KiB read of output, encoded, must fit.
+pub const MIN_MAX_OUTGOING_BYTES: usize = 128 << 10;
+/// The largest `--max-outgoing-bytes` (a semaphore counts it in `u32` permits).
+pub const MAX_MAX_OUTGOING_BYTES: usize = 1 << 30;
 
 /// `--linux-sandbox-pid-namespace`: whether a sandboxed process runs in a PID namespace of its
 /// own, where it sees and signals only its own descendants and whatever it leaves behind dies
@@ -117,6 +146,8 @@ impl Default for ServerConfig {
             request_head_timeout: Duration::from_secs(10),
             process_cgroups: false,
             cgroup_root: None,
+            max_outgoing_bytes: DEFAULT_MAX_OUTGOING_BYTES,
+            detached_output: DetachedOutput::Block,
         }
     }
 }

@@ -62,6 +62,8 @@ pub fn current() -> EnvironmentInfo {
             read_gaps: true,
             // Issue 14: watches (tests/fs_watch_recursive.rs).
             fs_watch: true,
+            // Issue 15, part "flow" (tests/flow.rs).
+            output_ack: true,
             ..Capabilities::default()
         },
     }

@@ -6,12 +6,13 @@ use std::time::Duration;
 use super::call::Call;
 use super::env_policy;
 use super::metrics::{ProcessAudit, program_name};
+use super::process::output_log::Following;
 use super::process::spawn::{SpawnError, SpawnSpec};
 use super::process::table::Lookup;
 use super::sandboxing;
 use crate::path_uri;
 use crate::protocol::process::{
-    CloseStdinParams, ListParams, ListResult, MAX_PTY_DIMENSION, ReadParams, ReadResult,
+    AckParams, CloseStdinParams, ListParams, ListResult, MAX_PTY_DIMENSION, ReadParams, ReadResult,
     ResizeParams, SignalName, SignalParams, StartParams, StartResult, TerminateParams,
     TerminateResult, WriteParams, WriteResult, WriteStatus,
 };
@@ -89,6 +90,7 @@ pub(super) fn start(call: &Call, p: StartParams) -> Result<StartResult, RpcError
     let spec = SpawnSpec {
         listed_argv0: p.argv[0].clone(),
         pty_size,
+        output_ack: p.output_ack,
         timeout: p.timeout_ms.map(Duration::from_millis),
         argv: p.argv,
         arg0: p.arg0,
@@ -157,6 +159,10 @@ pub(super) async fn read(call: &Call, p: ReadParams) -> Result<ReadResult, RpcEr
         }
         Lookup::Live(p) => p,
     };
+    // Reading after a seq says everything up to it was processed (issue 15).
+    if let Some(after_seq) = p.after_seq {
+        process.ack(after_seq, Following::Unchanged);
+    }
     let wait = Duration::from_millis(p.wait_ms.unwrap_or(0));
     process
         .read(
@@ -276,4 +282,13 @@ pub(super) fn resize(call: &Call, p: ResizeParams) -> Result<(), RpcError> {
             }
             other => RpcError::internal(other.to_string()),
         })
+}
+
+/// `process/ack` (issue 15): output up to `seq` may be dropped; from now on the process's output
+/// that was not acknowledged is kept (the process back-pressured) rather than dropped, unless
+/// `following: false` says the client no longer follows it.
+pub(super) fn ack(call: &Call, p: AckParams) -> Result<(), RpcError> {
+    let following = p.following.map_or(Following::Acking, Following::Explicit);
+    live(call, &p.process_id)?.ack(p.seq, following);
+    Ok(())
 }

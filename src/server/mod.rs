@@ -38,6 +38,9 @@ mod state;
 pub mod sys;
 mod tls;
 
+pub use config::{
+    DEFAULT_MAX_OUTGOING_BYTES, DetachedOutput, MAX_MAX_OUTGOING_BYTES, MIN_MAX_OUTGOING_BYTES,
+};
 pub use config::{PidNamespaceMode, ServerConfig};
 
 pub use auth::{AuthFailure, AuthFlags, AuthMode, Authenticator};

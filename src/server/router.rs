@@ -63,6 +63,10 @@ pub(super) async fn route(call: Call, method: Method, params: Value) -> Result<A
             fs_watch::watch(&call.fs_watches, &call.state.sandbox, p).await
         }
         Method::FsUnwatch => fs_watch::unwatch(&call.fs_watches, decode_params(params)?).await,
+        Method::ProcessAck => {
+            exec::ack(call, decode_params(params)?)?;
+            Ok(empty())
+        }
         Method::Initialize
         | Method::Initialized
         | Method::FsMissingChanged

@@ -76,7 +76,7 @@ async fn every_client_request_of_the_table_is_routed_to_a_handler() {
         }
     }
     assert_eq!(
-        routed_count, 28,
+        routed_count, 29,
         "every environment, exec, fs and http request"
     );
 }

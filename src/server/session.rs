@@ -93,7 +93,11 @@ impl SessionRegistry {
         outgoing: mpsc::Sender<Outgoing>,
     ) -> Result<Arc<Session>, TooManySessions> {
         let id = uuid::Uuid::new_v4().to_string();
-        let attachment = Arc::new(Attachment::new(connection, outgoing));
+        let attachment = Arc::new(Attachment::new(
+            connection,
+            outgoing,
+            self.config.max_outgoing_bytes,
+        ));
         let session = Arc::new(Session {
             id: id.clone(),
             processes: ProcessTable::new(

@@ -503,6 +503,20 @@ impl Process {
         running
     }
 
+    /// The client has processed every event up to `seq` (`process/ack`, or a `process/read`'s
+    /// `afterSeq`): output up to it may be dropped, and a pump waiting for room looks again.
+    /// `following`: what a `process/ack` says of the client's following of the process.
+    pub fn ack(&self, seq: u64, following: super::output_log::Following) {
+        let changed = {
+            let mut log = self.log.lock().unwrap();
+            let mode = log.set_following(following);
+            log.ack(seq) || mode
+        };
+        if changed {
+            self.changed();
+        }
+    }
+
     /// SIGKILL to the whole group, unless everything has already ended, and to every process of
     /// its cgroup, or, without one, of its tree as found in `snapshot` (one for many processes)
     /// or a new look at /proc.

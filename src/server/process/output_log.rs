@@ -2,6 +2,14 @@
 //! sequence shared by output, exit and close, retains the newest output up to a byte budget
 //! (oldest chunks dropped first, seqs never renumbered), and answers `process/read`.
 //! Notifications and reads both come from here, which is what makes resume lossless.
+//!
+//! What may be dropped (issue 15) is set by the pump ([`OutputLog::set_retain`], [`Retain`]):
+//! output up to the client's last known position (`acked`: its `process/ack`s and
+//! `process/read`'s `afterSeq`) always may, oldest first, beyond the budget; output after it
+//! only in a ring. Output logged while nothing unacknowledged could be dropped is *held*: a ring
+//! keeps it until it is acknowledged (a client that resumes and reads it back), unless the holds
+//! are released ([`Retain::Any`]). The pump stops
+//! reading while [`OutputLog::unacked_bytes`] is at its threshold.
 
 use std::collections::VecDeque;
 
@@ -24,6 +32,17 @@ struct LogChunk {
     base64: Bytes,
     /// Raw length, for the retention budget and `maxBytes`.
     len: usize,
+}
+
+/// What the log may drop, oldest first, once over a budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retain {
+    /// Only acknowledged output, beyond the retention limit; what is logged now is held.
+    Acked,
+    /// Any output beyond this many bytes, except held output not yet acknowledged.
+    Ring(usize),
+    /// Any output beyond this many bytes; holds are released.
+    Any(usize),
 }
 
 /// A process's events so far.
@@ -49,8 +68,32 @@ pub struct OutputLog {
     timed_out: bool,
     /// The highest seq retention ever dropped (0: none); every output seq up to it is gone.
     dropped_through: u64,
+    /// The client's last known position: every seq up to it was processed.
+    acked: u64,
+    /// Sum of `len` over the chunks after `acked`.
+    unacked: usize,
+    /// What may be dropped.
+    retain: Retain,
+    /// Output up to this seq logged under [`Retain::Acked`] is held until acknowledged.
+    held_through: u64,
+    /// Whether the client acknowledges this process's output: `None` until its first
+    /// `process/ack`; `Some(true)` since (what it has not acknowledged is kept while the session
+    /// lives); `Some(false)` once it said it no longer follows the process.
+    acking: Option<bool>,
     /// Nothing is retained any more, not even the newest chunk ([`Self::discard_retained`]).
     discarding: bool,
+}
+
+/// What a `process/ack` says of the client's following of the process, besides its seq.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Following {
+    /// Nothing (a `process/read`'s `afterSeq`).
+    Unchanged,
+    /// `process/ack` without `following`: the client acknowledges, unless it already said it
+    /// no longer follows the process (a late batch must not undo that).
+    Acking,
+    /// `process/ack` with `following`.
+    Explicit(bool),
 }
 
 impl OutputLog {
@@ -66,6 +109,11 @@ impl OutputLog {
             dropped: (0, 0),
             timed_out: false,
             dropped_through: 0,
+            acked: 0,
+            unacked: 0,
+            retain: Retain::Any(limit),
+            held_through: 0,
+            acking: None,
             discarding: false,
         }
     }
@@ -74,16 +122,90 @@ impl OutputLog {
     /// read it any more). Seqs go on; the drops are counted like retention's.
     pub fn discard_retained(&mut self) {
         self.discarding = true;
-        self.drop_oldest_while(|_| true);
+        self.trim();
     }
 
-    /// Drops chunks from the front while `over(self)` says so.
-    fn drop_oldest_while(&mut self, over: impl Fn(&Self) -> bool) {
-        while over(self) {
-            let Some(dropped) = self.chunks.pop_front() else {
+    /// Whether the client acknowledges this process's output.
+    pub fn acking(&self) -> bool {
+        self.acking == Some(true)
+    }
+
+    /// The oldest unacknowledged output is held: a ring cannot drop it, nor what follows.
+    pub fn holding(&self) -> bool {
+        self.chunks
+            .front()
+            .is_some_and(|c| c.seq > self.acked && c.seq <= self.held_through)
+    }
+
+    /// Takes what a `process/ack` says of the client's following. Returns whether the mode
+    /// changed.
+    pub fn set_following(&mut self, following: Following) -> bool {
+        let acking = match following {
+            Following::Unchanged => return false,
+            Following::Acking => Some(self.acking != Some(false)),
+            Following::Explicit(following) => Some(following),
+        };
+        std::mem::replace(&mut self.acking, acking) != acking
+    }
+
+    /// The retention budget, in raw bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Raw bytes retained after the client's last known position.
+    pub fn unacked_bytes(&self) -> usize {
+        self.unacked
+    }
+
+    /// Says what may be dropped from now on (see the module documentation), and drops it.
+    pub fn set_retain(&mut self, retain: Retain) {
+        self.retain = retain;
+        if matches!(retain, Retain::Any(_)) {
+            self.held_through = 0;
+        }
+        self.trim();
+    }
+
+    /// The client has processed every event up to `seq`: output up to it may be dropped. Later
+    /// or repeated acknowledgements of less change nothing; a seq not yet given is taken as the
+    /// last one given. Returns whether the position moved.
+    pub fn ack(&mut self, seq: u64) -> bool {
+        let seq = seq.min(self.next_seq - 1);
+        if seq <= self.acked {
+            return false;
+        }
+        let from = self.chunks.partition_point(|c| c.seq <= self.acked);
+        let to = self.chunks.partition_point(|c| c.seq <= seq);
+        for c in self.chunks.range(from..to) {
+            self.unacked -= c.len;
+        }
+        self.acked = seq;
+        self.trim();
+        true
+    }
+
+    /// Drops the oldest chunks that may be dropped, while over budget; keeps the newest chunk
+    /// even if it alone is over budget. Once discarding, drops everything.
+    fn trim(&mut self) {
+        while let Some(front) = self.chunks.front() {
+            let is_unacked = front.seq > self.acked;
+            let over = self.discarding
+                || self.chunks.len() > 1
+                    && match self.retain {
+                        Retain::Acked => !is_unacked && self.retained > self.limit,
+                        // Held output stays until acknowledged (or released).
+                        Retain::Ring(_) if is_unacked && front.seq <= self.held_through => false,
+                        Retain::Ring(ring) | Retain::Any(ring) => self.retained > ring,
+                    };
+            if !over {
                 break;
-            };
+            }
+            let dropped = self.chunks.pop_front().expect("a front chunk");
             self.retained -= dropped.len;
+            if is_unacked {
+                self.unacked -= dropped.len;
+            }
             self.dropped.0 += 1;
             self.dropped.1 += dropped.len as u64;
             self.dropped_through = dropped.seq;
@@ -118,17 +240,11 @@ impl OutputLog {
             len,
         });
         self.retained += len;
-        // Keep the newest chunk even if it alone is over budget.
-        while self.retained > self.limit && self.chunks.len() > 1 {
-            let dropped = self.chunks.pop_front().expect("len > 1");
-            self.retained -= dropped.len;
-            self.dropped.0 += 1;
-            self.dropped.1 += dropped.len as u64;
-            self.dropped_through = dropped.seq;
+        self.unacked += len;
+        if self.retain == Retain::Acked {
+            self.held_through = seq;
         }
-        if self.discarding {
-            self.drop_oldest_while(|_| true);
-        }
+        self.trim();
         message
     }
 
@@ -448,6 +564,77 @@ mod tests {
             })
         );
         assert_eq!(log.take_dropped(), (2, 6));
+    }
+
+    #[test]
+    fn unacknowledged_output_is_kept_until_acknowledged_then_trimmed_to_the_budget() {
+        let mut log = OutputLog::new(8);
+        log.set_retain(Retain::Acked);
+        for _ in 0..5 {
+            push(&mut log, Stream::Stdout, b"1234");
+        }
+        assert_eq!((log.retained_bytes(), log.unacked_bytes()), (20, 20));
+        assert_eq!(log.read(0, None).gap, None);
+        log.ack(3);
+        assert_eq!(log.unacked_bytes(), 8);
+        // Seqs 1..=3 were acknowledged and the budget is 8: all three go.
+        assert_eq!(
+            log.read(0, None)
+                .chunks
+                .iter()
+                .map(|c| c.seq)
+                .collect::<Vec<_>>(),
+            vec![4, 5]
+        );
+        // Acknowledging less, or past the end, is harmless.
+        log.ack(1);
+        log.ack(99);
+        assert_eq!(log.unacked_bytes(), 0);
+        assert_eq!(log.retained_bytes(), 8);
+    }
+
+    #[test]
+    fn a_ring_keeps_held_output_until_acknowledged_and_any_releases_it() {
+        let mut log = OutputLog::new(8);
+        log.set_retain(Retain::Acked);
+        for _ in 0..3 {
+            push(&mut log, Stream::Stdout, b"1234"); // 1..=3, held
+        }
+        log.set_retain(Retain::Ring(4));
+        assert!(log.holding());
+        push(&mut log, Stream::Stdout, b"1234"); // 4: nothing goes past the held 1
+        assert_eq!((log.retained_bytes(), log.unacked_bytes()), (16, 16));
+        assert_eq!(log.take_dropped(), (0, 0));
+        // Read back up to 2: those go, the held 3 stays, and 4 behind it.
+        log.ack(2);
+        assert_eq!((log.retained_bytes(), log.unacked_bytes()), (8, 8));
+        log.ack(3);
+        assert!(!log.holding());
+        assert_eq!((log.retained_bytes(), log.unacked_bytes()), (4, 4));
+        // Output never held is a plain ring.
+        push(&mut log, Stream::Stdout, b"1234"); // 5
+        assert_eq!((log.retained_bytes(), log.unacked_bytes()), (4, 4));
+        assert_eq!(log.take_dropped(), (4, 16));
+        log.set_retain(Retain::Acked);
+        push(&mut log, Stream::Stdout, b"1234"); // 6, held
+        push(&mut log, Stream::Stdout, b"1234"); // 7, held
+        log.set_retain(Retain::Any(4));
+        assert!(!log.holding());
+        assert_eq!(log.retained_bytes(), 4);
+    }
+
+    #[test]
+    fn an_ack_without_following_does_not_undo_an_unfollow() {
+        let mut log = OutputLog::new(8);
+        assert!(!log.acking());
+        assert!(log.set_following(Following::Acking));
+        assert!(log.acking());
+        assert!(log.set_following(Following::Explicit(false)));
+        assert!(!log.set_following(Following::Acking));
+        assert!(!log.acking());
+        assert!(!log.set_following(Following::Unchanged));
+        assert!(log.set_following(Following::Explicit(true)));
+        assert!(log.acking());
     }
 
     #[test]

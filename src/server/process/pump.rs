@@ -2,6 +2,25 @@
 //! and close, sends each event on to the attached connection, and frees the id after the closed
 //! TTL. It holds a narrow handle on the world (where to send, how to free its id), not the
 //! session.
+//!
+//! Before each read it decides, from the attachment's [`Flow`], what its log may drop and whether
+//! it may read on (issue 15):
+//!
+//! | flow | the log may drop | the pump stops reading while unacknowledged output is |
+//! |---|---|---|
+//! | attached, the client does not ack this process | the oldest beyond the retention; output held while detached only once read back (or [`HOLD_AFTER_RESUME`] after the resume) | ≥ window + retention, while output is held |
+//! | attached, the client acks this process (`process/ack`) | only acknowledged output | ≥ the window |
+//! | detached, `--detached-output block` | only acknowledged output | ≥ the retention |
+//! | detached, `--detached-output drop` | the oldest beyond the retention | (never) |
+//! | expired, or the server shutting down | the oldest beyond the retention | (never) |
+//!
+//! The window is the larger of the retention (`--retained-output-bytes`) and the raw bytes
+//! `--max-outgoing-bytes` of encoded output carry (what may wait in the queue): an acking
+//! client's output after its last acknowledgement may grow that far before the process waits.
+//! A client that does not ack gets the retention, as before issue 15: with the defaults (1 MiB
+//! of retention, 768 KiB of output in a full queue) what waits in the queue is retained. While it
+//! stops reading, the child blocks on its full pipe and the pump waits, without polling, for an
+//! acknowledgement, a change of attachment, or shutdown.
 
 use std::sync::Arc;
 
@@ -10,14 +29,16 @@ use tokio::process::{Child, ChildStderr, ChildStdout};
 use tokio_util::sync::CancellationToken;
 
 use super::entry::Process;
+use super::output_log::Retain;
 use super::spawn::Output;
 use crate::protocol::method;
 use crate::protocol::process::{ClosedNotification, ExitedNotification, Stream};
 use crate::pty::PtyMaster;
-use crate::rpc::Outgoing;
+use crate::rpc::Text;
 use crate::rpc::encode::{encode_notification, encode_output};
 use crate::sandbox::denial;
-use crate::server::attachment::Attachment;
+use crate::server::attachment::{Attachment, Flow};
+use crate::server::config::DetachedOutput;
 use crate::server::metrics::ProcessAudit;
 
 /// Bytes read from a pipe at a time.
@@ -46,6 +67,8 @@ pub(super) struct Pump {
     pub(super) cancel: CancellationToken,
     /// Metrics and the audit record of the exit.
     pub(super) audit: ProcessAudit,
+    /// What the log does once full while the session is detached.
+    pub(super) detached_output: DetachedOutput,
 }
 
 impl Pump {
@@ -65,6 +88,9 @@ impl Pump {
             tokio::time::Instant,
         )> = None;
         let mut exited = false;
+        let mut process_changes = self.process.changes.subscribe();
+        let mut attachment_changes = self.attachment.changes();
+        let mut hold = Hold::default();
         while first.is_some() || second.is_some() || !exited {
             if first.is_none()
                 && second.is_none()
@@ -73,6 +99,23 @@ impl Pump {
                 exited = true;
                 self.exit(status).await;
                 continue;
+            }
+            if first.is_some() || second.is_some() {
+                // Seen before deciding, so a change made after the decision wakes the wait.
+                process_changes.borrow_and_update();
+                attachment_changes.borrow_and_update();
+                if let Err(release) = self.regulate(&mut hold) {
+                    // Nothing is read, reaped or recorded until the client catches up (or can
+                    // no longer): the child blocks on its full pipe.
+                    let release = release.unwrap_or_else(tokio::time::Instant::now);
+                    tokio::select! {
+                        _ = process_changes.changed() => {}
+                        _ = attachment_changes.changed() => {}
+                        _ = self.cancel.cancelled() => {}
+                        _ = tokio::time::sleep_until(release), if hold.resumed.is_some() => {}
+                    }
+                    continue;
+                }
             }
             let deadline = pending_exit.as_ref().map(|(_, d)| *d);
             // Biased toward output so bytes written before the exit are logged first.
@@ -126,6 +169,55 @@ impl Pump {
             // Shutdown kills and removes every cgroup of the server at once.
             _ = self.cancel.cancelled() => {}
         }
+    }
+
+    /// Tells the log what it may drop under the current flow (module documentation). `Ok`: the
+    /// pump may read more now; `Err(release)`: it must wait, at most until `release` if set.
+    fn regulate(&self, hold: &mut Hold) -> Result<(), Option<tokio::time::Instant>> {
+        let flow = self.attachment.flow();
+        let now = tokio::time::Instant::now();
+        match flow {
+            Flow::Detached => hold.detached = true,
+            Flow::Attached if hold.detached => {
+                hold.detached = false;
+                hold.resumed = Some(now + HOLD_AFTER_RESUME);
+            }
+            _ => {}
+        }
+        let window_raw = self.attachment.budget_bytes() / 4 * 3;
+        let mut log = self.process.log.lock().unwrap();
+        let limit = log.limit();
+        let window = window_raw.max(limit);
+        let (retain, threshold) = match flow {
+            _ if self.cancel.is_cancelled() => (Retain::Any(limit), None),
+            Flow::Expired => (Retain::Any(limit), None),
+            Flow::Attached if log.acking() => (Retain::Acked, Some(window)),
+            // What was held while detached stays until read back; while it is, new output gets
+            // the window on top of it, then the process waits, for HOLD_AFTER_RESUME at most.
+            Flow::Attached => match hold.resumed {
+                Some(release) if now < release => (Retain::Ring(limit), Some(window + limit)),
+                // Nothing held since a resume (output kept for a client that acknowledged is
+                // not: it no longer follows the process), or held too long.
+                _ => {
+                    hold.resumed = None;
+                    (Retain::Any(limit), None)
+                }
+            },
+            Flow::Detached => match self.detached_output {
+                DetachedOutput::Drop => (Retain::Any(limit), None),
+                DetachedOutput::Block => (Retain::Acked, Some(limit)),
+            },
+        };
+        log.set_retain(retain);
+        let waits = match (retain, threshold) {
+            (_, None) => false,
+            (Retain::Ring(_), Some(threshold)) => log.holding() && log.unacked_bytes() >= threshold,
+            (_, Some(threshold)) => log.unacked_bytes() >= threshold,
+        };
+        if !log.holding() {
+            hold.resumed = None;
+        }
+        if waits { Err(hold.resumed) } else { Ok(()) }
     }
 
     /// Logs what one read returned; EOF or an error closes the source.
@@ -182,18 +274,30 @@ impl Pump {
         .await;
     }
 
-    /// Sends to the attached connection, if any. Gives up when the attachment changes: the client
-    /// on the next one catches up with `process/read`, so nothing is lost.
-    async fn notify(&self, message: impl Into<Outgoing>) {
-        let message = message.into();
-        let Some((outgoing, mut generation)) = self.attachment.notifier() else {
+    /// Sends to the attached connection, if any, once it fits in the connection's byte budget.
+    /// Gives up when the attachment changes: the client on the next one catches up with
+    /// `process/read`, so nothing is lost.
+    async fn notify(&self, message: impl Into<Text>) {
+        let Some(mut notifier) = self.attachment.notifier() else {
             return;
         };
-        tokio::select! {
-            _ = outgoing.send(message) => {}
-            _ = generation.changed() => {}
-        }
+        notifier.send(message.into()).await;
     }
+}
+
+/// How long output held while a session was detached waits, after the resume, for a client
+/// that does not acknowledge to read it back (`process/read` past it) before the process may
+/// run on and a ring drop it: a client that follows the documented catch-up reads it at once;
+/// one that never reads it does not keep the process waiting for ever.
+const HOLD_AFTER_RESUME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The pump's memory of the attachment, for held output.
+#[derive(Debug, Default)]
+struct Hold {
+    /// The session was detached when last looked at.
+    detached: bool,
+    /// Since a resume, held output is kept until then (`None`: nothing is held, or no resume).
+    resumed: Option<tokio::time::Instant>,
 }
 
 /// One output source of a child.

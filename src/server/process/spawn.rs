@@ -29,6 +29,8 @@ pub struct SpawnSpec {
     pub timeout: Option<std::time::Duration>,
     /// `argv[0]` as the client sent it (`argv` may be the sandbox wrapper's), for `process/list`.
     pub listed_argv0: String,
+    /// The client acknowledges the output from the first byte on (`process/start.outputAck`).
+    pub output_ack: bool,
 }
 
 /// Why a spawn failed.

@@ -223,6 +223,10 @@ impl ProcessTable {
             pty,
             cgroup,
         ));
+        if spec.output_ack {
+            let following = super::output_log::Following::Acking;
+            process.log.lock().unwrap().set_following(following);
+        }
         self.entries
             .lock()
             .unwrap()
@@ -263,6 +267,7 @@ impl ProcessTable {
             sandboxed: spec.sandboxed,
             cancel: self.cancel.clone(),
             audit,
+            detached_output: self.config.detached_output,
         };
         self.tracker.spawn(pump.run(spawned.child, spawned.output));
         if let Some(timeout) = spec.timeout {
