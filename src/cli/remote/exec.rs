@@ -114,7 +114,7 @@ pub async fn run(client: ExecServerClient, args: ExecArgs) -> anyhow::Result<u8>
     if args.detach {
         params.pipe_stdin = false;
         let handle = client.start(params).await?;
-        super::print_out(&format!("{} {}\n", client.session_id(), handle.id()))?;
+        super::stdout::print_out(&format!("{} {}\n", client.session_id(), handle.id()))?;
         return Ok(0);
     }
     let resize = args.tty && capabilities.pty_resize;

@@ -32,6 +32,7 @@ pub mod connect;
 pub mod cp;
 pub mod exec;
 pub mod procs;
+mod stdout;
 mod terminal;
 pub mod watch;
 
@@ -39,6 +40,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::client::ExecServerClient;
+use stdout::print_out;
 
 pub use connect::URL_ENV;
 
@@ -143,19 +145,6 @@ async fn ls(client: &ExecServerClient, path: &Path) -> anyhow::Result<()> {
         text.push_str(&format!("{}{suffix}\n", entry.file_name));
     }
     print_out(&text)
-}
-
-/// Writes to stdout; a closed stdout (`| head`) is not an error.
-fn print_out(text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(err.into()),
-        _ => Ok(()),
-    }
 }
 
 /// `stat`.

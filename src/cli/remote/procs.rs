@@ -50,7 +50,7 @@ pub async fn ps(client: &ExecServerClient, resumed: bool, args: PsArgs) -> anyho
     } else {
         table(&processes, now_ms())
     };
-    super::print_out(&text)
+    super::stdout::print_out(&text)
 }
 
 /// Runs `kill`; an id the session does not have is an error (the server would answer it with
