@@ -32,6 +32,15 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The command failed with `code` and its stderr says each of `needles`.
+fn assert_failed(out: &Output, code: i32, needles: &[&str]) {
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    for needle in needles {
+        assert!(err.contains(needle), "no `{needle}` in: {err}");
+    }
+}
+
 /// `exec --detach -- ARGV`: the session and process ids it prints.
 async fn detach(server: &Server, argv: &[&str]) -> (String, String) {
     let mut args = vec!["exec", "--detach", "--"];
@@ -148,12 +157,7 @@ async fn kill_with_a_signal_name_delivers_that_signal_to_the_commands_trap() {
 
     // Killing it again names what happened.
     let out = remote(server.url(), &["--session", &session, "kill", &process]).await;
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("already exited (exit code 7)"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_failed(&out, 1, &["already exited (exit code 7)"]);
 }
 
 #[tokio::test]
@@ -204,24 +208,14 @@ async fn kill_of_a_process_the_session_does_not_have_names_it() {
         &["--session", &session, "kill", "no-such-process"],
     )
     .await;
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("no process `no-such-process`") && err.contains(&session),
-        "{err}"
-    );
+    assert_failed(&out, 1, &["no process `no-such-process`", &session]);
 }
 
 #[tokio::test]
 async fn kill_refuses_a_signal_it_does_not_know_before_connecting() {
     let server = Server::start(&[]).await;
     let out = remote(server.url(), &["--session", "x", "kill", "p", "SIGSEGV"]).await;
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("unknown signal `SIGSEGV`"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_failed(&out, 2, &["unknown signal `SIGSEGV`"]);
 }
 
 #[tokio::test]
@@ -229,12 +223,7 @@ async fn ps_and_kill_without_a_session_say_how_to_get_one() {
     let server = Server::start(&[]).await;
     for args in [&["ps"][..], &["kill", "p"][..]] {
         let out = remote(server.url(), args).await;
-        assert_eq!(out.status.code(), Some(1));
-        let err = text(&out.stderr);
-        assert!(
-            err.contains("needs --session ID") && err.contains("--detach"),
-            "{err}"
-        );
+        assert_failed(&out, 1, &["needs --session ID", "--detach"]);
     }
 }
 
@@ -242,12 +231,7 @@ async fn ps_and_kill_without_a_session_say_how_to_get_one() {
 async fn an_unknown_session_is_an_error_naming_it() {
     let server = Server::start(&[]).await;
     let out = remote(server.url(), &["--session", "no-such-session", "ps"]).await;
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("--session no-such-session") && err.contains("no such session"),
-        "{err}"
-    );
+    assert_failed(&out, 1, &["--session no-such-session", "no such session"]);
 }
 
 #[tokio::test]
@@ -262,10 +246,5 @@ async fn a_session_lives_on_after_each_command_until_its_ttl() {
     let pid = read_pid(&pidfile).await;
     common::assert_process_exits(pid, DEADLINE, "the command of the expired session").await;
     let out = remote(server.url(), &["--session", &session, "ps"]).await;
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("no such session"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_failed(&out, 1, &["no such session"]);
 }

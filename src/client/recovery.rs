@@ -357,15 +357,19 @@ impl Inner {
         }
     }
 
-    /// Records what `entry` has published (`bytes` of output just now) for the next
-    /// `process/ack`, if the server takes acknowledgements (`outputAck`).
-    fn note_published(self: &Arc<Self>, entry: &ProcessEntry, bytes: u64) {
-        let acks_taken = self
-            .environment
+    /// Whether the server takes acknowledgements (`outputAck`).
+    fn acks_taken(&self) -> bool {
+        self.environment
             .lock()
             .unwrap()
             .as_ref()
-            .is_some_and(|env| env.capabilities.output_ack);
+            .is_some_and(|env| env.capabilities.output_ack)
+    }
+
+    /// Records what `entry` has published (`bytes` of output just now) for the next
+    /// `process/ack`, if the server takes acknowledgements (`outputAck`).
+    fn note_published(self: &Arc<Self>, entry: &ProcessEntry, bytes: u64) {
+        let acks_taken = self.acks_taken();
         if !acks_taken {
             return;
         }
@@ -385,12 +389,7 @@ impl Inner {
     /// tell it the client no longer follows the process (`following: false`), so its output
     /// goes back to a ring instead of waiting for acknowledgements that will not come.
     pub(super) fn unfollow(self: &Arc<Self>, entry: &ProcessEntry) {
-        let acks_taken = self
-            .environment
-            .lock()
-            .unwrap()
-            .as_ref()
-            .is_some_and(|env| env.capabilities.output_ack);
+        let acks_taken = self.acks_taken();
         if !acks_taken || entry.closed() || self.cancel.is_cancelled() {
             return;
         }

@@ -59,6 +59,16 @@ impl ExecServerClient {
         connector: Arc<dyn Connect>,
         options: ClientOptions,
     ) -> Result<Self, ClientError> {
+        Self::open(connector, options, None).await
+    }
+
+    /// Opens the first connection with `connector` and initializes: a new session, or the
+    /// resume of `resume_session_id`.
+    async fn open(
+        connector: Arc<dyn Connect>,
+        options: ClientOptions,
+        resume_session_id: Option<String>,
+    ) -> Result<Self, ClientError> {
         let tracker = TaskTracker::new();
         let transport = connector.connect(&tracker).await?;
         let target = connector.target();
@@ -69,7 +79,7 @@ impl ExecServerClient {
             tracker,
             options,
             target,
-            None,
+            resume_session_id,
         )
         .await
     }
@@ -85,22 +95,8 @@ impl ExecServerClient {
         session_id: &str,
         options: ClientOptions,
     ) -> Result<Self, ClientError> {
-        let connector: Arc<dyn Connect> =
-            Arc::new(WebSocketConnector::with_options(url, &options)?);
-        let tracker = TaskTracker::new();
-        let transport = connector.connect(&tracker).await?;
-        let target = connector.target();
-        let resume = Some(session_id.to_string());
-        Self::handshake(
-            transport,
-            Some(connector),
-            None,
-            tracker,
-            options,
-            target,
-            resume,
-        )
-        .await
+        let connector = WebSocketConnector::with_options(url, &options)?;
+        Self::open(Arc::new(connector), options, Some(session_id.to_string())).await
     }
 
     /// Spawns `command` (e.g. `codex exec-server --listen stdio`, perhaps behind `ssh`) in a

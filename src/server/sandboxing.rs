@@ -437,13 +437,22 @@ fn fs_helper_command(
     plan: &FsHelperPlan,
     request: &FsRequest,
 ) -> Result<(tokio::process::Command, Vec<u8>), RpcError> {
-    let alias = support.alias.as_ref().map_err(|e| fs_unenforceable(e))?;
     let mut message = serde_json::to_value(request).map_err(helper_codec)?;
     message["params"]["sandbox"] = serde_json::Value::Null;
     let input = serde_json::to_vec(&message).map_err(helper_codec)?;
+    Ok((sandboxed_helper_command(support, plan, &[])?, input))
+}
+
+/// `codex-fs --guard GUARD EXTRA...` under `codex-linux-sandbox` confined by `plan`, with the
+/// plan's environment only; stdin and stderr piped, stdout the caller's to set.
+fn sandboxed_helper_command(
+    support: &SandboxSupport,
+    plan: &FsHelperPlan,
+    extra: &[&str],
+) -> Result<tokio::process::Command, RpcError> {
+    let alias = support.alias.as_ref().map_err(|e| fs_unenforceable(e))?;
     let profile = serde_json::to_string(&plan.policy).map_err(helper_codec)?;
     let guard = serde_json::to_string(&plan.guard).map_err(helper_codec)?;
-
     let mut cmd = tokio::process::Command::new(alias.linux_sandbox());
     cmd.arg("--sandbox-policy-cwd").arg(&plan.cwd).args([
         "--command-cwd",
@@ -458,12 +467,13 @@ fn fs_helper_command(
     cmd.arg("--")
         .arg(alias.fs_helper())
         .args(["--guard", &guard])
+        .args(extra)
         .env_clear()
         .envs(plan.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    Ok((cmd, input))
+    Ok(cmd)
 }
 
 fn helper_codec(e: serde_json::Error) -> RpcError {
@@ -629,29 +639,8 @@ fn start_serving_helper(
     support: &SandboxSupport,
     plan: &FsHelperPlan,
 ) -> Result<ServingHelper, RpcError> {
-    let alias = support.alias.as_ref().map_err(|e| fs_unenforceable(e))?;
-    let profile = serde_json::to_string(&plan.policy).map_err(helper_codec)?;
-    let guard = serde_json::to_string(&plan.guard).map_err(helper_codec)?;
-    let mut cmd = tokio::process::Command::new(alias.linux_sandbox());
-    cmd.arg("--sandbox-policy-cwd").arg(&plan.cwd).args([
-        "--command-cwd",
-        "/",
-        "--permission-profile",
-        &profile,
-        "--unsplit-read-carve-outs",
-    ]);
-    if support.simulate_no_landlock {
-        cmd.arg("--simulate-no-landlock");
-    }
-    cmd.arg("--")
-        .arg(alias.fs_helper())
-        .args(["--guard", &guard, "--serve"])
-        .env_clear()
-        .envs(plan.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    let mut cmd = sandboxed_helper_command(support, plan, &["--serve"])?;
+    cmd.stdout(Stdio::piped());
     let mut child = cmd
         .spawn()
         .map_err(|e| RpcError::internal(format!("failed to start the fs sandbox helper: {e}")))?;
