@@ -354,27 +354,65 @@ mod pid_namespace {
     pub(super) fn supervise() -> io::Result<()> {
         // std's pipes are close-on-exec.
         let (status_read, status_write) = io::pipe()?;
+        // The group signals are blocked across the fork: the command may print and be signalled
+        // before the supervisor has run a single line after it, and the supervisor must not die
+        // of a signal meant for the command. Each side sets its mask back once it is ready.
+        let old_mask = block(&GROUP_SIGNALS);
         // SAFETY: the wrapper is single-threaded (it runs before any runtime exists), so the child
         // may go on running ordinary code.
         match unsafe { libc::fork() } {
-            -1 => Err(io::Error::last_os_error()),
+            -1 => {
+                let err = io::Error::last_os_error();
+                set_mask(&old_mask);
+                Err(err)
+            }
             0 => {
                 drop(status_read);
+                // A signal that came while blocked is delivered now, as it would have been.
+                set_mask(&old_mask);
                 init(status_write)
             }
             init_pid => {
                 drop(status_write);
-                supervisor(Pid::from_raw(init_pid), status_read)
+                supervisor(Pid::from_raw(init_pid), status_read, &old_mask)
             }
         }
     }
 
+    /// Blocks `signals`; returns the mask before.
+    fn block(signals: &[libc::c_int]) -> libc::sigset_t {
+        // SAFETY: sigset_t is plain data that sigemptyset initializes; sigprocmask only reads
+        // `set` and writes `old`, both valid for the call; single-threaded.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for &signal in signals {
+                libc::sigaddset(&mut set, signal);
+            }
+            libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old);
+            old
+        }
+    }
+
+    /// Sets the signal mask to `mask`.
+    fn set_mask(mask: &libc::sigset_t) {
+        // SAFETY: `mask` is a valid sigset_t read by the call; single-threaded.
+        unsafe { libc::sigprocmask(libc::SIG_SETMASK, mask, std::ptr::null_mut()) };
+    }
+
     /// The supervisor: waits for the init, then ends as the command did.
-    fn supervisor(init: Option<Pid>, mut status_read: io::PipeReader) -> ! {
+    fn supervisor(
+        init: Option<Pid>,
+        mut status_read: io::PipeReader,
+        old_mask: &libc::sigset_t,
+    ) -> ! {
         for signal in GROUP_SIGNALS {
-            // SAFETY: SIG_IGN installs no handler code; single-threaded.
+            // SAFETY: SIG_IGN installs no handler code; single-threaded. A signal pending since
+            // the fork is discarded by it.
             unsafe { libc::signal(signal, libc::SIG_IGN) };
         }
+        set_mask(old_mask);
         let init_status = loop {
             match rustix::process::waitpid(init, WaitOptions::empty()) {
                 Ok(Some((_, status))) => break Ended::of(status),
