@@ -44,7 +44,10 @@ fn cgroups_available() -> bool {
     let Some(own) = cgroup_v2_dir() else {
         return skip("no cgroup v2 holding this process (a cgroup2 mount of the whole hierarchy)");
     };
-    let probe = own.join(format!("codex-test-probe.{}", std::process::id()));
+    // Unique per call: the tests of this file run side by side in one process.
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = own.join(format!("codex-test-probe.{}.{n}", std::process::id()));
     match std::fs::create_dir(&probe) {
         Ok(()) => {
             let _ = std::fs::remove_dir(&probe);
