@@ -970,7 +970,7 @@ async fn bench_echo(url: &str, flavour: Flavour, n: usize) -> Result<Vec<f64>> {
 }
 
 /// The `sandbox` object the Codex CLI sends in workspace-write mode for workspace `root`
-/// (../shared/docs/sandbox.md §1): root read; project roots, `/tmp`, `$TMPDIR` write; `.git`,
+/// (docs/sandbox.md §1): root read; project roots, `/tmp`, `$TMPDIR` write; `.git`,
 /// `.agents`, `.codex`, `.aws` under each root read (skipped when missing); network restricted.
 fn workspace_write(root: &Path) -> Value {
     let protected = |name: &str| {
