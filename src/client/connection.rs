@@ -62,6 +62,12 @@ impl Conn {
         method: &str,
         params: &P,
     ) -> Result<Value, CallError> {
+        self.request_text(id, encode_request(&RequestId::Int(id), method, params))
+            .await
+    }
+
+    /// Sends the request `text` (already encoded, under `id`) and waits for its answer.
+    pub(super) async fn request_text(&self, id: i64, text: String) -> Result<Value, CallError> {
         let (tx, rx) = oneshot::channel();
         {
             let mut calls = self.calls.lock().unwrap();
@@ -70,7 +76,6 @@ impl Conn {
             };
             calls.insert(id, tx);
         }
-        let text = encode_request(&RequestId::Int(id), method, params);
         if self.outgoing.send(text.into()).await.is_err() {
             if let Some(calls) = self.calls.lock().unwrap().as_mut() {
                 calls.remove(&id);

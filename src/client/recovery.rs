@@ -314,9 +314,19 @@ impl Inner {
         method: &str,
         params: Value,
     ) -> Result<Value, ClientError> {
+        self.call_params(method, &params).await
+    }
+
+    /// [`Self::call_value`] with params of either kind ([`CallParams`]).
+    pub(super) async fn call_params(
+        self: &Arc<Self>,
+        method: &str,
+        params: &(impl CallParams + ?Sized),
+    ) -> Result<Value, ClientError> {
         loop {
             let conn = self.connection().await?;
-            match conn.request(self.next_request_id(), method, &params).await {
+            let id = self.next_request_id();
+            match conn.request_text(id, params.request(id, method)).await {
                 Ok(value) => return Ok(value),
                 Err(CallError::Server { code, message }) => {
                     return Err(ClientError::Server {
@@ -338,11 +348,7 @@ impl Inner {
                         });
                     }
                     Replay::TerminateAndReport => {
-                        let process_id = params
-                            .get("processId")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_string();
+                        let process_id = params.process_id().unwrap_or_default();
                         let terminate = Box::pin(self.call_value(
                             method::PROCESS_TERMINATE,
                             json!({ "processId": process_id }),
@@ -708,3 +714,40 @@ impl Inner {
 #[cfg(test)]
 #[path = "recovery_tests.rs"]
 mod tests;
+
+/// A call's params, encoded into a request again for each attempt (each has its own id).
+pub(crate) trait CallParams: Sync {
+    /// The request `id` calling `method` with these params.
+    fn request(&self, id: i64, method: &str) -> String;
+    /// Their `processId` (what an ambiguous `process/start` terminates).
+    fn process_id(&self) -> Option<String>;
+}
+
+impl CallParams for Value {
+    fn request(&self, id: i64, method: &str) -> String {
+        crate::rpc::encode::encode_request(&crate::rpc::RequestId::Int(id), method, self)
+    }
+
+    fn process_id(&self) -> Option<String> {
+        self.get("processId")?.as_str().map(str::to_string)
+    }
+}
+
+/// Params the caller encoded itself, a JSON object it vouches for: spliced into each request as
+/// they are (a transfer's megabyte of base64 per block is neither copied into a [`Value`] nor
+/// scanned for escapes).
+pub(crate) struct EncodedParams(pub String);
+
+impl CallParams for EncodedParams {
+    fn request(&self, id: i64, method: &str) -> String {
+        crate::rpc::encode::encode_request_with_params_text(
+            &crate::rpc::RequestId::Int(id),
+            method,
+            &self.0,
+        )
+    }
+
+    fn process_id(&self) -> Option<String> {
+        None
+    }
+}

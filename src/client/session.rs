@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use super::connection::CallError;
 use super::connector::{self, ChildGroup, Connect, WebSocketConnector};
 use super::error::ClientError;
-use super::recovery::{Inner, State, Transition};
+use super::recovery::{EncodedParams, Inner, State, Transition};
 use super::status::{ClientOptions, ClientStats, ConnectionStatus};
 use super::table::ProcessTable;
 use crate::protocol::method;
@@ -230,6 +230,15 @@ impl ExecServerClient {
             message: format!("params do not encode: {e}"),
         })?;
         decode(method, self.inner.call_value(method, params).await?)
+    }
+
+    /// [`Self::call`] with params the caller encoded itself ([`EncodedParams`]).
+    pub(crate) async fn call_encoded<R: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: &EncodedParams,
+    ) -> Result<R, ClientError> {
+        decode(method, self.inner.call_params(method, params).await?)
     }
 
     /// `environment/info`.

@@ -28,17 +28,17 @@ use std::path::{Path, PathBuf};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesOrdered;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt as _;
 use tokio::sync::watch;
 
 use super::error::ClientError;
+use super::recovery::EncodedParams;
 use super::session::ExecServerClient;
 use super::status::ConnectionStatus;
 use crate::path_uri;
 use crate::protocol::ErrorCode;
 use crate::protocol::fs::{
     CloseParams, CloseResult, OpenMode, OpenParams, OpenResult, ReadBlockParams, ReadBlockResult,
-    WriteBlockParams, WriteBlockResult,
+    WriteBlockResult,
 };
 use crate::protocol::method;
 
@@ -358,7 +358,8 @@ impl ExecServerClient {
     }
 
     /// One pass of a streamed upload: open `replace`, the blocks with [`WINDOW`] in flight, close.
-    /// Returns the sha256 of what was sent.
+    /// Returns the sha256 of what was sent. The next block is read, hashed and encoded on a
+    /// blocking thread ([`BlockSource`]) while the ones before it are on their way.
     async fn upload_once(
         &self,
         local: &Path,
@@ -367,73 +368,76 @@ impl ExecServerClient {
         reported: &mut u64,
         progress: &mut impl FnMut(Progress),
     ) -> Result<String, Attempt> {
-        let mut file = tokio::fs::File::open(local)
-            .await
+        let file = std::fs::File::open(local)
             .map_err(|e| Attempt::Failed(TransferError::local("open", local)(e)))?;
         let opened = self.watch_status();
         let handle_id = self
             .open_handle(target, OpenMode::Replace)
             .await
             .map_err(|e| Attempt::classify(e, &opened, "open", target))?;
-        let mut hasher = Sha256::new();
+        let mut source = Some(BlockSource::new(file, &handle_id));
+        let mut preparing: Option<tokio::task::JoinHandle<_>> = None;
         let mut in_flight = FuturesOrdered::new();
-        let mut offset = 0u64;
         let mut done = 0u64;
         let mut eof = false;
-        let mut buf = vec![0u8; BLOCK as usize];
+        let read_error = |e| Attempt::Failed(TransferError::local("read", local)(e));
         loop {
-            while !eof && in_flight.len() < WINDOW {
-                let n = read_full(&mut file, &mut buf)
-                    .await
-                    .map_err(|e| Attempt::Failed(TransferError::local("read", local)(e)))?;
-                if n == 0 {
-                    eof = true;
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                if offset + n as u64 > size {
-                    return Err(Attempt::Failed(TransferError::LocalChanged {
-                        path: local.to_path_buf(),
-                        expected: size,
-                        read: offset + n as u64,
-                    }));
-                }
-                let params = WriteBlockParams {
-                    handle_id: handle_id.clone(),
-                    offset,
-                    chunk: crate::b64::encode(&buf[..n]),
-                };
-                offset += n as u64;
-                let len = n as u64;
-                in_flight.push_back(async move {
-                    let r: Result<WriteBlockResult, ClientError> =
-                        self.call(method::FS_WRITE_BLOCK, &params).await;
-                    r.map(|_| len)
-                });
+            if !eof && preparing.is_none() && in_flight.len() < WINDOW {
+                let mut taken = source.take().expect("the source is back between blocks");
+                preparing = Some(tokio::task::spawn_blocking(move || {
+                    let block = taken.next_block();
+                    (taken, block)
+                }));
             }
-            let Some(written) = in_flight.next().await else {
-                break;
-            };
-            let len = written.map_err(|e| Attempt::classify(e, &opened, "write", target))?;
-            done += len;
-            if done > *reported {
-                progress(Progress::Advance {
-                    bytes: done - *reported,
-                });
-                *reported = done;
+            tokio::select! {
+                prepared = async { preparing.as_mut().expect("checked").await },
+                    if preparing.is_some() && in_flight.len() < WINDOW =>
+                {
+                    preparing = None;
+                    let (back, block) = prepared.map_err(|e| read_error(io::Error::other(e)))?;
+                    source = Some(back);
+                    let Some((params, len)) = block.map_err(read_error)? else {
+                        eof = true;
+                        continue;
+                    };
+                    let offset = source.as_ref().map_or(0, |s| s.offset);
+                    if offset > size {
+                        return Err(Attempt::Failed(TransferError::LocalChanged {
+                            path: local.to_path_buf(),
+                            expected: size,
+                            read: offset,
+                        }));
+                    }
+                    in_flight.push_back(async move {
+                        let r: Result<WriteBlockResult, ClientError> =
+                            self.call_encoded(method::FS_WRITE_BLOCK, &params).await;
+                        r.map(|_| len as u64)
+                    });
+                }
+                written = in_flight.next(), if !in_flight.is_empty() => {
+                    let len = written
+                        .expect("not empty")
+                        .map_err(|e| Attempt::classify(e, &opened, "write", target))?;
+                    done += len;
+                    if done > *reported {
+                        progress(Progress::Advance {
+                            bytes: done - *reported,
+                        });
+                        *reported = done;
+                    }
+                }
+                else => break,
             }
         }
-        if offset != size {
+        let source = source.expect("the source is back at the end");
+        if source.offset != size {
             return Err(Attempt::Failed(TransferError::LocalChanged {
                 path: local.to_path_buf(),
                 expected: size,
-                read: offset,
+                read: source.offset,
             }));
         }
-        let after = tokio::fs::metadata(local)
-            .await
-            .map_err(|e| Attempt::Failed(TransferError::local("read", local)(e)))?
-            .len();
+        let after = tokio::fs::metadata(local).await.map_err(read_error)?.len();
         if after != size {
             return Err(Attempt::Failed(TransferError::LocalChanged {
                 path: local.to_path_buf(),
@@ -444,7 +448,7 @@ impl ExecServerClient {
         self.close_handle(&handle_id)
             .await
             .map_err(|e| Attempt::classify(e, &opened, "write", target))?;
-        Ok(hex(&hasher.finalize()))
+        Ok(hex(&source.hasher.finalize()))
     }
 
     /// Downloads the remote file `remote` to `local` (or into it, under the remote file's name,
@@ -469,30 +473,24 @@ impl ExecServerClient {
         if target.is_dir() {
             target.push(file_name(remote)?);
         }
-        let mut file =
+        let file =
             std::fs::File::create(&target).map_err(TransferError::local("create", &target))?;
 
         progress(Progress::Begin {
             phase: Phase::Downloading,
             total: meta.size,
         });
-        let mut hasher = Sha256::new();
-        let read = self
-            .stream_remote(remote, |block| {
-                hasher.update(block);
-                file.write_all(block)
-                    .map_err(TransferError::local("write", &target))?;
-                progress(Progress::Advance {
-                    bytes: block.len() as u64,
-                });
-                Ok(())
-            })
-            .await;
+        let sink = BlockSink {
+            remote: remote.to_path_buf(),
+            hasher: Sha256::new(),
+            file: Some((file, target.clone())),
+        };
+        let read = self.stream_remote(remote, sink, &mut progress).await;
         progress(Progress::End);
-        let read = match read {
-            Ok(read) if read == meta.size => read,
-            Ok(read) => {
-                drop(file);
+        let (read, sink) = match read {
+            Ok((read, sink)) if read == meta.size => (read, sink),
+            Ok((read, sink)) => {
+                drop(sink);
                 let _ = std::fs::remove_file(&target);
                 return Err(TransferError::SizeMismatch {
                     path: remote.to_path_buf(),
@@ -501,16 +499,14 @@ impl ExecServerClient {
                 });
             }
             Err(err) => {
-                drop(file);
                 let _ = std::fs::remove_file(&target);
                 return Err(err);
             }
         };
-        drop(file);
         Ok(Transferred {
             path: target,
             bytes: read,
-            sha256: hex(&hasher.finalize()),
+            sha256: hex(&sink.hasher.finalize()),
         })
     }
 
@@ -528,40 +524,50 @@ impl ExecServerClient {
             phase: Phase::Verifying,
             total: size,
         });
-        let mut hasher = Sha256::new();
-        let read = self
-            .stream_remote(path, |block| {
-                hasher.update(block);
-                progress(Progress::Advance {
-                    bytes: block.len() as u64,
-                });
-                Ok(())
-            })
-            .await;
+        let sink = BlockSink {
+            remote: path.to_path_buf(),
+            hasher: Sha256::new(),
+            file: None,
+        };
+        let read = self.stream_remote(path, sink, progress).await;
         progress(Progress::End);
-        Ok((hex(&hasher.finalize()), read?))
+        let (read, sink) = read?;
+        Ok((hex(&sink.hasher.finalize()), read))
     }
 
     /// Reads a remote file block by block into `sink`, in order, with [`WINDOW`] reads in flight;
     /// after a dropped connection reopens it and goes on from the first block not yet given to
-    /// `sink`. Reads until a block says end-of-file. Returns the bytes read.
+    /// `sink`. Reads until a block says end-of-file. Returns the bytes read, and the sink.
     async fn stream_remote(
         &self,
         path: &Path,
-        mut sink: impl FnMut(&[u8]) -> Result<(), TransferError>,
-    ) -> Result<u64, TransferError> {
+        sink: BlockSink,
+        progress: &mut impl FnMut(Progress),
+    ) -> Result<(u64, BlockSink), TransferError> {
         let mut reopens = 0;
-        let mut done = 0u64;
+        let mut stage = SinkStage {
+            local: sink
+                .file
+                .as_ref()
+                .map_or_else(PathBuf::new, |(_, p)| p.clone()),
+            sink: Some(sink),
+            busy: None,
+            done: 0,
+        };
         loop {
             let opened = self.watch_status();
             let handle_id = retry_if_disconnected(|| self.open_handle(path, OpenMode::Read))
                 .await
                 .map_err(TransferError::remote("open", path))?;
-            match self.read_blocks(&handle_id, &mut done, &mut sink).await {
+            let read = self.read_blocks(&handle_id, &mut stage, progress).await;
+            // Whatever happened, the block being written lands (or fails) first.
+            stage.settle(progress).await?;
+            match read {
                 Ok(()) => {
                     // The handle dies with the connection anyway; a failed close changes nothing.
                     let _ = self.close_handle(&handle_id).await;
-                    return Ok(done);
+                    let sink = stage.sink.take().expect("settled");
+                    return Ok((stage.done, sink));
                 }
                 Err(Attempt::Lost(err)) if reopens < MAX_RETRIES && handle_lost(&err, &opened) => {
                     reopens += 1;
@@ -572,16 +578,18 @@ impl ExecServerClient {
         }
     }
 
-    /// Reads `handle_id` from `*done` to end-of-file, [`WINDOW`] blocks in flight, giving each to
-    /// `sink` in order and advancing `*done`.
+    /// Reads `handle_id` from `stage.done` to end-of-file, [`WINDOW`] blocks in flight, handing
+    /// each to the stage in order (it decodes, hashes and writes one on a blocking thread while
+    /// the next arrives). Returns with the last block perhaps still in the stage.
     async fn read_blocks(
         &self,
         handle_id: &str,
-        done: &mut u64,
-        sink: &mut impl FnMut(&[u8]) -> Result<(), TransferError>,
+        stage: &mut SinkStage,
+        progress: &mut impl FnMut(Progress),
     ) -> Result<(), Attempt> {
+        stage.settle(progress).await.map_err(Attempt::Failed)?;
         let mut in_flight = FuturesOrdered::new();
-        let mut next = *done;
+        let mut next = stage.done;
         loop {
             while in_flight.len() < WINDOW {
                 let params = ReadBlockParams {
@@ -601,17 +609,12 @@ impl ExecServerClient {
                 return Ok(());
             };
             let answer = answer.map_err(Attempt::Lost)?;
-            let data = crate::b64::decode(answer.chunk.as_bytes()).map_err(|e| {
-                Attempt::Lost(ClientError::Decode {
-                    method: method::FS_READ_BLOCK.into(),
-                    message: format!("invalid base64: {e}"),
-                })
-            })?;
-            if !data.is_empty() {
-                sink(&data).map_err(Attempt::Failed)?;
-                *done += data.len() as u64;
+            let len = decoded_len(&answer.chunk);
+            stage.settle(progress).await.map_err(Attempt::Failed)?;
+            if len > 0 {
+                stage.start(answer.chunk);
             }
-            if answer.eof || (data.len() as u64) < BLOCK {
+            if answer.eof || (len as u64) < BLOCK {
                 // The reads after it are past the end: their answers are not waited for.
                 return Ok(());
             }
@@ -667,16 +670,142 @@ impl Attempt {
     }
 }
 
-/// Reads until `buf` is full or the file ends; returns the bytes read.
-async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read(&mut buf[n..]).await? {
-            0 => break,
-            m => n += m,
+/// Where a download's blocks go, in order: hashed, and written to a local file unless only the
+/// hash is wanted.
+struct BlockSink {
+    /// The remote file (for errors).
+    remote: PathBuf,
+    /// The sha256 of the blocks so far.
+    hasher: Sha256,
+    /// The local file and its path, for a download (none to only hash, as the read-back does).
+    file: Option<(std::fs::File, PathBuf)>,
+}
+
+impl BlockSink {
+    /// Decodes one block's base64, hashes it and writes it; returns its length.
+    fn take(&mut self, chunk: &str) -> Result<usize, TransferError> {
+        let data = crate::b64::decode(chunk.as_bytes()).map_err(|e| TransferError::Remote {
+            action: "read",
+            path: self.remote.clone(),
+            source: ClientError::Decode {
+                method: method::FS_READ_BLOCK.into(),
+                message: format!("invalid base64: {e}"),
+            },
+        })?;
+        self.hasher.update(&data);
+        if let Some((file, path)) = &mut self.file {
+            file.write_all(&data)
+                .map_err(TransferError::local("write", path))?;
+        }
+        Ok(data.len())
+    }
+}
+
+/// A [`BlockSink`] working on one block at a time on a blocking thread, while the next block is
+/// on its way (decoding, hashing and writing on the async thread made it the bottleneck of a
+/// download, by `perf`).
+struct SinkStage {
+    /// The sink, when no block is being written.
+    sink: Option<BlockSink>,
+    /// The local file written, if any, for errors.
+    local: PathBuf,
+    /// The block being written: it gives the sink back with the block's length.
+    busy: Option<tokio::task::JoinHandle<(BlockSink, Result<usize, TransferError>)>>,
+    /// Bytes given to the sink and written.
+    done: u64,
+}
+
+impl SinkStage {
+    /// Hands `chunk` (base64) to the sink on a blocking thread; [`Self::settle`] first.
+    fn start(&mut self, chunk: String) {
+        let mut sink = self.sink.take().expect("settled before the next block");
+        self.busy = Some(tokio::task::spawn_blocking(move || {
+            let taken = sink.take(&chunk);
+            (sink, taken)
+        }));
+    }
+
+    /// Waits for the block being written, if any; counts it and reports it.
+    async fn settle(&mut self, progress: &mut impl FnMut(Progress)) -> Result<(), TransferError> {
+        let Some(busy) = self.busy.take() else {
+            return Ok(());
+        };
+        let (sink, taken) = busy.await.map_err(|e| TransferError::Local {
+            action: "write",
+            path: self.local.clone(),
+            source: io::Error::other(e),
+        })?;
+        self.sink = Some(sink);
+        let len = taken? as u64;
+        self.done += len;
+        progress(Progress::Advance { bytes: len });
+        Ok(())
+    }
+}
+
+/// The length of the bytes strict, padded base64 `chunk` decodes to (what a decode would give if
+/// it is valid; [`BlockSink::take`] refuses it if not).
+fn decoded_len(chunk: &str) -> usize {
+    let padding = chunk.bytes().rev().take(2).filter(|&b| b == b'=').count();
+    (chunk.len() / 4 * 3).saturating_sub(padding)
+}
+
+/// The local side of a streamed upload, moved to a blocking thread for each block: reads it,
+/// hashes it and encodes it as `fs/writeBlock` params, base64 straight into the text (never
+/// copied into a `Value` nor scanned for escapes: that and the hashing were most of the client's
+/// time on the async thread, by `perf`), so the async side only sends.
+struct BlockSource {
+    /// The local file, read in order.
+    file: std::fs::File,
+    /// The sha256 of what was read so far.
+    hasher: Sha256,
+    /// One block's buffer, reused.
+    buf: Vec<u8>,
+    /// The handle id as a JSON string.
+    handle_json: String,
+    /// Bytes read so far (the next block's offset).
+    offset: u64,
+}
+
+impl BlockSource {
+    /// A source at the start of `file`, for the remote handle `handle_id`.
+    fn new(file: std::fs::File, handle_id: &str) -> Self {
+        Self {
+            file,
+            hasher: Sha256::new(),
+            buf: vec![0u8; BLOCK as usize],
+            handle_json: serde_json::to_string(handle_id).expect("a string encodes"),
+            offset: 0,
         }
     }
-    Ok(n)
+
+    /// The next block's params and length; `None` at the end of the file.
+    fn next_block(&mut self) -> io::Result<Option<(EncodedParams, usize)>> {
+        let mut n = 0;
+        while n < self.buf.len() {
+            match io::Read::read(&mut self.file, &mut self.buf[n..]) {
+                Ok(0) => break,
+                Ok(m) => n += m,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if n == 0 {
+            return Ok(None);
+        }
+        let data = &self.buf[..n];
+        self.hasher.update(data);
+        let mut text = String::with_capacity(n.div_ceil(3) * 4 + self.handle_json.len() + 64);
+        text.push_str("{\"handleId\":");
+        text.push_str(&self.handle_json);
+        text.push_str(",\"offset\":");
+        text.push_str(&self.offset.to_string());
+        text.push_str(",\"chunk\":\"");
+        crate::b64::encode_append(data, &mut text);
+        text.push_str("\"}");
+        self.offset += n as u64;
+        Ok(Some((EncodedParams(text), n)))
+    }
 }
 
 /// Whether a failed read lost its handle to a dropped connection: the read was in flight when it

@@ -33,7 +33,7 @@ pub(super) async fn route(call: Call, method: Method, params: Value) -> Result<A
         Method::FsCopy => fs::copy(call, decode_params(params)?).await,
         Method::FsCanonicalize => fs::canonicalize(call, decode_params(params)?).await,
         Method::FsOpen => to_value(&fs::open(call, decode_params(params)?).await?),
-        Method::FsReadBlock => to_value(&fs::read_block(call, decode_params(params)?).await?),
+        Method::FsReadBlock => return fs::read_block(call, decode_params(params)?).await,
         Method::FsClose => {
             fs::close(call, decode_params(params)?);
             Ok(empty())
