@@ -38,11 +38,40 @@ const SCENARIOS: [(&str, &str); 5] = [
     ),
 ];
 
+/// The cgroup versions the server is tested with (`--process-cgroups`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    V1,
+    V2,
+}
+
+impl Version {
+    /// The server flags choosing it.
+    fn flags(self) -> [&'static str; 2] {
+        match self {
+            Version::V1 => ["--process-cgroups", "v1"],
+            Version::V2 => ["--process-cgroups", "v2"],
+        }
+    }
+}
+
 /// Whether this machine lets the test process (and so the server it starts) make a cgroup (v2)
 /// under its own; if not the test is skipped (failed under `CODEX_TEST_REQUIRE_SANDBOX=1`).
 fn cgroups_available() -> bool {
-    let Some(own) = cgroup_v2_dir() else {
-        return skip("no cgroup v2 holding this process (a cgroup2 mount of the whole hierarchy)");
+    version_available(Version::V2)
+}
+
+/// [`cgroups_available`] for `version` (v1: a `freezer` or `pids` hierarchy, as the server
+/// takes).
+fn version_available(version: Version) -> bool {
+    let own = match version {
+        Version::V2 => cgroup_v2_dir(),
+        Version::V1 => cgroup_v1_dir(),
+    };
+    let Some(own) = own else {
+        return skip(&format!(
+            "no cgroup {version:?} hierarchy holding this process (a mount of the whole hierarchy)"
+        ));
     };
     // Unique per call: the tests of this file run side by side in one process.
     static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -150,14 +179,28 @@ const FLAGS: [&str; 2] = ["--terminate-grace-ms", "200"];
 
 #[tokio::test]
 async fn descendants_that_left_the_group_die_at_process_terminate() {
-    if !cgroups_available() {
+    die_at_process_terminate(Version::V2).await;
+}
+
+/// The same with the processes' cgroups in a cgroup v1 hierarchy (`--process-cgroups v1`), as
+/// on a machine without cgroup v2; each descendant is in its process's cgroup there.
+#[tokio::test]
+async fn with_v1_cgroups_descendants_that_left_the_group_die_at_process_terminate() {
+    die_at_process_terminate(Version::V1).await;
+}
+
+async fn die_at_process_terminate(version: Version) {
+    if !version_available(version) {
         return;
     }
     let setup = Setup::new();
-    let server = Server::start(&FLAGS).await;
+    let server = Server::start(&[&FLAGS[..], &version.flags()[..]].concat()).await;
     let mut client = server.connect().await;
     client.initialize().await;
     let descendants = start_all(&mut client, &setup).await;
+    for (name, pidfd) in &descendants {
+        assert_in_server_cgroup(pidfd.pid(), version, name);
+    }
     for (name, pidfd) in &descendants {
         assert!(!pidfd.has_exited(), "{name}: died before the terminate");
         let answer = client
@@ -207,17 +250,30 @@ async fn descendants_that_left_the_group_die_when_the_server_is_stopped() {
 
 #[tokio::test]
 async fn descendants_that_left_the_group_die_when_the_server_is_killed_outright() {
-    if !cgroups_available() {
+    die_when_the_server_is_killed_outright(Version::V2).await;
+}
+
+/// The same in a cgroup v1 hierarchy: the reaper kills the tree and removes the server's
+/// cgroups there too.
+#[tokio::test]
+async fn with_v1_cgroups_descendants_die_when_the_server_is_killed_outright() {
+    die_when_the_server_is_killed_outright(Version::V1).await;
+}
+
+async fn die_when_the_server_is_killed_outright(version: Version) {
+    if !version_available(version) {
         return;
     }
     let setup = Setup::new();
-    let server = Server::start(&FLAGS).await;
+    let server = Server::start(&[&FLAGS[..], &version.flags()[..]].concat()).await;
     let mut client = server.connect().await;
     client.initialize().await;
     let descendants = start_all(&mut client, &setup).await;
+    let root = server_cgroup_root(descendants[0].1.pid(), version);
     // SAFETY: kill(2) with a pid and a signal number; no memory involved.
     assert_eq!(unsafe { libc::kill(server.pid(), libc::SIGKILL) }, 0);
     all_die(&descendants, "SIGKILL to the server (the reaper)").await;
+    wait_gone(&root, "the server's cgroups after the reaper").await;
 }
 
 /// A process that exits while a descendant it detached lives on reports its own exit code and
@@ -225,11 +281,29 @@ async fn descendants_that_left_the_group_die_when_the_server_is_killed_outright(
 /// process's record is let go of after the closed TTL, and then killed.
 #[tokio::test]
 async fn a_descendant_outliving_its_process_dies_when_the_record_is_let_go_of() {
-    if !cgroups_available() {
+    outliving_descendant_dies_with_the_record(Version::V2).await;
+}
+
+/// The same in a cgroup v1 hierarchy, whose emptying nothing announces: the process's cgroup is
+/// still removed once its last process is gone.
+#[tokio::test]
+async fn with_v1_cgroups_a_descendant_outliving_its_process_dies_with_the_record() {
+    outliving_descendant_dies_with_the_record(Version::V1).await;
+}
+
+async fn outliving_descendant_dies_with_the_record(version: Version) {
+    if !version_available(version) {
         return;
     }
     let setup = Setup::new();
-    let server = Server::start(&["--closed-process-ttl-ms", "300"]).await;
+    let server = Server::start(
+        &[
+            &["--closed-process-ttl-ms", "300"][..],
+            &version.flags()[..],
+        ]
+        .concat(),
+    )
+    .await;
     let mut client = server.connect().await;
     client.initialize().await;
     let fifo = setup.fifo("outlives");
@@ -238,6 +312,7 @@ async fn a_descendant_outliving_its_process_dies_when_the_record_is_let_go_of() 
         .start_process(setup.params("outlives", script, &fifo))
         .await;
     let descendant = descendant_pid(&fifo, "outlives").await;
+    let cgroup = process_cgroup(descendant.pid(), version);
     let events = client.collect_process_events("outlives").await;
     assert_eq!(exit_code(&events), 3);
     assert_eq!(output_text(&events, Some("stdout")), "done\n");
@@ -248,6 +323,102 @@ async fn a_descendant_outliving_its_process_dies_when_the_record_is_let_go_of() 
     descendant
         .wait_exit(DEADLINE, "the descendant after the closed TTL")
         .await;
+    wait_gone(
+        &cgroup,
+        "the process's cgroup after its record was let go of",
+    )
+    .await;
+}
+
+/// `--process-cgroups` takes `v1` or `v2`, and not beside `--no-process-cgroups`: anything else
+/// stops the start, naming the flag.
+#[test]
+fn a_bad_or_contradictory_cgroup_version_is_refused_at_start() {
+    for args in [
+        &["--process-cgroups", "v3"][..],
+        &["--process-cgroups", "v2", "--no-process-cgroups"][..],
+    ] {
+        let out = std::process::Command::new(server_binary())
+            .arg("exec-server")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} started");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--process-cgroups"), "{args:?}: {stderr}");
+    }
+}
+
+/// The directory of `pid`'s cgroup in the hierarchy of `version` (from `/proc/PID/cgroup`).
+fn process_cgroup(pid: i32, version: Version) -> PathBuf {
+    let (own, controller) = match version {
+        Version::V1 => cgroup_v1().expect("available"),
+        Version::V2 => (cgroup_v2_dir().expect("available"), ""),
+    };
+    // The path of the hierarchy's line (`0::PATH` in v2, `N:controller:PATH` in v1).
+    let path_of = |pid: &str| {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        text.lines()
+            .find_map(|l| {
+                let mut f = l.splitn(3, ':');
+                let id = f.next()?;
+                let controllers = f.next()?;
+                let right = match version {
+                    Version::V2 => id == "0" && controllers.is_empty(),
+                    Version::V1 => controllers == controller,
+                };
+                right.then(|| f.next().map(str::to_string))?
+            })
+            .unwrap()
+    };
+    let (mine, its) = (path_of("self"), path_of(&pid.to_string()));
+    let rest = its
+        .strip_prefix(mine.trim_end_matches('/'))
+        .unwrap_or_else(|| {
+            panic!("{pid} is in {its}, not under the test's cgroup {mine} ({version:?})")
+        });
+    own.join(rest.trim_start_matches('/'))
+}
+
+/// Asserts that `pid` is in a process cgroup of the server (`codex-exec-server.PID/pN`) in the
+/// hierarchy of `version`.
+fn assert_in_server_cgroup(pid: i32, version: Version, what: &str) {
+    let cgroup = process_cgroup(pid, version);
+    let parent = cgroup
+        .parent()
+        .and_then(Path::file_name)
+        .unwrap_or_default();
+    assert!(
+        parent.to_string_lossy().starts_with("codex-exec-server.")
+            && cgroup
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with('p'),
+        "{what}: {pid} is in {}, not a process cgroup of the server ({version:?})",
+        cgroup.display()
+    );
+}
+
+/// The server's cgroup root (`codex-exec-server.PID`) that `pid`'s process cgroup is in.
+fn server_cgroup_root(pid: i32, version: Version) -> PathBuf {
+    assert_in_server_cgroup(pid, version, "a descendant");
+    process_cgroup(pid, version).parent().unwrap().to_path_buf()
+}
+
+/// Waits until `dir` is gone, looking again every 20 ms under the deadline (nothing announces
+/// the removal of a cgroup directory).
+async fn wait_gone(dir: &Path, what: &str) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while dir.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {} still exists",
+            dir.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// `process/terminate` of a process that has exited and closed still ends what is left of its
@@ -385,6 +556,34 @@ async fn reaper_kills_and_removes_the_cgroup_it_was_told_of() {
 /// The test process's own cgroup (v2) directory, if cgroups can be made there.
 fn own_cgroup_dir() -> Option<PathBuf> {
     cgroups_available().then(cgroup_v2_dir).flatten()
+}
+
+/// Where the test process's cgroup is in the v1 `freezer` (else `pids`) hierarchy mounted whole.
+fn cgroup_v1_dir() -> Option<PathBuf> {
+    cgroup_v1().map(|(dir, _)| dir)
+}
+
+/// [`cgroup_v1_dir`] and the controller of its hierarchy.
+fn cgroup_v1() -> Option<(PathBuf, &'static str)> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    ["freezer", "pids"].iter().find_map(|controller| {
+        let path = own.lines().find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let _ = f.next()?;
+            (f.next()? == *controller).then(|| f.next())?
+        })?;
+        let mount = mounts.lines().find_map(|l| {
+            let (fields, fs) = l.split_once(" - ")?;
+            let mut f = fields.split(' ');
+            let options = fs.split(' ').nth(2)?;
+            (fs.starts_with("cgroup ")
+                && options.split(',').any(|o| o == *controller)
+                && f.nth(3)? == "/")
+                .then(|| f.next().map(PathBuf::from))?
+        })?;
+        Some((mount.join(path.trim_start_matches('/')), *controller))
+    })
 }
 
 /// Where the test process's cgroup (v2) is: its `0::` line under a cgroup2 mount of the root.

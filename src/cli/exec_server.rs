@@ -12,6 +12,7 @@ use crate::server::{
 use std::sync::Arc;
 
 use crate::server::Metrics;
+use crate::server::process::cgroup::{CgroupRoot, CgroupVersion};
 
 /// `codex exec-server` arguments.
 #[derive(Debug, clap::Args)]
@@ -212,6 +213,12 @@ pub struct ExecServerArgs {
     /// 3 ms per spawn on a busy 2-core machine.
     #[arg(long)]
     no_process_cgroups: bool,
+    /// Which cgroup version holds the processes' cgroups: `v2` (the unified hierarchy) or `v1`
+    /// (a hierarchy of the `freezer` or `pids` controller, for machines that mount no cgroup v2
+    /// the server may write to). Given, the server refuses to start if it cannot make its
+    /// cgroups there. Left out: v2 where it can, else v1, else none (said once at start).
+    #[arg(long, value_name = "VERSION", conflicts_with = "no_process_cgroups")]
+    process_cgroups: Option<CgroupVersionArg>,
     // ----- issue 15, part "flow"
     /// Process output waiting to be sent to one connection, in bytes of encoded messages, from
     /// 131072 (128 KiB) to 1073741824 (1 GiB) [default: 1048576, 1 MiB]. A client that reads
@@ -273,6 +280,15 @@ fn parse_max_message_bytes(s: &str) -> Result<usize, String> {
         ));
     }
     Ok(n)
+}
+
+/// Values of `--process-cgroups`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CgroupVersionArg {
+    /// cgroup v1 (a `freezer` or `pids` hierarchy).
+    V1,
+    /// cgroup v2.
+    V2,
 }
 
 /// Values of `--linux-sandbox-pid-namespace`.
@@ -433,6 +449,10 @@ pub fn run(args: ExecServerArgs) -> ExitCode {
         metrics: Arc::new(Metrics::new()),
         request_head_timeout: Duration::from_millis(args.request_head_timeout_ms),
         process_cgroups: !args.no_process_cgroups,
+        cgroup_version: args.process_cgroups.map(|v| match v {
+            CgroupVersionArg::V1 => CgroupVersion::V1,
+            CgroupVersionArg::V2 => CgroupVersion::V2,
+        }),
         cgroup_root: None,
         max_outgoing_bytes: args.max_outgoing_bytes,
         detached_output: match args.detached_output {
@@ -445,6 +465,16 @@ pub fn run(args: ExecServerArgs) -> ExitCode {
             "codex exec-server: --linux-sandbox-pid-namespace isolate: this machine cannot give \
              sandboxed processes a PID namespace of their own (it needs root, or unprivileged \
              user namespaces); use `inherit`, or leave the flag out to isolate where possible"
+        );
+        return ExitCode::FAILURE;
+    }
+    if let Some(version) = config.cgroup_version
+        && let Err(err) = CgroupRoot::create(Some(version))
+    {
+        // The probe's cgroup is removed as it is dropped; the server state makes its own.
+        eprintln!(
+            "codex exec-server: --process-cgroups {version}: cannot make the processes' cgroups \
+             here: {err}; leave the flag out to take whichever version the machine has"
         );
         return ExitCode::FAILURE;
     }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::metrics::Metrics;
-use super::process::cgroup::CgroupRoot;
+use super::process::cgroup::{CgroupRoot, CgroupVersion};
 
 /// Tunables of one server. Defaults are the protocol's; tests shorten the TTLs.
 #[derive(Debug, Clone)]
@@ -49,6 +49,10 @@ pub struct ServerConfig {
     /// killed ([`super::process::cgroup`]); `codex exec-server` turns it on unless
     /// `--no-process-cgroups`. Off: process groups only.
     pub process_cgroups: bool,
+    /// The cgroup version the server's cgroups must be in (`--process-cgroups v1|v2`); `None`:
+    /// v2 where it can, else v1. A start whose explicit version cannot be had is refused by the
+    /// command line before the state exists.
+    pub cgroup_version: Option<CgroupVersion>,
     /// The server's cgroups, made by the server state at start when `process_cgroups` is on and
     /// the machine allows it; shared by every clone, removed at shutdown.
     pub cgroup_root: Option<Arc<CgroupRoot>>,
@@ -145,6 +149,7 @@ impl Default for ServerConfig {
             metrics: Arc::default(),
             request_head_timeout: Duration::from_secs(10),
             process_cgroups: false,
+            cgroup_version: None,
             cgroup_root: None,
             max_outgoing_bytes: DEFAULT_MAX_OUTGOING_BYTES,
             detached_output: DetachedOutput::Block,

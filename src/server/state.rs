@@ -125,7 +125,7 @@ impl ServerState {
         if config.process_cgroups && config.cgroup_root.is_none() {
             // Made once the reaper runs, and told to it at once: a server killed from here on
             // leaves no cgroup behind.
-            config.cgroup_root = process_cgroups(reaper.as_deref());
+            config.cgroup_root = process_cgroups(config.cgroup_version, reaper.as_deref());
         }
         let provider_id = env_info::ProviderId::default();
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -214,8 +214,15 @@ impl ServerState {
 
 /// The server's cgroup sub-hierarchy (told to `reaper`), or `None` where none can be made here,
 /// said once.
-fn process_cgroups(reaper: Option<&Reaper>) -> Option<Arc<super::process::cgroup::CgroupRoot>> {
-    let root = super::process::cgroup::CgroupRoot::create()
+fn process_cgroups(
+    version: Option<super::process::cgroup::CgroupVersion>,
+    reaper: Option<&Reaper>,
+) -> Option<Arc<super::process::cgroup::CgroupRoot>> {
+    let root = super::process::cgroup::CgroupRoot::create(version)
+        .inspect(|root| {
+            tracing::debug!(cgroup = %root.dir().display(), version = %root.version(),
+                "each process gets a cgroup of its own");
+        })
         .inspect_err(|err| {
             tracing::warn!(%err, "cannot make cgroups for processes: descendants that leave a \
                 process's group (setsid, daemons) are not killed with it (--no-process-cgroups \

@@ -16,9 +16,17 @@
 //! there. The tree is killed with `cgroup.kill` (Linux 5.14), or, before that, by sending SIGKILL
 //! to each pid of `cgroup.procs` until none is left. A cgroup is removed once empty.
 //!
-//! Where no cgroup can be made (no cgroup v2 mounted, a read-only `/sys/fs/cgroup` in a
-//! container, no right to write there, `--no-process-cgroups`), [`CgroupRoot::create`] fails
-//! and the server runs without, as before: process groups only, said once at start.
+//! Where the machine has no cgroup v2 (or not one the server may write to) but a v1 hierarchy of
+//! the `freezer` or `pids` controller, the same tree is made there (`--process-cgroups v1` asks
+//! for it; the default takes v2, then v1). v1 has no `cgroup.kill` (the tree is killed pid by pid,
+//! as above) and no `cgroup.events`: nothing tells when a v1 cgroup empties (its release agent
+//! is one program for the whole machine), so waiting for one to be empty before removing it
+//! looks at its `cgroup.procs` again, 1 ms then twice as long each time. That only happens where a
+//! tree is removed (a record let go of, shutdown), never on a process's way in or out.
+//!
+//! Where no cgroup can be made (no cgroup mounted, a read-only `/sys/fs/cgroup` in a container,
+//! no right to write there, `--no-process-cgroups`), [`CgroupRoot::create`] fails and the server
+//! runs without, as before: process groups only, said once at start.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -36,27 +44,78 @@ const ROOT_PREFIX: &str = "codex-exec-server.";
 /// the previous one was being sent).
 const KILL_ROUNDS: usize = 64;
 
+/// The v1 controllers whose hierarchy may hold the processes' cgroups, in order of preference
+/// (any hierarchy tracks processes; these two are the ones meant for it, and neither limits
+/// anything by default). Never `name=systemd`: that one is systemd's own bookkeeping.
+const V1_CONTROLLERS: [&str; 2] = ["freezer", "pids"];
+
+/// Which cgroup version holds the processes' cgroups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupVersion {
+    /// A cgroup v1 hierarchy of one of [`V1_CONTROLLERS`].
+    V1,
+    /// The cgroup v2 (unified) hierarchy.
+    V2,
+}
+
+impl std::fmt::Display for CgroupVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CgroupVersion::V1 => "v1",
+            CgroupVersion::V2 => "v2",
+        })
+    }
+}
+
 /// The server's own sub-hierarchy, under the cgroup it runs in.
 #[derive(Debug)]
 pub struct CgroupRoot {
     dir: PathBuf,
     next: AtomicU64,
-    /// `cgroup.kill` exists (Linux 5.14).
+    /// `cgroup.kill` exists (v2, Linux 5.14).
     has_kill: bool,
+    version: CgroupVersion,
 }
 
 impl CgroupRoot {
-    /// Makes `codex-exec-server.<pid>` under the server's own cgroup (v2). Fails where the
-    /// machine has no cgroup v2, or the server may not write to it.
-    pub fn create() -> io::Result<Self> {
+    /// Makes `codex-exec-server.<pid>` under the server's own cgroup: of `version`, or, without
+    /// one, v2 where it can, else v1. Fails where the machine has no such hierarchy holding the
+    /// server, or the server may not write to it.
+    pub fn create(version: Option<CgroupVersion>) -> io::Result<Self> {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
         let own = std::fs::read_to_string("/proc/self/cgroup")?;
-        let own_dir = own_cgroup_dir(&mountinfo, &own).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                "no cgroup v2 hierarchy mounted that holds this process",
-            )
-        })?;
+        match version {
+            Some(version) => Self::create_in(version, &mountinfo, &own),
+            None => Self::create_in(CgroupVersion::V2, &mountinfo, &own).or_else(|v2| {
+                Self::create_in(CgroupVersion::V1, &mountinfo, &own).map_err(|v1| {
+                    io::Error::new(v2.kind(), format!("cgroup v2: {v2}; cgroup v1: {v1}"))
+                })
+            }),
+        }
+    }
+
+    /// [`Self::create`] in the hierarchy of `version`.
+    fn create_in(version: CgroupVersion, mountinfo: &str, own: &str) -> io::Result<Self> {
+        let own_dir = match version {
+            CgroupVersion::V2 => own_cgroup_dir(mountinfo, own).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "no cgroup v2 hierarchy mounted that holds this process",
+                )
+            })?,
+            CgroupVersion::V1 => V1_CONTROLLERS
+                .iter()
+                .find_map(|controller| own_v1_cgroup_dir(mountinfo, own, controller))
+                .ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!(
+                            "no cgroup v1 hierarchy of {} mounted that holds this process",
+                            V1_CONTROLLERS.join(" or ")
+                        ),
+                    )
+                })?,
+        };
         let dir = own_dir.join(format!("{ROOT_PREFIX}{}", std::process::id()));
         if dir.to_str().is_none_or(|s| s.contains('\n')) {
             return Err(io::Error::new(
@@ -88,12 +147,18 @@ impl CgroupRoot {
             dir,
             next: AtomicU64::new(1),
             has_kill,
+            version,
         })
     }
 
     /// The sub-hierarchy's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The cgroup version it is in.
+    pub fn version(&self) -> CgroupVersion {
+        self.version
     }
 
     /// A new, empty cgroup for one process.
@@ -176,11 +241,23 @@ impl ProcessCgroup {
         populated(&self.dir).unwrap_or(false)
     }
 
-    /// Waits, without polling, until the cgroup is empty or `within` has passed; true if empty.
+    /// Waits until the cgroup is empty or `within` has passed; true if empty. Without polling in
+    /// v2; in v1 by looking again with a growing pause (module documentation).
     pub async fn wait_empty(&self, within: Duration) -> bool {
         let events = match std::fs::File::open(self.dir.join("cgroup.events")) {
             Ok(file) => file,
-            Err(_) => return true,
+            Err(_) => {
+                let deadline = tokio::time::Instant::now() + within;
+                let mut pause = FIRST_V1_PAUSE;
+                while !procs(&self.dir).is_empty() {
+                    if tokio::time::Instant::now() + pause > deadline {
+                        return false;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(LAST_V1_PAUSE);
+                }
+                return true;
+            }
         };
         // The kernel signals priority readiness each time `cgroup.events` changes (a read through
         // the same descriptor acknowledges it).
@@ -234,10 +311,20 @@ fn procs(dir: &Path) -> Vec<Pid> {
         .collect()
 }
 
-/// `populated` of `dir/cgroup.events`.
+/// `populated` of `dir/cgroup.events` (v2), or whether any process is in it or below (v1).
 fn populated(dir: &Path) -> io::Result<bool> {
-    populated_at(&std::fs::File::open(dir.join("cgroup.events"))?)
+    match std::fs::File::open(dir.join("cgroup.events")) {
+        Ok(events) => populated_at(&events),
+        Err(err) if err.kind() == io::ErrorKind::NotFound && dir.exists() => {
+            Ok(subtree(dir).iter().any(|d| !procs(d).is_empty()))
+        }
+        Err(err) => Err(err),
+    }
 }
+
+/// The first pause of a wait for a v1 cgroup to empty, and the longest.
+const FIRST_V1_PAUSE: Duration = Duration::from_millis(1);
+const LAST_V1_PAUSE: Duration = Duration::from_millis(64);
 
 /// `populated` of an open `cgroup.events`, read from its start.
 fn populated_at(events: &std::fs::File) -> io::Result<bool> {
@@ -294,9 +381,15 @@ pub fn remove_tree(dir: &Path, within: Duration) {
     }
 }
 
-/// Blocks until `dir` is empty or `deadline` has passed.
+/// Blocks until `dir` is empty or `deadline` has passed (in v1 by looking again with a growing
+/// pause: module documentation).
 fn wait_empty_blocking(dir: &Path, deadline: std::time::Instant) {
     let Ok(events) = std::fs::File::open(dir.join("cgroup.events")) else {
+        let mut pause = FIRST_V1_PAUSE;
+        while !procs(dir).is_empty() && std::time::Instant::now() + pause <= deadline {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(LAST_V1_PAUSE);
+        }
         return;
     };
     while populated_at(&events).unwrap_or(false) {
@@ -334,17 +427,57 @@ fn own_cgroup_dir(mountinfo: &str, proc_cgroup: &str) -> Option<PathBuf> {
         let mut fields = fields.split(' ');
         let root = unescape(fields.nth(3)?);
         let mount_point = unescape(fields.next()?);
-        let rest = if root == "/" {
-            path
-        } else {
-            let rest = path.strip_prefix(root.as_str())?;
-            if !(rest.is_empty() || rest.starts_with('/')) {
-                return None;
-            }
-            rest
-        };
-        Some(PathBuf::from(mount_point).join(rest.trim_start_matches('/')))
+        under_mount(path, &root, &mount_point)
     })
+}
+
+/// The directory of this process's cgroup in the v1 hierarchy of `controller`: the
+/// `N:…controller…:PATH` line of `/proc/self/cgroup` under the mount point of a `cgroup` mount
+/// whose super options name `controller` and whose root contains it.
+fn own_v1_cgroup_dir(mountinfo: &str, proc_cgroup: &str, controller: &str) -> Option<PathBuf> {
+    let path = proc_cgroup.lines().find_map(|l| {
+        let mut fields = l.splitn(3, ':');
+        let _id = fields.next()?;
+        let controllers = fields.next()?;
+        let path = fields.next()?;
+        controllers
+            .split(',')
+            .any(|c| c == controller)
+            .then_some(path.trim_end())
+    })?;
+    if !path.starts_with('/') || path.ends_with(" (deleted)") {
+        return None;
+    }
+    mountinfo.lines().find_map(|line| {
+        let (fields, fs) = line.split_once(" - ")?;
+        let mut fs = fs.split(' ');
+        if fs.next()? != "cgroup" {
+            return None;
+        }
+        let options = fs.nth(1)?;
+        if !options.split(',').any(|o| o == controller) {
+            return None;
+        }
+        let mut fields = fields.split(' ');
+        let root = unescape(fields.nth(3)?);
+        let mount_point = unescape(fields.next()?);
+        under_mount(path, &root, &mount_point)
+    })
+}
+
+/// Where the cgroup `path` is, in a hierarchy whose mount of `root` is at `mount_point`; `None`
+/// if `path` is not under `root`.
+fn under_mount(path: &str, root: &str, mount_point: &str) -> Option<PathBuf> {
+    let rest = if root == "/" {
+        path
+    } else {
+        let rest = path.strip_prefix(root)?;
+        if !(rest.is_empty() || rest.starts_with('/')) {
+            return None;
+        }
+        rest
+    };
+    Some(PathBuf::from(mount_point).join(rest.trim_start_matches('/')))
 }
 
 /// A mountinfo field with its octal escapes (`\040` for a space) undone.
@@ -414,6 +547,35 @@ mod tests {
         );
         assert_eq!(own_cgroup_dir(sub, "0::/kubepods/pod10\n"), None);
         assert_eq!(own_cgroup_dir(sub, "0::/other\n"), None);
+    }
+
+    #[test]
+    fn the_v1_line_of_a_controller_is_found_under_its_mount() {
+        let mountinfo = "\
+37 31 0:34 / /sys/fs/cgroup/freezer rw,relatime - cgroup cgroup rw,freezer
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+";
+        let own = "9:name=systemd:/user.slice\n8:pids:/p\n6:freezer:/\n2:cpu,cpuacct:/c\n";
+        assert_eq!(
+            own_v1_cgroup_dir(mountinfo, own, "freezer"),
+            Some(PathBuf::from("/sys/fs/cgroup/freezer"))
+        );
+        assert_eq!(
+            own_v1_cgroup_dir(mountinfo, own, "pids"),
+            Some(PathBuf::from("/sys/fs/cgroup/pids/p"))
+        );
+        assert_eq!(
+            own_v1_cgroup_dir(mountinfo, own, "cpuacct"),
+            Some(PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/c"))
+        );
+        // Not mounted, or this process has no line for it, or only a v2 mount: none.
+        assert_eq!(own_v1_cgroup_dir(HYBRID, own, "freezer"), None);
+        assert_eq!(own_v1_cgroup_dir(mountinfo, "0::/\n", "freezer"), None);
+        assert_eq!(own_v1_cgroup_dir(HYBRID, "0::/\n", "memory"), None);
+        // The controller is matched whole, not as a part of another's name.
+        assert_eq!(own_v1_cgroup_dir(mountinfo, own, "cpu,cpuacct"), None);
     }
 
     #[test]
