@@ -330,6 +330,141 @@ async fn outliving_descendant_dies_with_the_record(version: Version) {
     .await;
 }
 
+/// Without cgroups the server makes itself a child subreaper: an orphan whose parent exited
+/// (`setsid -f`) is adopted by the server instead of init; one that exits is reaped (no zombie
+/// is left holding its pid), and one still running when the server is stopped is killed.
+#[tokio::test]
+async fn without_cgroups_orphans_are_adopted_reaped_and_killed_at_shutdown() {
+    let setup = Setup::new();
+    let mut server = Server::start(&["--no-process-cgroups"]).await;
+    let mut client = server.connect().await;
+    client.initialize().await;
+    let (lives, ends) = (setup.fifo("lives"), setup.fifo("ends"));
+    let script = "setsid -f \"$D\" \"$F\" < /dev/null > /dev/null 2>&1; \
+                  setsid -f sh -c 'echo $$ > \"$G\"; exec sleep 0.5' < /dev/null > /dev/null 2>&1; \
+                  exit 0";
+    let mut params = setup.params("orphans", script, &lives);
+    params["env"]["G"] = json!(ends.to_str().unwrap());
+    client.start_process(params).await;
+    let living = descendant_pid(&lives, "the orphan that lives on").await;
+    let ending = descendant_pid(&ends, "the orphan that ends").await;
+    let events = client.collect_process_events("orphans").await;
+    assert_eq!(exit_code(&events), 0);
+    for (what, pid) in [("lives", living.pid()), ("ends", ending.pid())] {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ppid: Option<i32> = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok());
+        // The one that ends may already be gone (reaped): then it had been adopted too.
+        if !stat.is_empty() {
+            assert_eq!(
+                ppid,
+                Some(server.pid()),
+                "{what}: not adopted by the server: {stat}"
+            );
+        }
+    }
+    ending.wait_exit(DEADLINE, "the orphan that ends").await;
+    // Exited is not enough: until its parent reaps it, a zombie keeps its /proc entry.
+    wait_gone(
+        Path::new(&format!("/proc/{}", ending.pid())),
+        "the exited orphan (a zombie nobody reaps)",
+    )
+    .await;
+    assert!(!living.has_exited(), "the orphan that lives on died early");
+    // SAFETY: kill(2) with a pid and a signal number; no memory involved.
+    assert_eq!(unsafe { libc::kill(server.pid(), libc::SIGTERM) }, 0);
+    living
+        .wait_exit(DEADLINE, "the adopted orphan after the server's SIGTERM")
+        .await;
+    assert!(server.wait_for_exit().await.success());
+}
+
+/// As PID 1 (a container started with the server as its entrypoint and no init), the server
+/// is where every orphan goes: those that exit are reaped, not left as zombies holding pids.
+#[tokio::test]
+async fn as_pid_1_the_server_reaps_the_orphans_it_inherits() {
+    let probe = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        skip(
+            "`unshare --pid --fork --mount-proc` cannot run here (needs util-linux, and root or \
+             user namespaces)",
+        );
+        return;
+    }
+    let server = Server::start_with(ServerOptions {
+        // A /proc of its own, as a container has.
+        wrapper: ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
+            .map(String::from)
+            .to_vec(),
+        ..ServerOptions::default()
+    })
+    .await;
+    // `unshare` forks the server: the one child of the pid the test started.
+    let pid1 = children_of(server.pid())
+        .into_iter()
+        .next()
+        .expect("the server under unshare");
+    let mut client = server.connect().await;
+    client.initialize().await;
+    const ORPHANS: usize = 5;
+    let script = format!(
+        "for i in $(seq {ORPHANS}); do setsid -f sh -c 'sleep 0.3' < /dev/null > /dev/null 2>&1; \
+         done; exit 0"
+    );
+    client.start_process(sh("orphans", &script)).await;
+    let events = client.collect_process_events("orphans").await;
+    assert_eq!(exit_code(&events), 0);
+    // The orphans are the server's children now (besides its reaper helper)...
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let shells = || {
+        children_of(pid1)
+            .into_iter()
+            .filter(|&pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.starts_with("sh\0") || c.is_empty())
+            })
+            .count()
+    };
+    let adopted = shells();
+    assert!(adopted > 0, "no orphan was adopted by the server as PID 1");
+    // ...and once they have exited, nothing of them is left: reaped, not zombies.
+    loop {
+        let left = shells();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{left} of the orphans are still the server's children (zombies: {:?})",
+            children_of(pid1)
+                .iter()
+                .map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default())
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The children of `pid` (`/proc/PID/task/*/children`).
+fn children_of(pid: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        found.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
+    }
+    found
+}
+
 /// `--process-cgroups` takes `v1` or `v2`, and not beside `--no-process-cgroups`: anything else
 /// stops the start, naming the flag.
 #[test]

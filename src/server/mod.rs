@@ -9,6 +9,7 @@
 //! other directly, never through here, so no file of the server imports one that imports it
 //! (`scripts/check-import-cycles`).
 
+mod adopted;
 mod attachment;
 mod auth;
 mod call;

@@ -41,13 +41,14 @@ impl Reaper {
     /// Starts the helper: this executable, run as `codex reap-process-groups`.
     pub fn start() -> std::io::Result<Self> {
         let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .arg(SUBCOMMAND)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             // Its own group: a Ctrl-C at the server's terminal must not take it along.
-            .process_group(0)
-            .spawn()?;
+            .process_group(0);
+        let mut child = super::adopted::spawn(|| command.spawn(), |c| Some(c.id()))?;
         let stdin = child.stdin.take().expect("stdin is piped");
         // A stopped helper must not stall the server: a line that does not fit is dropped.
         rustix::io::ioctl_fionbio(&stdin, true)?;

@@ -159,12 +159,13 @@ fn mount_namespace_available(alias: &Result<AliasDir, String>) -> bool {
 /// Runs `codex sandbox <probe>` in a throwaway child: whether it exits 0.
 fn probe_available(alias: &Result<AliasDir, String>, probe: &str) -> bool {
     let Ok(alias) = alias else { return false };
-    std::process::Command::new(alias.exe())
-        .args(["sandbox", probe])
+    let mut cmd = std::process::Command::new(alias.exe());
+    cmd.args(["sandbox", probe])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
+        .stderr(Stdio::null());
+    super::adopted::spawn(|| cmd.spawn(), |c| Some(c.id()))
+        .and_then(|mut child| child.wait())
         .is_ok_and(|s| s.success())
 }
 
@@ -641,8 +642,7 @@ fn start_serving_helper(
 ) -> Result<ServingHelper, RpcError> {
     let mut cmd = sandboxed_helper_command(support, plan, &["--serve"])?;
     cmd.stdout(Stdio::piped());
-    let mut child = cmd
-        .spawn()
+    let mut child = super::adopted::spawn(|| cmd.spawn(), tokio::process::Child::id)
         .map_err(|e| RpcError::internal(format!("failed to start the fs sandbox helper: {e}")))?;
     let stdin = child.stdin.take().expect("stdin is piped");
     let stdout = child.stdout.take().expect("stdout is piped");
@@ -751,8 +751,7 @@ pub(crate) async fn open_in_fs_helper(
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()
         .map_err(|e| RpcError::internal(format!("failed to create a socket pair: {e}")))?;
     cmd.stdout(Stdio::from(std::os::fd::OwnedFd::from(theirs)));
-    let child = cmd
-        .spawn()
+    let child = super::adopted::spawn(|| cmd.spawn(), tokio::process::Child::id)
         .map_err(|e| RpcError::internal(format!("failed to start the fs sandbox helper: {e}")))?;
     // Our copy of the helper's end goes, so the read below ends when the helper does.
     drop(cmd);

@@ -113,6 +113,10 @@ impl ServerState {
     pub(crate) fn new(mut config: ServerConfig) -> Arc<Self> {
         let tracker = TaskTracker::new();
         let cancel = CancellationToken::new();
+        if config.reap_orphans {
+            // Before the reaper (a child too) starts.
+            super::adopted::record_children();
+        }
         let reaper = config.reap_orphans.then(Reaper::start).and_then(|started| {
             started
                 .inspect_err(|err| {
@@ -126,6 +130,9 @@ impl ServerState {
             // Made once the reaper runs, and told to it at once: a server killed from here on
             // leaves no cgroup behind.
             config.cgroup_root = process_cgroups(config.cgroup_version, reaper.as_deref());
+        }
+        if config.reap_orphans {
+            adopt_orphans(config.cgroup_root.is_none(), &tracker, &cancel);
         }
         let provider_id = env_info::ProviderId::default();
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -199,6 +206,10 @@ impl ServerState {
     pub(super) async fn shutdown(&self) {
         self.cancel.cancel();
         self.sessions.kill_all();
+        let killed = super::adopted::kill_all();
+        if killed > 0 {
+            tracing::debug!(killed, "killed the orphans the server had adopted");
+        }
         self.tracker.close();
         // Connection readers blocked on a silent peer are not waited for forever.
         let _ = tokio::time::timeout(Duration::from_secs(3), self.tracker.wait()).await;
@@ -210,6 +221,50 @@ impl ServerState {
             .await;
         }
     }
+}
+
+/// Makes the server adopt orphans where needed ([`super::adopted`]): as PID 1, and as a
+/// subreaper when `subreaper` (no cgroups); reaps them on each SIGCHLD until `cancel`.
+fn adopt_orphans(subreaper: bool, tracker: &TaskTracker, cancel: &CancellationToken) {
+    match super::adopted::start(subreaper) {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(err) => {
+            tracing::warn!(%err, "cannot adopt orphans: those of processes escape to init (or, \
+                as PID 1, stay zombies)");
+            return;
+        }
+    }
+    if tokio::runtime::Handle::try_current().is_err() {
+        return;
+    }
+    let cancel = cancel.clone();
+    tracker.spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut exits = match signal(SignalKind::child()) {
+            Ok(exits) => exits,
+            Err(err) => {
+                tracing::warn!(%err, "cannot watch SIGCHLD: adopted orphans are not reaped");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                got = exits.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    let reaped = tokio::task::spawn_blocking(super::adopted::reap)
+                        .await
+                        .unwrap_or(0);
+                    if reaped > 0 {
+                        tracing::debug!(reaped, "reaped orphans the server had adopted");
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// The server's cgroup sub-hierarchy (told to `reaper`), or `None` where none can be made here,

@@ -69,6 +69,9 @@ pub struct ServerOptions {
     /// inherits at the same numbers: close-on-exec is cleared in the server's child only, so no
     /// other server started by a parallel test gets them.
     pub inherited_fds: Vec<i32>,
+    /// A command the server runs under (`["unshare", "--pid", "--fork"]`): the server is
+    /// started as its last arguments. Empty: started directly.
+    pub wrapper: Vec<String>,
 }
 
 /// Collects a child's stderr in a task so the pipe never fills up.
@@ -99,7 +102,14 @@ fn dump_log_if_failing(what: &str, log: &Arc<Mutex<Vec<u8>>>) {
 }
 
 fn base_command(opts: &ServerOptions, listen: &str) -> Command {
-    let mut cmd = Command::new(server_binary());
+    let mut cmd = match opts.wrapper.split_first() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(server_binary());
+            cmd
+        }
+        None => Command::new(server_binary()),
+    };
     cmd.arg("exec-server")
         .arg("--listen")
         .arg(listen)

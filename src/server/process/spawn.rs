@@ -11,6 +11,7 @@ use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 
 use super::sys;
 use crate::pty::{self, PtyMaster};
+use crate::server::adopted;
 
 /// What the caller asked to run, already validated.
 #[derive(Debug, Clone)]
@@ -114,7 +115,7 @@ pub(super) fn spawn(
         cmd.stdin(dup(&pair.slave)?)
             .stdout(dup(&pair.slave)?)
             .stderr(dup(&pair.slave)?);
-        let child = cmd.spawn().map_err(spawn_err)?;
+        let child = adopted::spawn(|| cmd.spawn(), tokio::process::Child::id).map_err(spawn_err)?;
         // Our copy of the slave must go, or the master never sees EOF.
         drop(cmd);
         drop(pair.slave);
@@ -132,7 +133,8 @@ pub(super) fn spawn(
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(spawn_err)?;
+        let mut child =
+            adopted::spawn(|| cmd.spawn(), tokio::process::Child::id).map_err(spawn_err)?;
         let stdin = child
             .stdin
             .take()
