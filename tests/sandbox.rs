@@ -2156,3 +2156,154 @@ async fn explicit_isolate_mode_isolates_and_a_bad_mode_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--linux-sandbox-pid-namespace"), "{stderr}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Warm starts: the wrapper started ahead of the next command with the same sandbox
+
+/// The server's children waiting as warm sandbox wrappers (`--command-from-fd`).
+fn warm_wrappers(server: &Server) -> Vec<i32> {
+    descendants(server.pid(), false)
+        .into_iter()
+        .filter(|&pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == b"--command-from-fd"))
+        })
+        .collect()
+}
+
+/// The children of `pid` (`/proc/PID/task/*/children`), and theirs if `deep`.
+fn descendants(pid: i32, deep: bool) -> Vec<i32> {
+    let mut found = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        let tasks = std::fs::read_dir(format!("/proc/{parent}/task"));
+        for task in tasks.into_iter().flatten().flatten() {
+            let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for child in text
+                .split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+            {
+                found.push(child);
+                if deep {
+                    frontier.push(child);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Waits until the server has a warm wrapper waiting; its pid.
+async fn a_warm_wrapper(server: &Server) -> i32 {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(&pid) = warm_wrappers(server).first() {
+            return pid;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no warm sandbox wrapper was started after a sandboxed start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// After a sandboxed start, the next one with the same sandbox runs on the wrapper the server
+/// started ahead: the command is a descendant of that wrapper, with its own argv, environment
+/// and cwd, and as confined as a cold start (the `.git` carve-out holds, the outside is
+/// unwritable).
+#[tokio::test]
+async fn the_next_sandboxed_start_runs_on_a_wrapper_started_ahead() {
+    require_sandbox!();
+    require_mount_layer!();
+    let f = Fixture::new();
+    f.put_ws(".git/HEAD", "ref\n");
+    let (server, mut c) = start(&[]).await;
+    let first = sh_in(
+        &mut c,
+        "first",
+        &f.ws,
+        "echo one",
+        workspace_write(&[&f.ws]),
+    )
+    .await;
+    assert_eq!(first.code, 0, "{first:?}");
+    let warm = a_warm_wrapper(&server).await;
+    let outside = f.out("escape");
+    let script = format!(
+        "echo \"var=$WARM_VAR cwd=$(pwd)\"; touch .git/x && echo git-writable; \
+         touch '{}' && echo outside-writable; exec sleep 30",
+        outside.display()
+    );
+    let mut params = params_in(
+        "second",
+        &f.ws,
+        &["/bin/sh", "-c", &script],
+        workspace_write(&[&f.ws]),
+    );
+    params["env"]["WARM_VAR"] = json!("second's own");
+    c.start_process(params).await;
+    // The command runs under the warm wrapper: a `sleep 30` below it.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let sleeping = descendants(warm, true).into_iter().any(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\0"))
+        });
+        if sleeping {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second command did not run on the warm wrapper {warm}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    c.request_ok("process/terminate", json!({"processId": "second"}))
+        .await;
+    let events = c.collect_process_events("second").await;
+    let out = output_text(&events, None);
+    assert!(
+        out.contains(&format!("var=second's own cwd={}", f.ws.display())),
+        "{out}"
+    );
+    assert!(!out.contains("git-writable"), "{out}");
+    assert!(!out.contains("outside-writable"), "{out}");
+    assert!(!outside.exists());
+}
+
+/// A warm wrapper whose carve-out was replaced meanwhile (`.git` removed and made again: its bind
+/// mount would hold the old directory) is not used: the start is cold, and the new `.git` is
+/// read-only too.
+#[tokio::test]
+async fn a_warm_wrapper_whose_carve_out_was_replaced_is_not_used() {
+    require_sandbox!();
+    require_mount_layer!();
+    let f = Fixture::new();
+    f.put_ws(".git/HEAD", "ref\n");
+    let (server, mut c) = start(&[]).await;
+    let first = sh_in(&mut c, "first", &f.ws, "true", workspace_write(&[&f.ws])).await;
+    assert_eq!(first.code, 0, "{first:?}");
+    let warm = a_warm_wrapper(&server).await;
+    std::fs::remove_dir_all(f.ws(".git")).unwrap();
+    f.put_ws(".git/HEAD", "new\n");
+    let run = sh_in(
+        &mut c,
+        "second",
+        &f.ws,
+        "touch .git/x && echo git-writable; echo done",
+        workspace_write(&[&f.ws]),
+    )
+    .await;
+    run.assert_has("done\n");
+    run.assert_lacks("git-writable");
+    assert!(!f.ws(".git/x").exists());
+    // The stale wrapper was let go of (and a fresh one waits for the next start).
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while warm_wrappers(&server).contains(&warm) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stale warm wrapper {warm} still waits"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

@@ -454,6 +454,7 @@ pub fn run(args: ExecServerArgs) -> ExitCode {
             CgroupVersionArg::V2 => CgroupVersion::V2,
         }),
         cgroup_root: None,
+        warm_sandboxes: Arc::default(),
         max_outgoing_bytes: args.max_outgoing_bytes,
         detached_output: match args.detached_output {
             DetachedOutputArg::Block => crate::server::DetachedOutput::Block,

@@ -84,11 +84,14 @@ pub trait Kernel {
     fn close_fds_above_stderr(&self) -> io::Result<()>;
     /// Replaces this process with `program` (PATH lookup in the current environment); returns
     /// only on failure.
+    /// Executes `program` (PATH lookup in `env`, else the current environment), with `env` as
+    /// its whole environment if given.
     fn exec(
         &self,
         program: &OsStr,
         args: &[OsString],
         arg0: Option<&OsStr>,
+        env: Option<&[(OsString, OsString)]>,
     ) -> io::Result<Infallible>;
 }
 
@@ -230,14 +233,31 @@ impl Kernel for LinuxKernel {
         program: &OsStr,
         args: &[OsString],
         arg0: Option<&OsStr>,
+        env: Option<&[(OsString, OsString)]>,
     ) -> io::Result<Infallible> {
         let mut cmd = std::process::Command::new(program);
         cmd.args(args);
         if let Some(a) = arg0 {
             cmd.arg0(a);
         }
+        if let Some(env) = env {
+            cmd.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+        }
         Err(cmd.exec())
     }
+}
+
+/// Takes ownership of descriptor `fd`, which this process was started with for one use (the
+/// warm wrapper's command pipe); an error if it is not open.
+pub fn take_fd(fd: i32) -> io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: F_GETFD reads no memory; it only tells whether `fd` is open.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is open (checked above) and was handed to this process for this one use;
+    // nothing else in the process owns it.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
 /// `unshare(flags)`: as root directly; when not root, or when root may not (a container
@@ -733,6 +753,7 @@ pub mod fake {
             program: &OsStr,
             args: &[OsString],
             arg0: Option<&OsStr>,
+            _env: Option<&[(OsString, OsString)]>,
         ) -> io::Result<Infallible> {
             self.record(Call::Exec {
                 program: program.to_owned(),

@@ -7,7 +7,7 @@
 //! `codex-linux-sandbox: <reason>` on stderr, exit 1; the command never starts unconfined.
 
 use std::convert::Infallible;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -53,8 +53,14 @@ pub struct WrapperArgs {
     /// helper enforces them itself); deny carve-outs are still split.
     #[arg(long)]
     unsplit_read_carve_outs: bool,
+    /// Read the command (argv, argv[0], environment) from this descriptor once confined,
+    /// instead of the command line: the server starts a wrapper ahead of the command it will run
+    /// (a warm start, `server::process::warm`). End of input without a command: exit 1 and run
+    /// nothing.
+    #[arg(long, hide = true, value_name = "FD", conflicts_with_all = ["command", "arg0"])]
+    command_from_fd: Option<i32>,
     /// The command and its arguments.
-    #[arg(last = true, required = true)]
+    #[arg(last = true, required_unless_present = "command_from_fd")]
     command: Vec<OsString>,
 }
 
@@ -96,6 +102,8 @@ pub enum WrapperError {
     SeccompLoad(std::io::Error),
     #[error("failed to close inherited file descriptors: {0}")]
     CloseFds(std::io::Error),
+    #[error("no command to run came on descriptor {fd}: {why}")]
+    NoCommand { fd: i32, why: String },
     #[error("failed to execute {program}: {source}")]
     Exec {
         program: String,
@@ -163,7 +171,94 @@ fn run(args: WrapperArgs) -> Result<Infallible, WrapperError> {
         isolate_pids: args.pid_namespace,
     };
     apply(&policy, options)?;
-    exec(args.command, args.arg0)
+    match args.command_from_fd {
+        Some(fd) => {
+            let (command, arg0, env) = read_command(fd)?;
+            exec_with(&LinuxKernel, command, arg0, Some(&env))
+        }
+        None => exec(args.command, args.arg0),
+    }
+}
+
+/// A command sent to a warm wrapper: argv, `argv[0]` if not the program, environment.
+pub type SentCommand = (Vec<OsString>, Option<OsString>, Vec<(OsString, OsString)>);
+
+/// Encodes a command for [`read_command`]: every string as its length (u32, little-endian) and
+/// bytes: argc, the args, 0 or 1 and `argv[0]`, envc, each key and value.
+pub fn encode_command(
+    argv: &[OsString],
+    arg0: Option<&OsStr>,
+    env: &[(OsString, OsString)],
+) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut out = Vec::new();
+    let mut put = |bytes: &[u8]| {
+        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(bytes);
+    };
+    put(&(argv.len() as u32).to_le_bytes());
+    for arg in argv {
+        put(arg.as_bytes());
+    }
+    match arg0 {
+        Some(arg0) => {
+            put(&[1]);
+            put(arg0.as_bytes());
+        }
+        None => put(&[0]),
+    }
+    put(&(env.len() as u32).to_le_bytes());
+    for (key, value) in env {
+        put(key.as_bytes());
+        put(value.as_bytes());
+    }
+    out
+}
+
+/// Decodes [`encode_command`]'s bytes.
+pub fn decode_command(bytes: &[u8]) -> Option<SentCommand> {
+    use std::os::unix::ffi::OsStringExt as _;
+    let mut rest = bytes;
+    let mut take = || -> Option<Vec<u8>> {
+        let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let field = rest.get(4..4 + len)?.to_vec();
+        rest = &rest[4 + len..];
+        Some(field)
+    };
+    let count = |field: Vec<u8>| -> Option<usize> {
+        Some(u32::from_le_bytes(field.try_into().ok()?) as usize)
+    };
+    let argc = count(take()?)?;
+    let mut argv = Vec::new();
+    for _ in 0..argc {
+        argv.push(OsString::from_vec(take()?));
+    }
+    let arg0 = match take()?.as_slice() {
+        [0] => None,
+        [1] => Some(OsString::from_vec(take()?)),
+        _ => return None,
+    };
+    let envc = count(take()?)?;
+    let mut env = Vec::new();
+    for _ in 0..envc {
+        env.push((OsString::from_vec(take()?), OsString::from_vec(take()?)));
+    }
+    (rest.is_empty() && !argv.is_empty()).then_some((argv, arg0, env))
+}
+
+/// Reads the command from descriptor `fd` (the server's pipe) to its end.
+fn read_command(fd: i32) -> Result<SentCommand, WrapperError> {
+    use std::io::Read as _;
+    let no_command = |why: String| WrapperError::NoCommand { fd, why };
+    let mut input = super::sys::take_fd(fd).map_err(|e| no_command(e.to_string()))?;
+    let mut bytes = Vec::new();
+    input
+        .read_to_end(&mut bytes)
+        .map_err(|e| no_command(e.to_string()))?;
+    if bytes.is_empty() {
+        return Err(no_command("the server sent none".into()));
+    }
+    decode_command(&bytes).ok_or_else(|| no_command("malformed".into()))
 }
 
 /// Confines the current process with `policy`. Irreversible.
@@ -345,7 +440,7 @@ fn landlock_ruleset(plan: Option<&plan::Plan>, policy: &ResolvedPolicy) -> Landl
 
 /// Closes every fd above 2, then execs `command` (PATH lookup in the current environment).
 pub fn exec(command: Vec<OsString>, arg0: Option<OsString>) -> Result<Infallible, WrapperError> {
-    exec_with(&LinuxKernel, command, arg0)
+    exec_with(&LinuxKernel, command, arg0, None)
 }
 
 /// [`exec`] through `kernel`.
@@ -353,6 +448,7 @@ pub(crate) fn exec_with(
     kernel: &impl Kernel,
     command: Vec<OsString>,
     arg0: Option<OsString>,
+    env: Option<&[(OsString, OsString)]>,
 ) -> Result<Infallible, WrapperError> {
     let Some((program, args)) = command.split_first() else {
         return Err(WrapperError::Args("missing command".into()));
@@ -360,7 +456,7 @@ pub(crate) fn exec_with(
     kernel
         .close_fds_above_stderr()
         .map_err(WrapperError::CloseFds)?;
-    let source = match kernel.exec(program, args, arg0.as_deref()) {
+    let source = match kernel.exec(program, args, arg0.as_deref(), env) {
         Ok(never) => match never {},
         Err(source) => source,
     };

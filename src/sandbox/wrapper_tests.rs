@@ -518,7 +518,13 @@ fn os(args: &[&str]) -> Vec<OsString> {
 #[test]
 fn exec_closes_inherited_descriptors_then_execs_the_command_with_its_arg0() {
     let kernel = FakeKernel::default();
-    let err = exec_with(&kernel, os(&["sh", "-c", "exit 3"]), Some("login".into())).unwrap_err();
+    let err = exec_with(
+        &kernel,
+        os(&["sh", "-c", "exit 3"]),
+        Some("login".into()),
+        None,
+    )
+    .unwrap_err();
     assert_eq!(
         kernel.calls(),
         [
@@ -543,7 +549,7 @@ fn exec_closes_inherited_descriptors_then_execs_the_command_with_its_arg0() {
 #[test]
 fn exec_is_not_attempted_when_descriptors_cannot_be_closed() {
     let kernel = FakeKernel::default().fail(Op::CloseFdsAboveStderr, libc::ENOSYS);
-    let err = exec_with(&kernel, os(&["true"]), None).unwrap_err();
+    let err = exec_with(&kernel, os(&["true"]), None, None).unwrap_err();
     assert!(matches!(err, WrapperError::CloseFds(_)), "{err}");
     assert_eq!(kernel.ops(), [Op::CloseFdsAboveStderr]);
 }
@@ -551,7 +557,7 @@ fn exec_is_not_attempted_when_descriptors_cannot_be_closed() {
 #[test]
 fn empty_command_is_refused_before_any_call() {
     let kernel = FakeKernel::default();
-    let err = exec_with(&kernel, Vec::new(), None).unwrap_err();
+    let err = exec_with(&kernel, Vec::new(), None, None).unwrap_err();
     assert!(matches!(err, WrapperError::Args(_)), "{err}");
     assert_eq!(kernel.calls(), []);
 }

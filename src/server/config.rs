@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::metrics::Metrics;
 use super::process::cgroup::{CgroupRoot, CgroupVersion};
+use super::process::warm::WarmSandboxes;
 
 /// Tunables of one server. Defaults are the protocol's; tests shorten the TTLs.
 #[derive(Debug, Clone)]
@@ -56,6 +57,9 @@ pub struct ServerConfig {
     /// The server's cgroups, made by the server state at start when `process_cgroups` is on and
     /// the machine allows it; shared by every clone, removed at shutdown.
     pub cgroup_root: Option<Arc<CgroupRoot>>,
+    /// Sandbox wrappers started ahead of their command ([`super::process::warm`]), shared by
+    /// every clone.
+    pub warm_sandboxes: Arc<WarmSandboxes>,
     // ----- issue 15, part "flow".
     /// Encoded process output (`process/output`, `exited`, `closed`) that may wait for one
     /// connection's writer, in bytes (`--max-outgoing-bytes`): a client that stops reading holds
@@ -151,6 +155,7 @@ impl Default for ServerConfig {
             process_cgroups: false,
             cgroup_version: None,
             cgroup_root: None,
+            warm_sandboxes: Arc::default(),
             max_outgoing_bytes: DEFAULT_MAX_OUTGOING_BYTES,
             detached_output: DetachedOutput::Block,
         }

@@ -8,6 +8,7 @@
 //! - `lifecycle.rs`: where a process is (Running → Exited → Closed), drawn there.
 //! - `sys.rs`: the child's set-up between fork and exec, signals to a group.
 //! - `cgroup.rs`: a cgroup per process where one can be made, to find and kill its whole tree.
+//! - `warm.rs`: sandbox wrappers started ahead of the command they will run.
 
 pub mod cgroup;
 pub(crate) mod entry;
@@ -17,3 +18,4 @@ mod pump;
 pub(crate) mod spawn;
 mod sys;
 pub(crate) mod table;
+pub(crate) mod warm;

@@ -84,6 +84,15 @@ pub(super) fn spawn(
     spec: &SpawnSpec,
     cgroup_procs: Option<std::os::fd::BorrowedFd<'_>>,
 ) -> Result<Spawned, SpawnError> {
+    spawn_passing(spec, cgroup_procs, None)
+}
+
+/// [`spawn`], the child also given `pass.0` as descriptor `pass.1`.
+pub(super) fn spawn_passing(
+    spec: &SpawnSpec,
+    cgroup_procs: Option<std::os::fd::BorrowedFd<'_>>,
+    pass: Option<(std::os::fd::BorrowedFd<'_>, i32)>,
+) -> Result<Spawned, SpawnError> {
     let program = &spec.argv[0];
     // Look a bare name up on the child's PATH here, as execvp would: std falls back from
     // posix_spawn to fork when it has to search a PATH that differs from the server's.
@@ -101,6 +110,9 @@ pub(super) fn spawn(
         cmd.arg0(arg0);
     }
     sys::configure_child(&mut cmd, spec.tty, cgroup_procs);
+    if let Some((fd, target)) = pass {
+        sys::pass_fd(&mut cmd, fd, target);
+    }
     let spawn_err = |source| SpawnError::Spawn {
         program: program.clone(),
         source,

@@ -57,6 +57,28 @@ pub fn configure_child(
     }
 }
 
+/// Gives the child `fd` at descriptor number `target` (close-on-exec cleared there), e.g. the
+/// read end of a warm sandbox wrapper's command pipe as fd 3. `fd` stays open in the parent until
+/// the spawn has returned (the caller holds it).
+pub fn pass_fd(cmd: &mut tokio::process::Command, fd: BorrowedFd<'_>, target: i32) {
+    let fd = fd.as_raw_fd();
+    // SAFETY: the closure runs between fork and exec and makes only dup2 and fcntl calls, no
+    // allocation and no lock; `fd` is open in the forked child at the same number.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == target {
+                // dup2 onto itself would leave close-on-exec set.
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, target) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Sends `signal` to every process of the group `pgid`. ESRCH (group already gone) is `Ok`.
 pub fn signal_group(pgid: i32, signal: Signal) -> io::Result<()> {
     let Some(group) = Pid::from_raw(pgid).filter(|_| pgid > 1) else {

@@ -1,0 +1,239 @@
+//! Warm starts of sandboxed processes: the sandbox wrapper started ahead of the command it will
+//! run.
+//!
+//! Most of a sandboxed spawn is the wrapper's, not the command's: executing the `codex` binary
+//! again (the dynamic loader, its relocations), parsing the policy, the PID and mount namespaces,
+//! Landlock and seccomp; about 4 ms of the ~6 ms of a sandboxed `true` on a 2-core machine, by
+//! `perf` and `strace`. A client sends the same `sandbox` for every command of a session (the
+//! Codex CLI does), so after each sandboxed pipe start the server starts one more wrapper with the
+//! same arguments (`--command-from-fd 3` instead of a command), in a cgroup of its own where
+//! processes get one. It confines itself completely and waits, blocked on reading its command
+//! pipe. The next start with the same arguments, cwd and stdin kind sends it the command (argv,
+//! `argv[0]`, environment) and closes the pipe: the wrapper executes it at once. What the client
+//! sees is the same as a cold start: the process is the wrapper's pid and group, its output the
+//! wrapper's pipes, which were made for it.
+//!
+//! A warm wrapper is not used (it is killed and the start is cold) when it has waited longer than
+//! [`WARM_TTL`], when it has died, or when a path of its policy is no longer the file it was when
+//! the wrapper confined itself (a carve-out such as `.git` removed and made again: its bind mount
+//! would hold the old one). At most [`MAX_WARM`] wait at once, one per set of arguments; closing
+//! the pipe (the server gone, or the wrapper discarded) makes a waiting wrapper exit without
+//! running anything. PTY starts are always cold (the terminal is made per start).
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::os::fd::AsFd as _;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::cgroup::{CgroupRoot, ProcessCgroup};
+use super::spawn::{SpawnSpec, Spawned, spawn_passing};
+use crate::sandbox::policy::ResolvedPolicy;
+
+/// How long a warm wrapper may wait for its command.
+const WARM_TTL: Duration = Duration::from_secs(60);
+/// Warm wrappers waiting at most, server-wide.
+const MAX_WARM: usize = 4;
+/// The descriptor a warm wrapper reads its command from.
+const COMMAND_FD: i32 = 3;
+
+/// What a warm wrapper can run: the wrapper's own arguments (policy included), where it runs,
+/// and whether stdin is a pipe.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    wrapper_args: Vec<String>,
+    cwd: PathBuf,
+    pipe_stdin: bool,
+}
+
+/// One waiting wrapper.
+struct Warm {
+    spawned: Spawned,
+    cgroup: Option<ProcessCgroup>,
+    /// The write end of its command pipe.
+    command: std::io::PipeWriter,
+    /// Each path of its policy and the file it was (device, inode) when it started.
+    identity: Vec<(PathBuf, Option<(u64, u64)>)>,
+    born: Instant,
+}
+
+/// The waiting wrappers, server-wide.
+#[derive(Default)]
+pub struct WarmSandboxes {
+    waiting: Mutex<HashMap<Key, Warm>>,
+}
+
+impl std::fmt::Debug for WarmSandboxes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let waiting = self.waiting.lock().map(|w| w.len()).unwrap_or(0);
+        f.debug_struct("WarmSandboxes")
+            .field("waiting", &waiting)
+            .finish()
+    }
+}
+
+impl WarmSandboxes {
+    /// Starts `spec` (a sandboxed start) on a waiting wrapper if one fits: its pipes and its
+    /// cgroup. `None`: start it cold.
+    pub(super) fn take(&self, spec: &SpawnSpec) -> Option<(Spawned, Option<ProcessCgroup>)> {
+        let (key, command) = key(spec)?;
+        let mut warm = self.waiting.lock().unwrap().remove(&key)?;
+        let usable = warm.born.elapsed() < WARM_TTL
+            && matches!(warm.spawned.child.try_wait(), Ok(None))
+            && identity(&key) == warm.identity;
+        if !usable {
+            discard(warm);
+            return None;
+        }
+        let command: Vec<std::ffi::OsString> = command.iter().map(Into::into).collect();
+        let message = crate::sandbox::wrapper::encode_command(
+            &command,
+            spec.arg0.as_deref().map(std::ffi::OsStr::new),
+            &spec.env,
+        );
+        if warm.command.write_all(&message).is_err() {
+            discard(warm);
+            return None;
+        }
+        // Closing the pipe ends the message: the wrapper executes the command.
+        drop(warm.command);
+        Some((warm.spawned, warm.cgroup))
+    }
+
+    /// Starts a wrapper for the next start like `spec` (a sandboxed start), in the background,
+    /// unless one waits already.
+    pub(super) fn prepare(self: &Arc<Self>, spec: &SpawnSpec, cgroups: Option<Arc<CgroupRoot>>) {
+        let Some((key, _)) = key(spec) else {
+            return;
+        };
+        if self.waiting.lock().unwrap().contains_key(&key) {
+            return;
+        }
+        let this = self.clone();
+        let spec = spec.clone();
+        tokio::task::spawn_blocking(move || {
+            let Some(warm) = start(&key, &spec, cgroups.as_deref()) else {
+                return;
+            };
+            let mut waiting = this.waiting.lock().unwrap();
+            if waiting.contains_key(&key) {
+                drop(waiting);
+                discard(warm);
+                return;
+            }
+            if waiting.len() >= MAX_WARM {
+                // The oldest goes.
+                let oldest = waiting
+                    .iter()
+                    .min_by_key(|(_, w)| w.born)
+                    .map(|(k, _)| k.clone());
+                if let Some(old) = oldest.and_then(|k| waiting.remove(&k)) {
+                    discard(old);
+                }
+            }
+            waiting.insert(key, warm);
+        });
+    }
+}
+
+/// The key of `spec` and its command; `None` for a start that cannot be warm (a tty, or not a
+/// wrapper's argv).
+fn key(spec: &SpawnSpec) -> Option<(Key, &[String])> {
+    if !spec.sandboxed || spec.tty {
+        return None;
+    }
+    let split = spec.argv.iter().position(|a| a == "--")?;
+    let (wrapper_args, command) = (&spec.argv[..split], &spec.argv[split + 1..]);
+    if command.is_empty() {
+        return None;
+    }
+    let key = Key {
+        wrapper_args: wrapper_args.to_vec(),
+        cwd: spec.cwd.clone(),
+        pipe_stdin: spec.pipe_stdin,
+    };
+    Some((key, command))
+}
+
+/// The paths of the policy in the wrapper's arguments, each with the file it is now.
+fn identity(key: &Key) -> Vec<(PathBuf, Option<(u64, u64)>)> {
+    let profile = key
+        .wrapper_args
+        .iter()
+        .position(|a| a == "--permission-profile")
+        .and_then(|i| key.wrapper_args.get(i + 1));
+    let policy: Option<ResolvedPolicy> = profile.and_then(|p| serde_json::from_str(p).ok());
+    let entries = policy.and_then(|p| p.file_system).unwrap_or_default();
+    entries
+        .into_iter()
+        .map(|e| {
+            let file = std::fs::metadata(&e.path).ok().map(|m| (m.dev(), m.ino()));
+            (e.path, file)
+        })
+        .collect()
+}
+
+/// Starts a wrapper for `key`, waiting on its command pipe.
+fn start(key: &Key, like: &SpawnSpec, cgroups: Option<&CgroupRoot>) -> Option<Warm> {
+    let identity = identity(key);
+    let (read, write) = std::io::pipe().ok()?;
+    let mut argv = key.wrapper_args.clone();
+    argv.extend(["--command-from-fd".to_string(), COMMAND_FD.to_string()]);
+    let spec = SpawnSpec {
+        argv,
+        arg0: None,
+        // The wrapper's own environment, until the command's replaces it.
+        ..like.clone()
+    };
+    let mut cgroup = cgroups.and_then(|root| root.make().ok());
+    let pass = Some((std::os::fd::OwnedFd::from(read), COMMAND_FD));
+    let spawned = spawn_passing(
+        &spec,
+        cgroup.as_ref().and_then(|c| c.procs_fd()),
+        pass.as_ref().map(|(fd, n)| (fd.as_fd(), *n)),
+    );
+    drop(pass);
+    let spawned = match spawned {
+        Ok(spawned) => spawned,
+        Err(err) => {
+            tracing::debug!(%err, "cannot start a warm sandbox wrapper");
+            if let Some(cgroup) = cgroup {
+                cgroup.discard();
+            }
+            return None;
+        }
+    };
+    if let Some(cgroup) = &mut cgroup {
+        cgroup.spawned();
+    }
+    Some(Warm {
+        spawned,
+        cgroup,
+        command: write,
+        identity,
+        born: Instant::now(),
+    })
+}
+
+/// Lets a waiting wrapper go: its pipe closes (it exits without running anything), it is
+/// waited for and its cgroup removed.
+fn discard(warm: Warm) {
+    let Warm {
+        spawned, cgroup, ..
+    } = warm;
+    let mut child = spawned.child;
+    drop(spawned.stdin);
+    drop(spawned.output);
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        if let Some(cgroup) = cgroup {
+            cgroup.remove(Duration::from_secs(2)).await;
+        }
+    });
+}
