@@ -2235,10 +2235,11 @@ async fn the_next_sandboxed_start_runs_on_a_wrapper_started_ahead() {
          touch '{}' && echo outside-writable; exec sleep 30",
         outside.display()
     );
+    // A bare program name: looked up on the command's own PATH.
     let mut params = params_in(
         "second",
         &f.ws,
-        &["/bin/sh", "-c", &script],
+        &["sh", "-c", &script],
         workspace_write(&[&f.ws]),
     );
     params["env"]["WARM_VAR"] = json!("second's own");
@@ -2305,5 +2306,27 @@ async fn a_warm_wrapper_whose_carve_out_was_replaced_is_not_used() {
             "the stale warm wrapper {warm} still waits"
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// What a client puts in a sandboxed command's environment reaches the command only, never the
+/// wrapper, which runs unconfined until it has confined itself: an `LD_PRELOAD` is loaded (here:
+/// tried, and reported missing by the loader) by the command's program alone, cold and warm.
+#[tokio::test]
+async fn a_command_environment_never_reaches_the_sandbox_wrapper() {
+    require_sandbox!();
+    let f = Fixture::new();
+    let (_server, mut c) = start(&[]).await;
+    for id in ["cold", "warm"] {
+        let mut params = params_in(id, &f.ws, &["/bin/sh", "-c", "exit 0"], read_only());
+        params["env"]["LD_PRELOAD"] = json!("/nonexistent/codex-test-preload.so");
+        let run = run_params(&mut c, params).await;
+        assert_eq!(run.code, 0, "{id}: {run:?}");
+        // One exec of a program that may load it: the command's /bin/sh.
+        let tries = run.out.matches("codex-test-preload.so").count();
+        assert!(
+            tries <= 1,
+            "{id}: the preload reached more than the command: {run:?}"
+        );
     }
 }

@@ -205,6 +205,15 @@ impl ProcessTable {
         let warm = self.config.warm_sandboxes.take(&spec);
         let (spawned, cgroup) = match warm {
             Some(warm) => warm,
+            None if spec.sandboxed => {
+                match super::warm::start_now(&spec, self.config.cgroup_root.as_deref()) {
+                    Ok(cold) => cold,
+                    Err(err) => {
+                        self.entries.lock().unwrap().remove(&id);
+                        return Err(err);
+                    }
+                }
+            }
             None => match self.spawn_cold(&spec) {
                 Ok(cold) => cold,
                 Err(err) => {

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::cgroup::{CgroupRoot, ProcessCgroup};
-use super::spawn::{SpawnSpec, Spawned, spawn_passing};
+use super::spawn::{SpawnError, SpawnSpec, Spawned, spawn_passing};
 use crate::sandbox::policy::ResolvedPolicy;
 
 /// How long a warm wrapper may wait for its command.
@@ -79,7 +79,8 @@ impl WarmSandboxes {
     /// cgroup. `None`: start it cold.
     pub(super) fn take(&self, spec: &SpawnSpec) -> Option<(Spawned, Option<ProcessCgroup>)> {
         let (key, command) = key(spec)?;
-        let mut warm = self.waiting.lock().unwrap().remove(&key)?;
+        let warm = self.waiting.lock().unwrap().remove(&key)?;
+        let mut warm = warm;
         let usable = warm.born.elapsed() < WARM_TTL
             && matches!(warm.spawned.child.try_wait(), Ok(None))
             && identity(&key) == warm.identity;
@@ -87,19 +88,13 @@ impl WarmSandboxes {
             discard(warm);
             return None;
         }
-        let command: Vec<std::ffi::OsString> = command.iter().map(Into::into).collect();
-        let message = crate::sandbox::wrapper::encode_command(
-            &command,
-            spec.arg0.as_deref().map(std::ffi::OsStr::new),
-            &spec.env,
-        );
-        if warm.command.write_all(&message).is_err() {
-            discard(warm);
-            return None;
+        match send(warm, spec, command) {
+            Ok(started) => Some(started),
+            Err((warm, _)) => {
+                discard(warm);
+                None
+            }
         }
-        // Closing the pipe ends the message: the wrapper executes the command.
-        drop(warm.command);
-        Some((warm.spawned, warm.cgroup))
     }
 
     /// Starts a wrapper for the next start like `spec` (a sandboxed start), in the background,
@@ -114,8 +109,12 @@ impl WarmSandboxes {
         let this = self.clone();
         let spec = spec.clone();
         tokio::task::spawn_blocking(move || {
-            let Some(warm) = start(&key, &spec, cgroups.as_deref()) else {
-                return;
+            let warm = match start(&key, &spec, cgroups.as_deref()) {
+                Ok(warm) => warm,
+                Err(err) => {
+                    tracing::debug!(%err, "cannot start a warm sandbox wrapper");
+                    return;
+                }
             };
             let mut waiting = this.waiting.lock().unwrap();
             if waiting.contains_key(&key) {
@@ -138,10 +137,63 @@ impl WarmSandboxes {
     }
 }
 
+/// Starts the sandboxed `spec` now (cold): its wrapper as a warm one is started, then sent the
+/// command at once. Either way the wrapper's own environment is empty (the command's comes
+/// through the pipe): what the client puts in a command's environment (`LD_PRELOAD` and the
+/// like) never reaches the wrapper, which runs unconfined until it has confined itself.
+pub(super) fn start_now(
+    spec: &SpawnSpec,
+    cgroups: Option<&CgroupRoot>,
+) -> Result<(Spawned, Option<ProcessCgroup>), SpawnError> {
+    let spawn_error = |source| SpawnError::Spawn {
+        program: spec.argv[0].clone(),
+        source,
+    };
+    let Some((key, command)) = split(spec) else {
+        return Err(spawn_error(std::io::Error::other(
+            "not a sandbox wrapper's command line",
+        )));
+    };
+    let warm = start(&key, spec, cgroups)?;
+    send(warm, spec, command).map_err(|(warm, err)| {
+        discard(warm);
+        spawn_error(err)
+    })
+}
+
+/// Sends `command` (with `spec`'s `argv[0]` and environment) to a waiting wrapper and closes
+/// its pipe: it executes the command. Gives the wrapper back with the error if it cannot.
+fn send(
+    mut warm: Warm,
+    spec: &SpawnSpec,
+    command: &[String],
+) -> Result<(Spawned, Option<ProcessCgroup>), (Warm, std::io::Error)> {
+    let command: Vec<std::ffi::OsString> = command.iter().map(Into::into).collect();
+    let message = crate::sandbox::wrapper::encode_command(
+        &command,
+        spec.arg0.as_deref().map(std::ffi::OsStr::new),
+        &spec.env,
+    );
+    if let Err(err) = warm.command.write_all(&message) {
+        return Err((warm, err));
+    }
+    // Closing the pipe ends the message: the wrapper executes the command.
+    drop(warm.command);
+    Ok((warm.spawned, warm.cgroup))
+}
+
 /// The key of `spec` and its command; `None` for a start that cannot be warm (a tty, or not a
 /// wrapper's argv).
 fn key(spec: &SpawnSpec) -> Option<(Key, &[String])> {
-    if !spec.sandboxed || spec.tty {
+    if spec.tty {
+        return None;
+    }
+    split(spec)
+}
+
+/// [`key`] for any sandboxed start, a tty's too.
+fn split(spec: &SpawnSpec) -> Option<(Key, &[String])> {
+    if !spec.sandboxed {
         return None;
     }
     let split = spec.argv.iter().position(|a| a == "--")?;
@@ -175,16 +227,19 @@ fn identity(key: &Key) -> Vec<(PathBuf, Option<(u64, u64)>)> {
         .collect()
 }
 
-/// Starts a wrapper for `key`, waiting on its command pipe.
-fn start(key: &Key, like: &SpawnSpec, cgroups: Option<&CgroupRoot>) -> Option<Warm> {
+/// Starts a wrapper for `key` (with `like`'s terminal or pipes), waiting on its command pipe.
+fn start(key: &Key, like: &SpawnSpec, cgroups: Option<&CgroupRoot>) -> Result<Warm, SpawnError> {
     let identity = identity(key);
-    let (read, write) = std::io::pipe().ok()?;
+    let (read, write) = std::io::pipe().map_err(|source| SpawnError::Spawn {
+        program: key.wrapper_args[0].clone(),
+        source,
+    })?;
     let mut argv = key.wrapper_args.clone();
     argv.extend(["--command-from-fd".to_string(), COMMAND_FD.to_string()]);
     let spec = SpawnSpec {
         argv,
         arg0: None,
-        // The wrapper's own environment, until the command's replaces it.
+        env: Vec::new(),
         ..like.clone()
     };
     let mut cgroup = cgroups.and_then(|root| root.make().ok());
@@ -198,17 +253,16 @@ fn start(key: &Key, like: &SpawnSpec, cgroups: Option<&CgroupRoot>) -> Option<Wa
     let spawned = match spawned {
         Ok(spawned) => spawned,
         Err(err) => {
-            tracing::debug!(%err, "cannot start a warm sandbox wrapper");
             if let Some(cgroup) = cgroup {
                 cgroup.discard();
             }
-            return None;
+            return Err(err);
         }
     };
     if let Some(cgroup) = &mut cgroup {
         cgroup.spawned();
     }
-    Some(Warm {
+    Ok(Warm {
         spawned,
         cgroup,
         command: write,
