@@ -79,8 +79,7 @@ impl WarmSandboxes {
     /// cgroup. `None`: start it cold.
     pub(super) fn take(&self, spec: &SpawnSpec) -> Option<(Spawned, Option<ProcessCgroup>)> {
         let (key, command) = key(spec)?;
-        let warm = self.waiting.lock().unwrap().remove(&key)?;
-        let mut warm = warm;
+        let mut warm = self.waiting.lock().unwrap().remove(&key)?;
         let usable = warm.born.elapsed() < WARM_TTL
             && matches!(warm.spawned.child.try_wait(), Ok(None))
             && identity(&key) == warm.identity;
@@ -88,13 +87,7 @@ impl WarmSandboxes {
             discard(warm);
             return None;
         }
-        match send(warm, spec, command) {
-            Ok(started) => Some(started),
-            Err((warm, _)) => {
-                discard(warm);
-                None
-            }
-        }
+        send(warm, spec, command).ok()
     }
 
     /// Starts a wrapper for the next start like `spec` (a sandboxed start), in the background,
@@ -155,19 +148,16 @@ pub(super) fn start_now(
         )));
     };
     let warm = start(&key, spec, cgroups)?;
-    send(warm, spec, command).map_err(|(warm, err)| {
-        discard(warm);
-        spawn_error(err)
-    })
+    send(warm, spec, command).map_err(spawn_error)
 }
 
 /// Sends `command` (with `spec`'s `argv[0]` and environment) to a waiting wrapper and closes
-/// its pipe: it executes the command. Gives the wrapper back with the error if it cannot.
+/// its pipe: it executes the command. A wrapper that cannot be sent it is let go of.
 fn send(
     mut warm: Warm,
     spec: &SpawnSpec,
     command: &[String],
-) -> Result<(Spawned, Option<ProcessCgroup>), (Warm, std::io::Error)> {
+) -> std::io::Result<(Spawned, Option<ProcessCgroup>)> {
     let command: Vec<std::ffi::OsString> = command.iter().map(Into::into).collect();
     let message = crate::sandbox::wrapper::encode_command(
         &command,
@@ -175,7 +165,8 @@ fn send(
         &spec.env,
     );
     if let Err(err) = warm.command.write_all(&message) {
-        return Err((warm, err));
+        discard(warm);
+        return Err(err);
     }
     // Closing the pipe ends the message: the wrapper executes the command.
     drop(warm.command);
