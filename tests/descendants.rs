@@ -418,7 +418,6 @@ async fn as_pid_1_the_server_reaps_the_orphans_it_inherits() {
     let events = client.collect_process_events("orphans").await;
     assert_eq!(exit_code(&events), 0);
     // The orphans are the server's children now (besides its reaper helper)...
-    let deadline = tokio::time::Instant::now() + DEADLINE;
     let shells = || {
         children_of(pid1)
             .into_iter()
@@ -431,21 +430,10 @@ async fn as_pid_1_the_server_reaps_the_orphans_it_inherits() {
     let adopted = shells();
     assert!(adopted > 0, "no orphan was adopted by the server as PID 1");
     // ...and once they have exited, nothing of them is left: reaped, not zombies.
-    loop {
-        let left = shells();
-        if left == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{left} of the orphans are still the server's children (zombies: {:?})",
-            children_of(pid1)
-                .iter()
-                .map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default())
-                .collect::<Vec<_>>()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_until("the exited orphans reaped (no zombie left)", || {
+        shells() == 0
+    })
+    .await;
 }
 
 /// The children of `pid` (`/proc/PID/task/*/children`).
@@ -542,18 +530,9 @@ fn server_cgroup_root(pid: i32, version: Version) -> PathBuf {
     process_cgroup(pid, version).parent().unwrap().to_path_buf()
 }
 
-/// Waits until `dir` is gone, looking again every 20 ms under the deadline (nothing announces
-/// the removal of a cgroup directory).
+/// Waits until `dir` is gone (nothing announces the removal of a cgroup directory).
 async fn wait_gone(dir: &Path, what: &str) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while dir.exists() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: {} still exists",
-            dir.display()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_until(&format!("{what}: {} gone", dir.display()), || !dir.exists()).await;
 }
 
 /// `process/terminate` of a process that has exited and closed still ends what is left of its

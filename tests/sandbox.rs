@@ -2195,17 +2195,16 @@ fn descendants(pid: i32, deep: bool) -> Vec<i32> {
 
 /// Waits until the server has a warm wrapper waiting; its pid.
 async fn a_warm_wrapper(server: &Server) -> i32 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(&pid) = warm_wrappers(server).first() {
-            return pid;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no warm sandbox wrapper was started after a sandboxed start"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let mut found = None;
+    wait_until(
+        "a warm sandbox wrapper started after a sandboxed start",
+        || {
+            found = warm_wrappers(server).first().copied();
+            found.is_some()
+        },
+    )
+    .await;
+    found.unwrap()
 }
 
 /// After a sandboxed start, the next one with the same sandbox runs on the wrapper the server
@@ -2245,20 +2244,12 @@ async fn the_next_sandboxed_start_runs_on_a_wrapper_started_ahead() {
     params["env"]["WARM_VAR"] = json!("second's own");
     c.start_process(params).await;
     // The command runs under the warm wrapper: a `sleep 30` below it.
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let sleeping = descendants(warm, true).into_iter().any(|pid| {
+    wait_until("the second command running on the warm wrapper", || {
+        descendants(warm, true).into_iter().any(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\0"))
-        });
-        if sleeping {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the second command did not run on the warm wrapper {warm}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+        })
+    })
+    .await;
     c.request_ok("process/terminate", json!({"processId": "second"}))
         .await;
     let events = c.collect_process_events("second").await;
@@ -2299,14 +2290,10 @@ async fn a_warm_wrapper_whose_carve_out_was_replaced_is_not_used() {
     run.assert_lacks("git-writable");
     assert!(!f.ws(".git/x").exists());
     // The stale wrapper was let go of (and a fresh one waits for the next start).
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while warm_wrappers(&server).contains(&warm) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the stale warm wrapper {warm} still waits"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    wait_until("the stale warm wrapper let go of", || {
+        !warm_wrappers(&server).contains(&warm)
+    })
+    .await;
 }
 
 /// What a client puts in a sandboxed command's environment reaches the command only, never the

@@ -566,3 +566,16 @@ impl Bystander {
         self.client.wait_for_output(BYSTANDER_PROCESS, &line).await;
     }
 }
+
+/// Waits until `done()` holds, looking again every 10 ms, for what nothing announces (a
+/// process's children, a directory's removal); panics naming `what` after [`DEADLINE`].
+pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not so after {DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

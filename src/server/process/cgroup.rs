@@ -419,16 +419,7 @@ fn own_cgroup_dir(mountinfo: &str, proc_cgroup: &str) -> Option<PathBuf> {
     if !path.starts_with('/') || path.ends_with(" (deleted)") {
         return None;
     }
-    mountinfo.lines().find_map(|line| {
-        let (fields, fs) = line.split_once(" - ")?;
-        if fs.split(' ').next()? != "cgroup2" {
-            return None;
-        }
-        let mut fields = fields.split(' ');
-        let root = unescape(fields.nth(3)?);
-        let mount_point = unescape(fields.next()?);
-        under_mount(path, &root, &mount_point)
-    })
+    in_mount(mountinfo, path, |fs_type, _| fs_type == "cgroup2")
 }
 
 /// The directory of this process's cgroup in the v1 hierarchy of `controller`: the
@@ -448,14 +439,20 @@ fn own_v1_cgroup_dir(mountinfo: &str, proc_cgroup: &str, controller: &str) -> Op
     if !path.starts_with('/') || path.ends_with(" (deleted)") {
         return None;
     }
+    in_mount(mountinfo, path, |fs_type, options| {
+        fs_type == "cgroup" && options.split(',').any(|o| o == controller)
+    })
+}
+
+/// Where the cgroup `path` is under the first mount of `mountinfo` that `accept`s (given its
+/// file system type and super options) and whose root contains `path`.
+fn in_mount(mountinfo: &str, path: &str, accept: impl Fn(&str, &str) -> bool) -> Option<PathBuf> {
     mountinfo.lines().find_map(|line| {
         let (fields, fs) = line.split_once(" - ")?;
         let mut fs = fs.split(' ');
-        if fs.next()? != "cgroup" {
-            return None;
-        }
-        let options = fs.nth(1)?;
-        if !options.split(',').any(|o| o == controller) {
+        let fs_type = fs.next()?;
+        let options = fs.nth(1).unwrap_or("");
+        if !accept(fs_type, options) {
             return None;
         }
         let mut fields = fields.split(' ');

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 
+use super::cgroup::{CgroupRoot, ProcessCgroup};
 use super::sys;
 use crate::pty::{self, PtyMaster};
 use crate::server::adopted;
@@ -78,17 +79,40 @@ pub(super) struct Spawned {
     pub(super) output: Output,
 }
 
-/// Spawns `spec`; with `cgroup_procs` (a cgroup's `cgroup.procs`, open for writing), the child
-/// enters that cgroup before it executes the program.
-pub(super) fn spawn(
+/// [`spawn_passing`] in a new cgroup of `cgroups` where processes get one (a process that
+/// cannot have one runs without, said in the log); the cgroup goes if the spawn fails.
+pub(super) fn spawn_in_cgroup(
     spec: &SpawnSpec,
-    cgroup_procs: Option<std::os::fd::BorrowedFd<'_>>,
-) -> Result<Spawned, SpawnError> {
-    spawn_passing(spec, cgroup_procs, None)
+    cgroups: Option<&CgroupRoot>,
+    pass: Option<(std::os::fd::BorrowedFd<'_>, i32)>,
+) -> Result<(Spawned, Option<ProcessCgroup>), SpawnError> {
+    let mut cgroup = cgroups.and_then(|root| {
+        root.make()
+            .inspect_err(|err| {
+                tracing::warn!(%err, "cannot make a cgroup for a process: descendants that \
+                    leave its process group will not be reached")
+            })
+            .ok()
+    });
+    let spawned = match spawn_passing(spec, cgroup.as_ref().and_then(|c| c.procs_fd()), pass) {
+        Ok(s) => s,
+        Err(err) => {
+            if let Some(cgroup) = cgroup {
+                cgroup.discard();
+            }
+            return Err(err);
+        }
+    };
+    if let Some(cgroup) = &mut cgroup {
+        cgroup.spawned();
+    }
+    Ok((spawned, cgroup))
 }
 
-/// [`spawn`], the child also given `pass.0` as descriptor `pass.1`.
-pub(super) fn spawn_passing(
+/// Spawns `spec`; with `cgroup_procs` (a cgroup's `cgroup.procs`, open for writing), the child
+/// enters that cgroup before it executes the program; with `pass`, it is also given `pass.0` as
+/// descriptor `pass.1`.
+fn spawn_passing(
     spec: &SpawnSpec,
     cgroup_procs: Option<std::os::fd::BorrowedFd<'_>>,
     pass: Option<(std::os::fd::BorrowedFd<'_>, i32)>,

@@ -8,10 +8,9 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::cgroup::ProcessCgroup;
 use super::entry::{Meta, Process};
 use super::pump::Pump;
-use super::spawn::{Output, SpawnError, SpawnSpec, Spawned, spawn};
+use super::spawn::{Output, SpawnError, SpawnSpec, spawn_in_cgroup};
 use crate::protocol::process::ProcessInfo;
 use crate::server::attachment::Attachment;
 use crate::server::config::ServerConfig;
@@ -158,31 +157,6 @@ impl ProcessTable {
         });
     }
 
-    /// Spawns `spec` now, in a new cgroup where processes get one.
-    fn spawn_cold(&self, spec: &SpawnSpec) -> Result<(Spawned, Option<ProcessCgroup>), SpawnError> {
-        let mut cgroup = self.config.cgroup_root.as_ref().and_then(|root| {
-            root.make()
-                .inspect_err(|err| {
-                    tracing::warn!(%err, "cannot make a cgroup for a process: descendants that \
-                        leave its process group will not be reached")
-                })
-                .ok()
-        });
-        let spawned = match spawn(spec, cgroup.as_ref().and_then(|c| c.procs_fd())) {
-            Ok(s) => s,
-            Err(err) => {
-                if let Some(cgroup) = cgroup {
-                    cgroup.discard();
-                }
-                return Err(err);
-            }
-        };
-        if let Some(cgroup) = &mut cgroup {
-            cgroup.spawned();
-        }
-        Ok((spawned, cgroup))
-    }
-
     /// Spawns `spec` as process `id`, and starts its pump; `audit` records the start and exit.
     pub(crate) fn start(
         &self,
@@ -214,7 +188,7 @@ impl ProcessTable {
                     }
                 }
             }
-            None => match self.spawn_cold(&spec) {
+            None => match spawn_in_cgroup(&spec, self.config.cgroup_root.as_deref(), None) {
                 Ok(cold) => cold,
                 Err(err) => {
                     self.entries.lock().unwrap().remove(&id);

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::cgroup::{CgroupRoot, ProcessCgroup};
-use super::spawn::{SpawnError, SpawnSpec, Spawned, spawn_passing};
+use super::spawn::{SpawnError, SpawnSpec, Spawned, spawn_in_cgroup};
 use crate::sandbox::policy::ResolvedPolicy;
 
 /// How long a warm wrapper may wait for its command.
@@ -233,26 +233,9 @@ fn start(key: &Key, like: &SpawnSpec, cgroups: Option<&CgroupRoot>) -> Result<Wa
         env: Vec::new(),
         ..like.clone()
     };
-    let mut cgroup = cgroups.and_then(|root| root.make().ok());
-    let pass = Some((std::os::fd::OwnedFd::from(read), COMMAND_FD));
-    let spawned = spawn_passing(
-        &spec,
-        cgroup.as_ref().and_then(|c| c.procs_fd()),
-        pass.as_ref().map(|(fd, n)| (fd.as_fd(), *n)),
-    );
+    let pass = std::os::fd::OwnedFd::from(read);
+    let (spawned, cgroup) = spawn_in_cgroup(&spec, cgroups, Some((pass.as_fd(), COMMAND_FD)))?;
     drop(pass);
-    let spawned = match spawned {
-        Ok(spawned) => spawned,
-        Err(err) => {
-            if let Some(cgroup) = cgroup {
-                cgroup.discard();
-            }
-            return Err(err);
-        }
-    };
-    if let Some(cgroup) = &mut cgroup {
-        cgroup.spawned();
-    }
     Ok(Warm {
         spawned,
         cgroup,
