@@ -585,6 +585,14 @@ const METRICS: &[Metric] = &[
         floor: "",
     },
     Metric {
+        key: "sbx_spawn_paced",
+        label: "sandboxed spawn `true` → closed, 50 ms apart (workspace-write)",
+        unit: "ms",
+        better: Better::Lower,
+        target: Some((30.0, false)),
+        floor: "",
+    },
+    Metric {
         key: "sbx_write_4k",
         label: "sandboxed fs/writeFile 4 KiB (workspace-write)",
         unit: "ms",
@@ -999,8 +1007,14 @@ fn sandbox_workspace(dir: &Path) -> Result<PathBuf> {
     Ok(std::fs::canonicalize(ws)?)
 }
 
-/// Sandboxed `true`, started and waited for one at a time on one connection.
-async fn bench_sandboxed_spawn(url: &str, dir: &Path, n: usize) -> Result<Vec<f64>> {
+/// Sandboxed `true`, started and waited for one at a time on one connection, `pause` between
+/// one's `closed` and the next start (not timed).
+async fn bench_sandboxed_spawn(
+    url: &str,
+    dir: &Path,
+    n: usize,
+    pause: Duration,
+) -> Result<Vec<f64>> {
     let ws = sandbox_workspace(dir)?;
     let (mut conn, _) = connect(url, Flavour::Default).await?;
     let mut out = Vec::with_capacity(n);
@@ -1015,6 +1029,9 @@ async fn bench_sandboxed_spawn(url: &str, dir: &Path, n: usize) -> Result<Vec<f6
         conn.try_wait_closed(&pid, Duration::from_secs(10)).await?;
         out.push(ms(t.elapsed()));
         answer(&mut conn, "process/start", id).await?;
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
     }
     Ok(out)
 }
@@ -1514,8 +1531,14 @@ async fn round_server(
         res.record("resume_ack", who, r);
     }
     if want("sbx_spawn") {
-        let r = bench_sandboxed_spawn(&url, dir, sizes.spawn).await;
+        let r = bench_sandboxed_spawn(&url, dir, sizes.spawn, Duration::ZERO).await;
         res.record("sbx_spawn", who, r);
+    }
+    if want("sbx_spawn_paced") {
+        // As a client runs commands: with time between them (a model's turn takes far longer).
+        let n = sizes.spawn.min(40);
+        let r = bench_sandboxed_spawn(&url, dir, n, Duration::from_millis(50)).await;
+        res.record("sbx_spawn_paced", who, r);
     }
     if want("sbx_write_4k") {
         let r = bench_sandboxed_fs(

@@ -196,10 +196,6 @@ impl ProcessTable {
                 }
             },
         };
-        // The next start like this one finds its wrapper waiting.
-        self.config
-            .warm_sandboxes
-            .prepare(&spec, self.config.cgroup_root.clone());
         let pgid = spawned.child.id().map(|p| p as i32).unwrap_or(-1);
         audit.started(pgid);
         if let Some(reaper) = &self.reaper {
@@ -276,6 +272,10 @@ impl ProcessTable {
         if let Some(timeout) = spec.timeout {
             self.arm_timeout(&process, timeout);
         }
+        // The next start like this one finds its wrapper waiting.
+        self.config
+            .warm_sandboxes
+            .prepare(&spec, self.config.cgroup_root.clone());
         Ok(())
     }
 }

@@ -59,27 +59,42 @@ struct Warm {
     born: Instant,
 }
 
+/// A wrapper for one key: on its way (being started on a blocking thread), or waiting.
+enum Slot {
+    Starting,
+    Waiting(Box<Warm>),
+}
+
 /// The waiting wrappers, server-wide.
 #[derive(Default)]
 pub struct WarmSandboxes {
-    waiting: Mutex<HashMap<Key, Warm>>,
+    slots: Mutex<HashMap<Key, Slot>>,
 }
 
 impl std::fmt::Debug for WarmSandboxes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let waiting = self.waiting.lock().map(|w| w.len()).unwrap_or(0);
+        let slots = self.slots.lock().map(|w| w.len()).unwrap_or(0);
         f.debug_struct("WarmSandboxes")
-            .field("waiting", &waiting)
+            .field("slots", &slots)
             .finish()
     }
 }
 
 impl WarmSandboxes {
     /// Starts `spec` (a sandboxed start) on a waiting wrapper if one fits: its pipes and its
-    /// cgroup. `None`: start it cold.
+    /// cgroup. `None`: start it cold (also when the one for it is still on its way).
     pub(super) fn take(&self, spec: &SpawnSpec) -> Option<(Spawned, Option<ProcessCgroup>)> {
         let (key, command) = key(spec)?;
-        let mut warm = self.waiting.lock().unwrap().remove(&key)?;
+        let mut warm = {
+            let mut slots = self.slots.lock().unwrap();
+            match slots.remove(&key)? {
+                Slot::Waiting(warm) => *warm,
+                Slot::Starting => {
+                    slots.insert(key, Slot::Starting);
+                    return None;
+                }
+            }
+        };
         let usable = warm.born.elapsed() < WARM_TTL
             && matches!(warm.spawned.child.try_wait(), Ok(None))
             && identity(&key) == warm.identity;
@@ -90,42 +105,51 @@ impl WarmSandboxes {
         send(warm, spec, command).ok()
     }
 
-    /// Starts a wrapper for the next start like `spec` (a sandboxed start), in the background,
-    /// unless one waits already.
+    /// Starts a wrapper for the next start like `spec` (a sandboxed start) unless one is there
+    /// or on its way, on a blocking thread: a spawn waits for the child to execute, and a child
+    /// entering its cgroup waits for an RCU grace period first (up to ~15 ms on an idle machine),
+    /// which the start that called this must not wait for.
     pub(super) fn prepare(self: &Arc<Self>, spec: &SpawnSpec, cgroups: Option<Arc<CgroupRoot>>) {
         let Some((key, _)) = key(spec) else {
             return;
         };
-        if self.waiting.lock().unwrap().contains_key(&key) {
-            return;
+        {
+            let mut slots = self.slots.lock().unwrap();
+            if slots.contains_key(&key) {
+                return;
+            }
+            if slots.len() >= MAX_WARM {
+                // The oldest waiting one goes (those on their way stay).
+                let oldest = slots
+                    .iter()
+                    .filter_map(|(k, slot)| match slot {
+                        Slot::Waiting(w) => Some((k, w.born)),
+                        Slot::Starting => None,
+                    })
+                    .min_by_key(|(_, born)| *born)
+                    .map(|(k, _)| k.clone());
+                let Some(Slot::Waiting(old)) = oldest.and_then(|k| slots.remove(&k)) else {
+                    // All on their way: no room for one more.
+                    return;
+                };
+                discard(*old);
+            }
+            slots.insert(key.clone(), Slot::Starting);
         }
         let this = self.clone();
         let spec = spec.clone();
         tokio::task::spawn_blocking(move || {
-            let warm = match start(&key, &spec, cgroups.as_deref()) {
-                Ok(warm) => warm,
+            let started = start(&key, &spec, cgroups.as_deref());
+            let mut slots = this.slots.lock().unwrap();
+            match started {
+                Ok(warm) => {
+                    slots.insert(key, Slot::Waiting(Box::new(warm)));
+                }
                 Err(err) => {
+                    slots.remove(&key);
                     tracing::debug!(%err, "cannot start a warm sandbox wrapper");
-                    return;
-                }
-            };
-            let mut waiting = this.waiting.lock().unwrap();
-            if waiting.contains_key(&key) {
-                drop(waiting);
-                discard(warm);
-                return;
-            }
-            if waiting.len() >= MAX_WARM {
-                // The oldest goes.
-                let oldest = waiting
-                    .iter()
-                    .min_by_key(|(_, w)| w.born)
-                    .map(|(k, _)| k.clone());
-                if let Some(old) = oldest.and_then(|k| waiting.remove(&k)) {
-                    discard(old);
                 }
             }
-            waiting.insert(key, warm);
         });
     }
 }
