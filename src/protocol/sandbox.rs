@@ -135,6 +135,12 @@ pub enum SpecialPath {
 }
 
 impl PermissionProfile {
+    /// True when an entry is a glob pattern: binding it scans the file system.
+    pub fn has_glob(&self) -> bool {
+        matches!(self, Self::Managed { file_system: FileSystemPolicy::Restricted { entries, .. }, .. }
+            if entries.iter().any(|e| matches!(e.path, FileSystemPath::GlobPattern { .. })))
+    }
+
     /// The network access this profile asks for.
     pub fn network(&self) -> NetworkAccess {
         match self {

@@ -40,7 +40,8 @@ async fn blocking<T: Send + 'static>(
 /// `codex-fs` helper when the call's sandbox restricts its kind (sandbox.md §5).
 async fn run(call: &Call, request: FsRequest) -> Result<Value, RpcError> {
     let support = &call.state.sandbox;
-    match sandboxing::fs_route(support, request.sandbox(), request.is_mutation())? {
+    let mutation = request.is_mutation();
+    match sandboxing::fs_route_off_thread(&call.state, request.sandbox(), mutation).await? {
         sandboxing::FsRoute::InProcess => {
             blocking(move || {
                 let response = fs_ops::run(request)?;
@@ -67,7 +68,7 @@ async fn run(call: &Call, request: FsRequest) -> Result<Value, RpcError> {
 /// [`crate::rpc::Outgoing::Pieces`]).
 pub(super) async fn read_file(call: &Call, p: ReadFileParams) -> Result<Answer, RpcError> {
     let support = &call.state.sandbox;
-    match sandboxing::fs_route(support, p.sandbox.as_ref(), false)? {
+    match sandboxing::fs_route_off_thread(&call.state, p.sandbox.as_ref(), false).await? {
         sandboxing::FsRoute::InProcess => {
             // One trip to the blocking pool for a small file: open, stat, read and encode.
             let opened = blocking(move || {
@@ -227,7 +228,7 @@ pub(super) async fn open(call: &Call, p: OpenParams) -> Result<OpenResult, RpcEr
     }
     let mutation = p.mode == OpenMode::Replace;
     let support = &call.state.sandbox;
-    let route = sandboxing::fs_route(support, p.sandbox.as_ref(), mutation)?;
+    let route = sandboxing::fs_route_off_thread(&call.state, p.sandbox.as_ref(), mutation).await?;
     let path = fs_ops::resolve_uri("path", &p.path)?;
     call.fs_handles.check_available(&p.handle_id)?;
     let file = match route {

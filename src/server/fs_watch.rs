@@ -33,7 +33,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::AbortHandle;
 use tokio_util::task::TaskTracker;
 
-use super::sandboxing::{self, SandboxSupport};
+use super::sandboxing;
 use crate::fs_ops::{self, FsError};
 use crate::path_uri;
 use crate::protocol::fs::{
@@ -568,10 +568,10 @@ fn empty() -> Value {
     Value::Object(Default::default())
 }
 
-/// `fs/watch` on the connection whose watches `watches` are, under the server's `support`.
+/// `fs/watch` on the connection whose watches `watches` are, under the server `state`'s sandbox.
 pub(super) async fn watch(
     watches: &Arc<Watches>,
-    support: &SandboxSupport,
+    state: &Arc<super::state::ServerState>,
     p: WatchParams,
 ) -> Result<Value, RpcError> {
     if !(1..=MAX_WATCH_ID_BYTES).contains(&p.watch_id.len()) {
@@ -582,10 +582,11 @@ pub(super) async fn watch(
     let path = fs_ops::resolve_uri("path", &p.path)?;
     // The sandbox's read check, in-process: a watch reads no file content, and a helper per
     // event would be absurd.
-    let read_entries = match sandboxing::fs_route(support, p.sandbox.as_ref(), false)? {
-        sandboxing::FsRoute::InProcess => None,
-        sandboxing::FsRoute::Helper(plan) => plan.read_entries().map(<[_]>::to_vec),
-    };
+    let read_entries =
+        match sandboxing::fs_route_off_thread(state, p.sandbox.as_ref(), false).await? {
+            sandboxing::FsRoute::InProcess => None,
+            sandboxing::FsRoute::Helper(plan) => plan.read_entries().map(<[_]>::to_vec),
+        };
     watches.reserve(&p.watch_id)?;
     let id = p.watch_id;
     let recursive = p.recursive.unwrap_or(false);

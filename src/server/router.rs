@@ -16,7 +16,7 @@ pub(super) async fn route(call: Call, method: Method, params: Value) -> Result<A
     let value = match method {
         // `environment/info`: computed once at start (`env_info.rs`).
         Method::EnvironmentInfo => to_value(&call.state.environment().await),
-        Method::ProcessStart => to_value(&exec::start(call, decode_params(params)?)?),
+        Method::ProcessStart => to_value(&exec::start(call, decode_params(params)?).await?),
         Method::ProcessRead => to_value(&exec::read(call, decode_params(params)?).await?),
         Method::ProcessWrite => to_value(&exec::write(call, decode_params(params)?).await?),
         Method::ProcessSignal => {
@@ -60,7 +60,7 @@ pub(super) async fn route(call: Call, method: Method, params: Value) -> Result<A
         // Issue 14: watches.
         Method::FsWatch => {
             let p = decode_params(params)?;
-            fs_watch::watch(&call.fs_watches, &call.state.sandbox, p).await
+            fs_watch::watch(&call.fs_watches, &call.state, p).await
         }
         Method::FsUnwatch => fs_watch::unwatch(&call.fs_watches, decode_params(params)?).await,
         Method::ProcessAck => {
