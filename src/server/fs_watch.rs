@@ -568,10 +568,10 @@ fn empty() -> Value {
     Value::Object(Default::default())
 }
 
-/// `fs/watch` on the connection whose watches `watches` are, under the server `state`'s sandbox.
+/// `fs/watch` on the connection whose watches `watches` are; `route` says how its sandbox reads.
 pub(super) async fn watch(
     watches: &Arc<Watches>,
-    state: &Arc<super::state::ServerState>,
+    route: sandboxing::FsRoute,
     p: WatchParams,
 ) -> Result<Value, RpcError> {
     if !(1..=MAX_WATCH_ID_BYTES).contains(&p.watch_id.len()) {
@@ -582,11 +582,10 @@ pub(super) async fn watch(
     let path = fs_ops::resolve_uri("path", &p.path)?;
     // The sandbox's read check, in-process: a watch reads no file content, and a helper per
     // event would be absurd.
-    let read_entries =
-        match sandboxing::fs_route_off_thread(state, p.sandbox.as_ref(), false).await? {
-            sandboxing::FsRoute::InProcess => None,
-            sandboxing::FsRoute::Helper(plan) => plan.read_entries().map(<[_]>::to_vec),
-        };
+    let read_entries = match route {
+        sandboxing::FsRoute::InProcess => None,
+        sandboxing::FsRoute::Helper(plan) => plan.read_entries().map(<[_]>::to_vec),
+    };
     watches.reserve(&p.watch_id)?;
     let id = p.watch_id;
     let recursive = p.recursive.unwrap_or(false);

@@ -59,8 +59,9 @@ pub(super) async fn route(call: Call, method: Method, params: Value) -> Result<A
         }
         // Issue 14: watches.
         Method::FsWatch => {
-            let p = decode_params(params)?;
-            fs_watch::watch(&call.fs_watches, &call.state, p).await
+            let p: crate::protocol::fs::WatchParams = decode_params(params)?;
+            let route = fs::route(call, p.sandbox.as_ref(), false).await?;
+            fs_watch::watch(&call.fs_watches, route, p).await
         }
         Method::FsUnwatch => fs_watch::unwatch(&call.fs_watches, decode_params(params)?).await,
         Method::ProcessAck => {

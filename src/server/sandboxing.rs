@@ -275,23 +275,6 @@ fn fs_helper_env() -> Vec<(OsString, OsString)> {
 /// Decides where an fs call with `sandbox` runs (sandbox.md §5): mutations go to the helper if the
 /// file system is restricted without full write; reads if reads are restricted (no full read, or a
 /// deny or glob entry). Everything else runs in-process.
-/// [`fs_route`] for a call of `state`: on a blocking thread when the sandbox has glob patterns
-/// (binding one scans up to [`crate::sandbox::policy`]'s 200,000 entries: seconds on a busy
-/// disk, found by fuzzing), so that no async thread, and no other client, waits for it.
-pub(crate) async fn fs_route_off_thread(
-    state: &std::sync::Arc<super::state::ServerState>,
-    sandbox: Option<&SandboxIntent>,
-    mutation: bool,
-) -> Result<FsRoute, RpcError> {
-    if !sandbox.is_some_and(|s| s.permissions.has_glob()) {
-        return fs_route(&state.sandbox, sandbox, mutation);
-    }
-    let (state, sandbox) = (state.clone(), sandbox.cloned());
-    tokio::task::spawn_blocking(move || fs_route(&state.sandbox, sandbox.as_ref(), mutation))
-        .await
-        .map_err(|e| RpcError::internal(format!("sandbox binding failed: {e}")))?
-}
-
 pub(crate) fn fs_route(
     support: &SandboxSupport,
     sandbox: Option<&SandboxIntent>,
