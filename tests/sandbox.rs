@@ -2317,3 +2317,19 @@ async fn a_command_environment_never_reaches_the_sandbox_wrapper() {
         );
     }
 }
+
+/// A sandboxed start's `arg0` is the command's `argv[0]`, cold and warm (the wrapper is sent it
+/// with the command).
+#[tokio::test]
+async fn a_sandboxed_command_gets_its_arg0_cold_and_warm() {
+    require_sandbox!();
+    let f = Fixture::new();
+    let (_server, mut c) = start(&[]).await;
+    for id in ["cold", "warm"] {
+        let mut params = params_in(id, &f.ws, &["/bin/sh", "-c", "echo \"$0\""], read_only());
+        params["arg0"] = json!("renamed-shell");
+        let run = run_params(&mut c, params).await;
+        assert_eq!(run.code, 0, "{id}: {run:?}");
+        run.assert_has("renamed-shell\n");
+    }
+}

@@ -102,7 +102,7 @@ impl WarmSandboxes {
             discard(warm);
             return None;
         }
-        send(warm, spec, command).ok()
+        send(warm, spec, &command).ok()
     }
 
     /// Starts a wrapper for the next start like `spec` (a sandboxed start) unless one is there
@@ -172,7 +172,7 @@ pub(super) fn start_now(
         )));
     };
     let warm = start(&key, spec, cgroups)?;
-    send(warm, spec, command).map_err(spawn_error)
+    send(warm, spec, &command).map_err(spawn_error)
 }
 
 /// Sends `command` (with `spec`'s `argv[0]` and environment) to a waiting wrapper and closes
@@ -180,12 +180,12 @@ pub(super) fn start_now(
 fn send(
     mut warm: Warm,
     spec: &SpawnSpec,
-    command: &[String],
+    command: &Command,
 ) -> std::io::Result<(Spawned, Option<ProcessCgroup>)> {
-    let command: Vec<std::ffi::OsString> = command.iter().map(Into::into).collect();
+    let argv: Vec<std::ffi::OsString> = command.argv.iter().map(Into::into).collect();
     let message = crate::sandbox::wrapper::encode_command(
-        &command,
-        spec.arg0.as_deref().map(std::ffi::OsStr::new),
+        &argv,
+        command.arg0.as_deref().map(std::ffi::OsStr::new),
         &spec.env,
     );
     if let Err(err) = warm.command.write_all(&message) {
@@ -197,9 +197,16 @@ fn send(
     Ok((warm.spawned, warm.cgroup))
 }
 
+/// What a wrapper is sent to run: the command after the wrapper's `--`, and the `--arg0` it
+/// was given (the wrapper takes it from the pipe, not from its arguments).
+struct Command {
+    argv: Vec<String>,
+    arg0: Option<String>,
+}
+
 /// The key of `spec` and its command; `None` for a start that cannot be warm (a tty, or not a
 /// wrapper's argv).
-fn key(spec: &SpawnSpec) -> Option<(Key, &[String])> {
+fn key(spec: &SpawnSpec) -> Option<(Key, Command)> {
     if spec.tty {
         return None;
     }
@@ -207,19 +214,33 @@ fn key(spec: &SpawnSpec) -> Option<(Key, &[String])> {
 }
 
 /// [`key`] for any sandboxed start, a tty's too.
-fn split(spec: &SpawnSpec) -> Option<(Key, &[String])> {
+fn split(spec: &SpawnSpec) -> Option<(Key, Command)> {
     if !spec.sandboxed {
         return None;
     }
     let split = spec.argv.iter().position(|a| a == "--")?;
-    let (wrapper_args, command) = (&spec.argv[..split], &spec.argv[split + 1..]);
-    if command.is_empty() {
+    let (wrapper, argv) = (&spec.argv[..split], &spec.argv[split + 1..]);
+    if argv.is_empty() {
         return None;
     }
+    let mut wrapper_args = Vec::with_capacity(wrapper.len());
+    let mut arg0 = None;
+    let mut args = wrapper.iter();
+    while let Some(arg) = args.next() {
+        if arg == "--arg0" {
+            arg0 = Some(args.next()?.clone());
+        } else {
+            wrapper_args.push(arg.clone());
+        }
+    }
     let key = Key {
-        wrapper_args: wrapper_args.to_vec(),
+        wrapper_args,
         cwd: spec.cwd.clone(),
         pipe_stdin: spec.pipe_stdin,
+    };
+    let command = Command {
+        argv: argv.to_vec(),
+        arg0,
     };
     Some((key, command))
 }
