@@ -179,6 +179,24 @@ fn grants_full_write(entries: &[FileSystemEntry]) -> bool {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_profile_has_a_glob_only_with_a_glob_pattern_entry() {
+        let profile = |entries: serde_json::Value| -> PermissionProfile {
+            serde_json::from_value(
+                serde_json::json!({"type": "managed", "network": "restricted",
+                "file_system": {"type": "restricted", "entries": entries}}),
+            )
+            .unwrap()
+        };
+        let root = serde_json::json!({"path": {"type": "special", "value": {"kind": "root"}},
+            "access": "read"});
+        let glob = serde_json::json!({"path": {"type": "glob_pattern", "pattern": "**/*.env"},
+            "access": "deny"});
+        assert!(!profile(serde_json::json!([root])).has_glob());
+        assert!(profile(serde_json::json!([root, glob])).has_glob());
+        assert!(!PermissionProfile::Disabled.has_glob());
+    }
+
     fn intent(json: &str) -> Result<SandboxIntent, serde_json::Error> {
         serde_json::from_str(json)
     }

@@ -642,3 +642,35 @@ fn refused_pid_namespace_is_refused_before_landlock_checks_too() {
     assert!(matches!(err, WrapperError::NoLandlock), "{err}");
     assert_eq!(kernel.ops(), []);
 }
+
+#[test]
+fn a_sent_command_decodes_as_it_was_encoded_and_a_damaged_one_not_at_all() {
+    use std::os::unix::ffi::OsStringExt as _;
+    let argv = os(&["sh", "-c", "echo \"$X\""]);
+    let env = vec![
+        (OsString::from("X"), OsString::from("a=b c")),
+        (
+            OsString::from("RAW"),
+            OsString::from_vec(vec![0xff, b'\n', 0]),
+        ),
+    ];
+    let bytes = encode_command(&argv, Some(OsStr::new("login")), &env);
+    assert_eq!(
+        decode_command(&bytes),
+        Some((argv.clone(), Some(OsString::from("login")), env.clone()))
+    );
+    let plain = encode_command(&argv, None, &[]);
+    assert_eq!(
+        decode_command(&plain),
+        Some((argv.clone(), None, Vec::new()))
+    );
+    // Cut anywhere, or followed by more: refused, never a partial command.
+    for cut in 0..bytes.len() {
+        assert_eq!(decode_command(&bytes[..cut]), None, "cut at {cut}");
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert_eq!(decode_command(&longer), None);
+    // No program: refused.
+    assert_eq!(decode_command(&encode_command(&[], None, &env)), None);
+}
