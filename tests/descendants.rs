@@ -394,6 +394,12 @@ async fn as_pid_1_the_server_reaps_the_orphans_it_inherits() {
         );
         return;
     }
+    // A stale sub-hierarchy of an earlier PID 1 server (killed with its reaper, which lives in
+    // the same namespace): its process cgroups are taken over, not refused.
+    let stale = cgroup_v2_dir().map(|own| own.join("codex-exec-server.1"));
+    if let Some(stale) = &stale {
+        let _ = std::fs::create_dir_all(stale.join("p1"));
+    }
     let server = Server::start_with(ServerOptions {
         // A /proc of its own, as a container has.
         wrapper: ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
@@ -411,7 +417,7 @@ async fn as_pid_1_the_server_reaps_the_orphans_it_inherits() {
     client.initialize().await;
     const ORPHANS: usize = 5;
     let script = format!(
-        "for i in $(seq {ORPHANS}); do setsid -f sh -c 'sleep 0.3' < /dev/null > /dev/null 2>&1; \
+        "for i in $(seq {ORPHANS}); do setsid -f sh -c 'sleep 1' < /dev/null > /dev/null 2>&1; \
          done; exit 0"
     );
     client.start_process(sh("orphans", &script)).await;
@@ -429,6 +435,21 @@ async fn as_pid_1_the_server_reaps_the_orphans_it_inherits() {
     };
     let adopted = shells();
     assert!(adopted > 0, "no orphan was adopted by the server as PID 1");
+    if stale.as_ref().is_some_and(|d| d.exists()) {
+        // Each orphan is in its process's cgroup under the stale-named sub-hierarchy.
+        let orphan = children_of(pid1)
+            .into_iter()
+            .find(|&pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.starts_with("sh\0"))
+            })
+            .expect("an orphan");
+        let cgroup = std::fs::read_to_string(format!("/proc/{orphan}/cgroup")).unwrap();
+        assert!(
+            cgroup.contains("/codex-exec-server.1/p"),
+            "the orphan is not in a process cgroup: {cgroup}"
+        );
+    }
     // ...and once they have exited, nothing of them is left: reaped, not zombies.
     wait_until("the exited orphans reaped (no zombie left)", || {
         shells() == 0

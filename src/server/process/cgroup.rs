@@ -40,6 +40,10 @@ use rustix::process::{Pid, Signal};
 /// The prefix of the server's sub-hierarchy, followed by its pid.
 const ROOT_PREFIX: &str = "codex-exec-server.";
 
+/// Process cgroup numbers a stale sub-hierarchy may hold taken at most (see
+/// [`CgroupRoot::make`]); beyond them an existing `pN` is an error.
+const STALE_SKIPS: u64 = 1024;
+
 /// Signalling rounds at most when `cgroup.kill` is missing (each round catches what forked while
 /// the previous one was being sent).
 const KILL_ROUNDS: usize = 64;
@@ -163,9 +167,21 @@ impl CgroupRoot {
 
     /// A new, empty cgroup for one process.
     pub fn make(&self) -> io::Result<ProcessCgroup> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let dir = self.dir.join(format!("p{n}"));
-        std::fs::create_dir(&dir).map_err(|e| annotate(e, &dir))?;
+        let dir = loop {
+            let n = self.next.fetch_add(1, Ordering::Relaxed);
+            let dir = self.dir.join(format!("p{n}"));
+            match std::fs::create_dir(&dir) {
+                Ok(()) => break dir,
+                // Left by a server of the same pid that was killed with its reaper (PID 1 of a
+                // PID namespace: everything in it dies with it): removed if empty, else skipped.
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists && n < STALE_SKIPS => {
+                    if std::fs::remove_dir(&dir).is_ok() && std::fs::create_dir(&dir).is_ok() {
+                        break dir;
+                    }
+                }
+                Err(err) => return Err(annotate(err, &dir)),
+            }
+        };
         let procs = rustix::fs::open(
             dir.join("cgroup.procs"),
             OFlags::WRONLY | OFlags::CLOEXEC,
