@@ -26,6 +26,8 @@ use std::sync::{Mutex, RwLock};
 
 use rustix::process::{Pid, Signal, WaitOptions};
 
+use super::process::proc_stat;
+
 /// Whether the children the server starts are recorded (the server process, from its start).
 static RECORDING: AtomicBool = AtomicBool::new(false);
 /// Whether orphans are reaped here (the server is PID 1 or a subreaper).
@@ -162,25 +164,12 @@ fn children() -> BTreeSet<i32> {
     found
 }
 
-/// The fields of `/proc/PID/stat` after the command name (which may hold spaces and
-/// parentheses): state first.
-fn stat_fields(pid: i32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    Some(
-        rest.split_ascii_whitespace()
-            .take(2)
-            .map(String::from)
-            .collect(),
-    )
-}
-
 /// The state letter of `pid` (`Z` for a zombie).
 fn state(pid: i32) -> Option<char> {
-    stat_fields(pid)?.first()?.chars().next()
+    proc_stat(pid).map(|s| s.state)
 }
 
 /// The parent of `pid`.
 fn parent(pid: i32) -> Option<i32> {
-    stat_fields(pid)?.get(1)?.parse().ok()
+    proc_stat(pid).map(|s| s.ppid)
 }

@@ -100,32 +100,26 @@ pub(super) async fn start(call: &Call, p: StartParams) -> Result<StartResult, Rp
         pipe_stdin: p.pipe_stdin,
         sandboxed: false,
     };
+    let (state, session) = (call.state.clone(), call.session.clone());
+    let (sandbox, managed) = (p.sandbox.clone(), p.managed_network.clone());
+    let enforce = p.enforce_managed_network;
+    let prepare = move || {
+        sandboxing::prepare(
+            &state.sandbox,
+            &session.split_cost_logged,
+            sandbox.as_ref(),
+            enforce,
+            managed.as_ref(),
+            spec,
+        )
+    };
     let (spec, sandbox_type) = if p.sandbox.as_ref().is_some_and(|s| s.permissions.has_glob()) {
         // Binding a glob scans the file system (up to 200,000 entries): not on an async thread.
-        let (state, session) = (call.state.clone(), call.session.clone());
-        let (sandbox, managed) = (p.sandbox.clone(), p.managed_network.clone());
-        let enforce = p.enforce_managed_network;
-        tokio::task::spawn_blocking(move || {
-            sandboxing::prepare(
-                &state.sandbox,
-                &session.split_cost_logged,
-                sandbox.as_ref(),
-                enforce,
-                managed.as_ref(),
-                spec,
-            )
-        })
-        .await
-        .map_err(|e| RpcError::internal(format!("sandbox binding failed: {e}")))??
+        tokio::task::spawn_blocking(prepare)
+            .await
+            .map_err(|e| RpcError::internal(format!("sandbox binding failed: {e}")))??
     } else {
-        sandboxing::prepare(
-            &call.state.sandbox,
-            &call.session.split_cost_logged,
-            p.sandbox.as_ref(),
-            p.enforce_managed_network,
-            p.managed_network.as_ref(),
-            spec,
-        )?
+        prepare()?
     };
     let audit = ProcessAudit {
         metrics: call.state.metrics.clone(),

@@ -17,5 +17,6 @@ pub mod output_log;
 mod pump;
 pub(crate) mod spawn;
 mod sys;
+pub(crate) use sys::proc_stat;
 pub(crate) mod table;
 pub(crate) mod warm;

@@ -166,16 +166,29 @@ impl ProcSnapshot {
     }
 }
 
-/// The parent pid and process group of `pid`, from `/proc/PID/stat` (after the command name,
-/// which may itself hold spaces and parentheses).
+/// The parent pid and process group of `pid`, from `/proc/PID/stat`.
 fn stat_parent_and_group(pid: i32) -> Option<(i32, i32)> {
+    proc_stat(pid).map(|s| (s.ppid, s.pgrp))
+}
+
+/// What `/proc/PID/stat` says of a process that the server needs.
+pub struct ProcStat {
+    /// Its state letter (`Z` for a zombie).
+    pub state: char,
+    pub ppid: i32,
+    pub pgrp: i32,
+}
+
+/// `/proc/PID/stat`, read after the command name (which may itself hold spaces and
+/// parentheses).
+pub fn proc_stat(pid: i32) -> Option<ProcStat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut fields = rest.split_ascii_whitespace();
-    let _state = fields.next()?;
+    let state = fields.next()?.chars().next()?;
     let ppid = fields.next()?.parse().ok()?;
     let pgrp = fields.next()?.parse().ok()?;
-    Some((ppid, pgrp))
+    Some(ProcStat { state, ppid, pgrp })
 }
 
 /// Sends `signal` through each pidfd; one whose process is gone is skipped.
