@@ -1820,3 +1820,104 @@ async fn old_connections_expiry_timer_leaves_a_session_resumed_elsewhere() {
         .wait_exit(DEADLINE, "the process once the new connection dropped too")
         .await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Starting a child (the server's own clone3 start, or std's where the kernel has no clone3)
+
+/// The child starts with nothing of the server's signal set-up: no signal blocked, no handler,
+/// SIGPIPE (which Rust ignores in the server) back to its default, so `yes | head -1` ends; a
+/// signal the server was started with ignored stays ignored, as across any exec.
+#[tokio::test]
+async fn a_started_child_has_no_signal_blocked_and_only_inherited_ones_ignored() {
+    let server = Server::start(&[]).await;
+    let (mut c, _) = started_client(&server).await;
+    c.start_process(process_params("status", &["/bin/cat", "/proc/self/status"]))
+        .await;
+    let events = c.collect_process_events("status").await;
+    let child = output_text(&events, Some("stdout"));
+    let own = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let mask = |status: &str, field: &str| -> u64 {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .unwrap_or_else(|| panic!("no {field} in {status}"));
+        u64::from_str_radix(line[field.len()..].trim(), 16).unwrap()
+    };
+    assert_eq!(mask(&child, "SigBlk:"), 0, "blocked signals in the child");
+    let sigpipe = 1u64 << (libc::SIGPIPE - 1);
+    assert_ne!(
+        mask(&own, "SigIgn:") & sigpipe,
+        0,
+        "the server ignores SIGPIPE"
+    );
+    assert_eq!(
+        mask(&child, "SigIgn:"),
+        mask(&own, "SigIgn:") & !sigpipe,
+        "ignored signals in the child"
+    );
+    c.start_process(sh("pipe", "yes | head -1")).await;
+    let events = c.collect_process_events("pipe").await;
+    assert_eq!(output_text(&events, Some("stdout")), "y\n");
+}
+
+/// A start that cannot execute answers the OS error and the program, as before; nothing is left
+/// running or unreaped, and the next start works.
+#[tokio::test]
+async fn a_start_that_cannot_execute_answers_the_os_error_naming_the_program() {
+    let server = Server::start(&[]).await;
+    let (mut c, _) = started_client(&server).await;
+    let dir = TestDir::new();
+    let not_executable = dir.path().join("data.txt");
+    std::fs::write(&not_executable, "not a program").unwrap();
+    let not_executable = not_executable.to_str().unwrap().to_string();
+    let cases: [(&str, Vec<&str>, &str); 4] = [
+        (
+            "missing",
+            vec!["/nonexistent/prog"],
+            "No such file or directory (os error 2): /nonexistent/prog",
+        ),
+        (
+            "bare",
+            vec!["no-such-program-xyz"],
+            "No such file or directory (os error 2): no-such-program-xyz",
+        ),
+        (
+            "noexec",
+            vec![not_executable.as_str()],
+            "Permission denied (os error 13)",
+        ),
+        ("nul", vec!["/bin/echo", "a\u{0}b"], "nul byte found"),
+    ];
+    for (id, argv, expected) in cases {
+        let (_, message) = c
+            .request_err("process/start", process_params(id, &argv))
+            .await;
+        assert!(
+            message.contains(expected),
+            "{id}: expected {expected:?} in {message:?}"
+        );
+    }
+    // A cwd that is gone by the time the child changes into it.
+    let gone = TestDir::new();
+    let mut params = process_params("cwd", &["/bin/true"]);
+    params["cwd"] = json!(file_uri(gone.path()));
+    drop(gone);
+    let answer = c.request("process/start", params).await;
+    if let Err((_, message)) = &answer {
+        assert!(message.contains("os error"), "cwd: {message}");
+    }
+    c.start_process(sh("after", "echo ok")).await;
+    let events = c.collect_process_events("after").await;
+    assert_eq!(output_text(&events, Some("stdout")), "ok\n");
+    // No zombie of a failed start stays behind the server.
+    let server_pid = server.pid().to_string();
+    wait_until("no zombie child of the server", || {
+        std::fs::read_dir("/proc").unwrap().flatten().all(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let after = stat.rsplit(')').next().unwrap_or("");
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            !(fields.first() == Some(&"Z") && fields.get(1) == Some(&server_pid.as_str()))
+        })
+    })
+    .await;
+}

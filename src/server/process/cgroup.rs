@@ -187,11 +187,23 @@ impl CgroupRoot {
             OFlags::WRONLY | OFlags::CLOEXEC,
             Mode::empty(),
         );
+        // v2: the directory itself, for a child created in it (`CLONE_INTO_CGROUP`).
+        let dir_fd = (self.version == CgroupVersion::V2)
+            .then(|| {
+                rustix::fs::open(
+                    &dir,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .ok()
+            })
+            .flatten();
         match procs {
             Ok(procs) => Ok(ProcessCgroup {
                 dir,
                 has_kill: self.has_kill,
                 procs: Some(procs),
+                dir_fd,
             }),
             Err(err) => {
                 let _ = std::fs::remove_dir(&dir);
@@ -222,6 +234,8 @@ pub struct ProcessCgroup {
     has_kill: bool,
     /// Its `cgroup.procs`, open for the spawn (the child writes itself into it), closed after.
     procs: Option<OwnedFd>,
+    /// Its directory (v2), open for the spawn (the child is created in it), closed after.
+    dir_fd: Option<OwnedFd>,
 }
 
 impl ProcessCgroup {
@@ -230,9 +244,15 @@ impl ProcessCgroup {
         self.procs.as_ref().map(|fd| fd.as_fd())
     }
 
-    /// The child is spawned: the descriptor is no longer needed.
+    /// Its directory (v2 only), for a child created in it, until [`Self::spawned`].
+    pub fn dir_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.dir_fd.as_ref().map(|fd| fd.as_fd())
+    }
+
+    /// The child is spawned: the descriptors are no longer needed.
     pub fn spawned(&mut self) {
         self.procs = None;
+        self.dir_fd = None;
     }
 
     pub fn dir(&self) -> &Path {

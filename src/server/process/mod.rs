@@ -2,6 +2,8 @@
 //! directly:
 //! - `table.rs`: the table that owns them by client-chosen id; starting one, freeing its id.
 //! - `spawn.rs`: starting a child (pipes or PTY) in its own process group.
+//! - `spawn_sys.rs`: the `clone3` start of a pipe child, straight into its cgroup.
+//! - `child.rs`: a started child, however it was started; waiting for it.
 //! - `entry.rs`: one process: reads, stdin writes with `writeId` dedupe, signals to its group.
 //! - `pump.rs`: the task that moves a child's output into its log and on to the connection.
 //! - `output_log.rs`: the single source of truth for a process's events.
@@ -11,11 +13,13 @@
 //! - `warm.rs`: sandbox wrappers started ahead of the command they will run.
 
 pub mod cgroup;
+pub(crate) mod child;
 pub(crate) mod entry;
 pub mod lifecycle;
 pub mod output_log;
 mod pump;
 pub(crate) mod spawn;
+mod spawn_sys;
 mod sys;
 pub(crate) use sys::proc_stat;
 pub(crate) mod table;

@@ -25,7 +25,9 @@
 use std::sync::Arc;
 
 use tokio::io::AsyncReadExt;
-use tokio::process::{Child, ChildStderr, ChildStdout};
+use tokio::process::{ChildStderr, ChildStdout};
+
+use super::child::Child;
 use tokio_util::sync::CancellationToken;
 
 use super::entry::Process;

@@ -2,15 +2,19 @@
 //! its own cgroup where the server has one for it, a bare program name looked up on the child's
 //! own `PATH`.
 
-use std::ffi::OsString;
+use std::ffi::{CString, OsString};
+use std::os::fd::AsFd as _;
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
+use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 
 use super::cgroup::{CgroupRoot, ProcessCgroup};
-use super::sys;
+use super::child::{Child, OwnChild};
+use super::{spawn_sys, sys};
 use crate::pty::{self, PtyMaster};
 use crate::server::adopted;
 
@@ -94,7 +98,7 @@ pub(super) fn spawn_in_cgroup(
             })
             .ok()
     });
-    let spawned = match spawn_passing(spec, cgroup.as_ref().and_then(|c| c.procs_fd()), pass) {
+    let spawned = match spawn_passing(spec, cgroup.as_ref(), pass) {
         Ok(s) => s,
         Err(err) => {
             if let Some(cgroup) = cgroup {
@@ -109,18 +113,27 @@ pub(super) fn spawn_in_cgroup(
     Ok((spawned, cgroup))
 }
 
-/// Spawns `spec`; with `cgroup_procs` (a cgroup's `cgroup.procs`, open for writing), the child
-/// enters that cgroup before it executes the program; with `pass`, it is also given `pass.0` as
-/// descriptor `pass.1`.
+/// Spawns `spec`; with `cgroup`, the child is in that cgroup before it executes the program;
+/// with `pass`, it is also given `pass.0` as descriptor `pass.1`.
 fn spawn_passing(
     spec: &SpawnSpec,
-    cgroup_procs: Option<std::os::fd::BorrowedFd<'_>>,
+    cgroup: Option<&ProcessCgroup>,
     pass: Option<(std::os::fd::BorrowedFd<'_>, i32)>,
 ) -> Result<Spawned, SpawnError> {
     let program = &spec.argv[0];
     // Look a bare name up on the child's PATH here, as execvp would: std falls back from
     // posix_spawn to fork when it has to search a PATH that differs from the server's.
     let resolved = resolve_program(program, &spec.env, &spec.cwd);
+    if !spec.tty && OWN_SPAWN.load(Ordering::Relaxed) {
+        match spawn_own(spec, resolved.as_deref(), cgroup, pass) {
+            Ok(result) => return result,
+            Err(spawn_sys::Unsupported) => {
+                OWN_SPAWN.store(false, Ordering::Relaxed);
+                tracing::debug!("clone3 spawn unsupported here: children are started by std");
+            }
+        }
+    }
+    let cgroup_procs = cgroup.and_then(|c| c.procs_fd());
     let mut cmd = tokio::process::Command::new(resolved.as_deref().unwrap_or(Path::new(program)));
     if resolved.is_some() && spec.arg0.is_none() {
         cmd.arg0(program);
@@ -152,6 +165,7 @@ fn spawn_passing(
             .stdout(dup(&pair.slave)?)
             .stderr(dup(&pair.slave)?);
         let child = adopted::spawn(|| cmd.spawn(), tokio::process::Child::id).map_err(spawn_err)?;
+        let child = Child::Std(child);
         // Our copy of the slave must go, or the master never sees EOF.
         drop(cmd);
         drop(pair.slave);
@@ -179,12 +193,131 @@ fn spawn_passing(
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         Ok(Spawned {
-            child,
+            child: Child::Std(child),
             stdin,
             output: Output::Pipes { stdout, stderr },
         })
     }
 }
+
+/// Whether pipe children are started with `clone3` (`spawn_sys.rs`); cleared the first time the
+/// kernel (or a seccomp filter around the server) refuses it.
+static OWN_SPAWN: AtomicBool = AtomicBool::new(true);
+
+/// Starts the pipe child of `spec` with `clone3` (`spawn_sys.rs`): as std would, but created in
+/// its cgroup and without a fork of the server.
+fn spawn_own(
+    spec: &SpawnSpec,
+    resolved: Option<&Path>,
+    cgroup: Option<&ProcessCgroup>,
+    pass: Option<(std::os::fd::BorrowedFd<'_>, i32)>,
+) -> Result<Result<Spawned, SpawnError>, spawn_sys::Unsupported> {
+    let program = &spec.argv[0];
+    let spawn_err = |source| SpawnError::Spawn {
+        program: program.clone(),
+        source,
+    };
+    let prepared = (|| -> std::io::Result<_> {
+        let nul = |_| std::io::Error::new(std::io::ErrorKind::InvalidInput, NUL_IN_ARGUMENT);
+        let c = |s: &std::ffi::OsStr| CString::new(s.as_bytes()).map_err(nul);
+        // A bare name that is not on the child's PATH: execvp would fail, execve would run a
+        // file of that name in the cwd.
+        let path: &std::ffi::OsStr = match resolved {
+            Some(p) => p.as_os_str(),
+            None if !program.contains('/') => {
+                return Err(std::io::Error::from_raw_os_error(libc::ENOENT));
+            }
+            None => program.as_ref(),
+        };
+        let mut argv = Vec::with_capacity(spec.argv.len());
+        argv.push(c(spec.arg0.as_deref().unwrap_or(program).as_ref())?);
+        for arg in &spec.argv[1..] {
+            argv.push(c(arg.as_ref())?);
+        }
+        let mut env = Vec::with_capacity(spec.env.len());
+        for (k, v) in &spec.env {
+            let mut entry = k.as_bytes().to_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(v.as_bytes());
+            env.push(CString::new(entry).map_err(nul)?);
+        }
+        // The child's stdin, and our end of it when it is a pipe.
+        let stdin: (std::os::fd::OwnedFd, Option<std::io::PipeWriter>) = if spec.pipe_stdin {
+            let (read, write) = std::io::pipe()?;
+            (read.into(), Some(write))
+        } else {
+            (std::fs::File::open("/dev/null")?.into(), None)
+        };
+        Ok((c(path)?, argv, env, c(spec.cwd.as_os_str())?, stdin))
+    })();
+    let (program_c, argv, env, cwd, (child_stdin, our_stdin)) = match prepared {
+        Ok(p) => p,
+        Err(err) => return Ok(Err(spawn_err(err))),
+    };
+    let pipes = std::io::pipe().and_then(|out| Ok((out, std::io::pipe()?)));
+    let ((out_read, out_write), (err_read, err_write)) = match pipes {
+        Ok(p) => p,
+        Err(err) => return Ok(Err(spawn_err(err))),
+    };
+    let out_write = std::os::fd::OwnedFd::from(out_write);
+    let err_write = std::os::fd::OwnedFd::from(err_write);
+    let setup = spawn_sys::ChildSetup {
+        program: &program_c,
+        argv: &argv,
+        env: &env,
+        cwd: &cwd,
+        stdio: [child_stdin.as_fd(), out_write.as_fd(), err_write.as_fd()],
+        pass,
+        cgroup_dir: cgroup.and_then(|c| c.dir_fd()),
+        cgroup_procs: cgroup
+            .filter(|c| c.dir_fd().is_none())
+            .and_then(|c| c.procs_fd()),
+    };
+    let mut unsupported = false;
+    let started = adopted::spawn(
+        || match spawn_sys::spawn(&setup) {
+            Ok(result) => result,
+            Err(spawn_sys::Unsupported) => {
+                unsupported = true;
+                Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+            }
+        },
+        |s| Some(s.pid as u32),
+    );
+    if unsupported {
+        return Err(spawn_sys::Unsupported);
+    }
+    // The child's ends go; ours stay.
+    drop((child_stdin, out_write, err_write));
+    let started = match started {
+        Ok(s) => s,
+        Err(err) => return Ok(Err(spawn_err(err))),
+    };
+    let wrap = || -> std::io::Result<Spawned> {
+        let child = Child::Own(OwnChild::new(started.pid, started.pidfd)?);
+        let stdin = match our_stdin {
+            Some(w) => StdinSink::Pipe(ChildStdin::from_std(std::process::ChildStdin::from(
+                std::os::fd::OwnedFd::from(w),
+            ))?),
+            None => StdinSink::Closed,
+        };
+        let stdout = ChildStdout::from_std(std::process::ChildStdout::from(
+            std::os::fd::OwnedFd::from(out_read),
+        ))?;
+        let stderr = ChildStderr::from_std(std::process::ChildStderr::from(
+            std::os::fd::OwnedFd::from(err_read),
+        ))?;
+        Ok(Spawned {
+            child,
+            stdin,
+            output: Output::Pipes { stdout, stderr },
+        })
+    };
+    Ok(wrap().map_err(spawn_err))
+}
+
+/// std's words for an argument or environment entry with a NUL byte.
+const NUL_IN_ARGUMENT: &str = "nul byte found in provided data";
 
 /// The executable a bare `program` names on the child's `PATH` (execvp's default path when the
 /// child has none), or `None` to leave the lookup to the OS (a name with a slash, or not found:
