@@ -269,9 +269,7 @@ fn spawn_own(
         stdio: [child_stdin.as_fd(), out_write.as_fd(), err_write.as_fd()],
         pass,
         cgroup_dir: cgroup.and_then(|c| c.dir_fd()),
-        cgroup_procs: cgroup
-            .filter(|c| c.dir_fd().is_none())
-            .and_then(|c| c.procs_fd()),
+        cgroup_procs: cgroup.and_then(|c| c.procs_fd()),
     };
     let mut unsupported = false;
     let started = adopted::spawn(

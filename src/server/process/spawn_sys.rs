@@ -41,7 +41,8 @@ pub struct ChildSetup<'a> {
     pub pass: Option<(BorrowedFd<'a>, RawFd)>,
     /// The cgroup (v2) directory it is created in.
     pub cgroup_dir: Option<BorrowedFd<'a>>,
-    /// A cgroup (v1) `cgroup.procs` it writes itself into before executing.
+    /// The `cgroup.procs` it writes itself into before executing, where it is not created in
+    /// `cgroup_dir` (cgroup v1, or the kernel refused `CLONE_INTO_CGROUP`).
     pub cgroup_procs: Option<BorrowedFd<'a>>,
 }
 
@@ -61,6 +62,10 @@ struct Plan {
     dups: [(RawFd, RawFd); 4],
     ndups: usize,
     cgroup_procs: RawFd,
+    /// `cgroup_procs` of the setup, written to only when the child is not created in its cgroup.
+    procs_fallback: RawFd,
+    /// The highest signal number.
+    max_signal: libc::c_int,
     /// Set by the child when it fails before or at exec: the errno.
     error: AtomicI32,
 }
@@ -127,51 +132,39 @@ pub fn spawn(setup: &ChildSetup<'_>) -> Result<io::Result<Started>, Unsupported>
     }
     let argv = pointers(setup.argv);
     let envp = pointers(setup.env);
-    let plan = Plan {
+    let mut plan = Plan {
         program: setup.program.as_ptr(),
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
         cwd: setup.cwd.as_ptr(),
         dups,
         ndups,
-        cgroup_procs: setup.cgroup_procs.map_or(-1, |fd| fd.as_raw_fd()),
+        cgroup_procs: -1,
+        procs_fallback: setup.cgroup_procs.map_or(-1, |fd| fd.as_raw_fd()),
+        max_signal: libc::SIGRTMAX(),
         error: AtomicI32::new(0),
     };
     // 16-byte aligned, as the ABI wants the stack at a call.
     let mut stack = vec![0u128; STACK_BYTES / 16];
     let mut pidfd: RawFd = -1;
-    let mut args = CloneArgs {
-        flags: CLONE_VM | CLONE_VFORK | CLONE_PIDFD,
-        pidfd: &mut pidfd as *mut RawFd as u64,
-        exit_signal: libc::SIGCHLD as u64,
-        stack: stack.as_mut_ptr() as u64,
-        stack_size: STACK_BYTES as u64,
-        ..CloneArgs::default()
-    };
-    if let Some(dir) = setup.cgroup_dir {
-        args.flags |= CLONE_INTO_CGROUP;
-        args.cgroup = dir.as_raw_fd() as u64;
+    let into_cgroup = setup
+        .cgroup_dir
+        .filter(|_| INTO_CGROUP.load(Ordering::Relaxed));
+    let mut ret = clone_child(&mut plan, &mut stack, &mut pidfd, into_cgroup);
+    if ret < 0 && into_cgroup.is_some() && -ret != libc::ENOSYS as isize {
+        // CLONE_INTO_CGROUP refused (a kernel before 5.7 says E2BIG or EINVAL; a cgroup may be
+        // refused too): the child writes itself into the cgroup instead, as without clone3, and
+        // a failure of that write leaves it running outside, reached through its group.
+        if matches!(-ret as i32, libc::E2BIG | libc::EINVAL) {
+            INTO_CGROUP.store(false, Ordering::Relaxed);
+        }
+        ret = clone_child(&mut plan, &mut stack, &mut pidfd, None);
     }
-    // Every signal is blocked across the clone: the child shares the server's memory, and a
-    // handler of the server's must never run on it. The child resets the handlers, then the
-    // mask, before it executes.
-    let old_mask = block_all();
-    // SAFETY: `args` is a valid clone_args whose stack is `stack` (alive until the child has
-    // executed or exited: CLONE_VFORK suspends this thread until then) and whose pidfd slot is
-    // `pidfd`; `child_main` receives `plan`, which outlives the child's use of it for the same
-    // reason, and makes only async-signal-safe calls.
-    let ret = unsafe {
-        clone3(
-            &mut args,
-            child_main,
-            &plan as *const Plan as *mut libc::c_void,
-        )
-    };
-    restore_mask(&old_mask);
     drop(held);
     if ret < 0 {
         let errno = -ret as i32;
-        // No clone3 (ENOSYS), or no CLONE_INTO_CGROUP (E2BIG / EINVAL on an older kernel).
+        // No clone3 (ENOSYS, also what a container's seccomp profile answers), or flags this
+        // kernel does not know.
         if matches!(errno, libc::ENOSYS | libc::E2BIG | libc::EINVAL) {
             return Err(Unsupported);
         }
@@ -190,6 +183,53 @@ pub fn spawn(setup: &ChildSetup<'_>) -> Result<io::Result<Started>, Unsupported>
         return Ok(Err(io::Error::from_raw_os_error(error)));
     }
     Ok(Ok(Started { pid, pidfd }))
+}
+
+/// Whether `CLONE_INTO_CGROUP` is worth trying (cleared when the kernel does not know it).
+static INTO_CGROUP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// One clone3 of the child of `plan`, created in `cgroup` or writing itself into the cgroup of
+/// `plan.procs_fallback`; the raw result (a pid, or -errno).
+fn clone_child(
+    plan: &mut Plan,
+    stack: &mut [u128],
+    pidfd: &mut RawFd,
+    cgroup: Option<BorrowedFd<'_>>,
+) -> isize {
+    let mut args = CloneArgs {
+        flags: CLONE_VM | CLONE_VFORK | CLONE_PIDFD,
+        pidfd: pidfd as *mut RawFd as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: stack.as_mut_ptr() as u64,
+        stack_size: std::mem::size_of_val(stack) as u64,
+        ..CloneArgs::default()
+    };
+    match cgroup {
+        Some(dir) => {
+            args.flags |= CLONE_INTO_CGROUP;
+            args.cgroup = dir.as_raw_fd() as u64;
+            plan.cgroup_procs = -1;
+        }
+        None => plan.cgroup_procs = plan.procs_fallback,
+    }
+    plan.error.store(0, Ordering::Relaxed);
+    // Every signal is blocked across the clone: the child shares the server's memory, and a
+    // handler of the server's must never run on it. The child resets the handlers, then the
+    // mask, before it executes.
+    let old_mask = block_all();
+    // SAFETY: `args` is a valid clone_args whose stack is `stack` (alive until the child has
+    // executed or exited: CLONE_VFORK suspends this thread until then) and whose pidfd slot is
+    // `pidfd`; `child_main` receives `plan`, which outlives the child's use of it for the same
+    // reason, and makes only async-signal-safe calls.
+    let ret = unsafe {
+        clone3(
+            &mut args,
+            child_main,
+            plan as *const Plan as *mut libc::c_void,
+        )
+    };
+    restore_mask(&old_mask);
+    ret
 }
 
 /// A null-terminated array of pointers to `strings` (valid while they are).
@@ -283,7 +323,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> ! {
         // No handler of the server's may run here or in the program: every caught signal goes
         // back to its default action (an ignored one stays ignored, as across any exec), and
         // SIGPIPE, which Rust ignores, to its default as std does for its children.
-        for signal in 1..libc::SIGRTMAX() {
+        for signal in 1..=plan.max_signal {
             let mut old: libc::sigaction = std::mem::zeroed();
             if libc::sigaction(signal, std::ptr::null(), &mut old) != 0 {
                 continue;
@@ -325,5 +365,92 @@ pub fn watch_pidfd(pidfd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedF
     unsafe {
         tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
             .map_err(io::Error::from)
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use std::io::Read as _;
+    use std::os::fd::AsFd as _;
+
+    use super::*;
+
+    fn c(s: &str) -> CString {
+        CString::new(s).unwrap()
+    }
+
+    fn exit_code(pid: i32) -> Option<i32> {
+        rustix::process::waitpid(
+            rustix::process::Pid::from_raw(pid),
+            rustix::process::WaitOptions::empty(),
+        )
+        .unwrap()
+        .and_then(|(_, status)| status.exit_status())
+    }
+
+    #[test]
+    fn a_cgroup_the_kernel_refuses_falls_back_to_the_childs_own_write_and_the_child_runs() {
+        // Not a cgroup: CLONE_INTO_CGROUP is refused (EBADF). The retry has the child write
+        // itself ("0") into the fallback `cgroup.procs`, here a pipe we read.
+        let not_a_cgroup = std::fs::File::open(std::env::temp_dir()).unwrap();
+        let (mut procs_read, procs_write) = std::io::pipe().unwrap();
+        let (out_read, out_write) = std::io::pipe().unwrap();
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let argv = [c("sh"), c("-c"), c("echo ran")];
+        let setup = ChildSetup {
+            program: &c("/bin/sh"),
+            argv: &argv,
+            env: &[],
+            cwd: &c("/"),
+            stdio: [null.as_fd(), out_write.as_fd(), null.as_fd()],
+            pass: None,
+            cgroup_dir: Some(not_a_cgroup.as_fd()),
+            cgroup_procs: Some(procs_write.as_fd()),
+        };
+        let started = spawn(&setup).ok().unwrap().unwrap();
+        drop((procs_write, out_write));
+        assert_eq!(exit_code(started.pid), Some(0));
+        let mut written = String::new();
+        procs_read.read_to_string(&mut written).unwrap();
+        assert_eq!(written, "0", "the child's own write into cgroup.procs");
+        let mut out = String::new();
+        { out_read }.read_to_string(&mut out).unwrap();
+        assert_eq!(out, "ran\n");
+    }
+
+    #[test]
+    fn an_exec_failure_is_the_childs_errno_and_the_child_is_reaped() {
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let argv = [c("x")];
+        let result = spawn(&ChildSetup {
+            program: &c("/nonexistent/x"),
+            argv: &argv,
+            env: &[],
+            cwd: &c("/"),
+            stdio: [null.as_fd(), null.as_fd(), null.as_fd()],
+            pass: None,
+            cgroup_dir: None,
+            cgroup_procs: None,
+        })
+        .ok()
+        .unwrap();
+        let err = result.err().expect("a missing program fails");
+        assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+        let missing_cwd = spawn(&ChildSetup {
+            program: &c("/bin/true"),
+            argv: &argv,
+            env: &[],
+            cwd: &c("/nonexistent-dir"),
+            stdio: [null.as_fd(), null.as_fd(), null.as_fd()],
+            pass: None,
+            cgroup_dir: None,
+            cgroup_procs: None,
+        })
+        .ok()
+        .unwrap();
+        assert_eq!(
+            missing_cwd.err().and_then(|e| e.raw_os_error()),
+            Some(libc::ENOENT)
+        );
     }
 }
