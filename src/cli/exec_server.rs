@@ -208,9 +208,10 @@ pub struct ExecServerArgs {
     /// descendants that left the process group (`setsid`, daemons). Where no cgroup can be made
     /// the server runs without, and says so once at start. With this flag, or without cgroups:
     /// process groups, plus the descendants /proc still ties to a process; an orphan whose
-    /// parent already exited (`setsid -f`, a double fork) then survives. Use it if spawn latency
-    /// matters more: a child entering its cgroup costs the kernel an RCU grace period, 1.5 to
-    /// 3 ms per spawn on a busy 2-core machine.
+    /// parent already exited (`setsid -f`, a double fork) then survives. A pipe child is
+    /// created in its cgroup (`clone3`), at little cost; a terminal child, or any child where the
+    /// kernel refuses `clone3` or on cgroup v1, moves itself in, which costs an RCU grace period
+    /// (1.5 to 3 ms per spawn on a busy 2-core machine): use this flag if that matters more.
     #[arg(long)]
     no_process_cgroups: bool,
     /// Which cgroup version holds the processes' cgroups: `v2` (the unified hierarchy) or `v1`
