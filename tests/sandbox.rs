@@ -2263,6 +2263,61 @@ async fn the_next_sandboxed_start_runs_on_a_wrapper_started_ahead() {
     assert!(!outside.exists());
 }
 
+/// Two wrappers wait for the next starts with the same sandbox, so that a command started right
+/// after another finds one that has confined itself already; a start takes the older one, and
+/// another is started in its place. Different sandboxes share at most four.
+#[tokio::test]
+async fn two_wrappers_wait_per_sandbox_and_four_at_most_in_all() {
+    require_sandbox!();
+    require_mount_layer!();
+    let f = Fixture::new();
+    let (server, mut c) = start(&[]).await;
+    let first = sh_in(&mut c, "first", &f.ws, "true", workspace_write(&[&f.ws])).await;
+    assert_eq!(first.code, 0, "{first:?}");
+    let mut waiting = Vec::new();
+    wait_until("two warm wrappers waiting", || {
+        waiting = warm_wrappers(&server);
+        waiting.len() == 2
+    })
+    .await;
+    let older = *waiting.iter().min().unwrap();
+    c.start_process(params_in(
+        "second",
+        &f.ws,
+        &["/bin/sh", "-c", "exec sleep 30"],
+        workspace_write(&[&f.ws]),
+    ))
+    .await;
+    wait_until("the second command running on the older wrapper", || {
+        descendants(older, true).into_iter().any(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\0"))
+        })
+    })
+    .await;
+    // Three more sandboxes (other cwds): never more than four wrappers wait in all.
+    for n in 0..3 {
+        let dir = f.ws.join(format!("d{n}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let run = sh_in(
+            &mut c,
+            &format!("other{n}"),
+            &dir,
+            "true",
+            workspace_write(&[&f.ws]),
+        )
+        .await;
+        assert_eq!(run.code, 0, "{run:?}");
+        let idle: Vec<i32> = warm_wrappers(&server)
+            .into_iter()
+            .filter(|&w| w != older)
+            .collect();
+        assert!(idle.len() <= 4, "{} wrappers waiting: {idle:?}", idle.len());
+    }
+    c.request_ok("process/terminate", json!({"processId": "second"}))
+        .await;
+    c.collect_process_events("second").await;
+}
+
 /// A warm wrapper whose carve-out was replaced meanwhile (`.git` removed and made again: its bind
 /// mount would hold the old directory) is not used: the start is cold, and the new `.git` is
 /// read-only too.

@@ -16,7 +16,8 @@
 //! A warm wrapper is not used (it is killed and the start is cold) when it has waited longer than
 //! [`WARM_TTL`], when it has died, or when a path of its policy is no longer the file it was when
 //! the wrapper confined itself (a carve-out such as `.git` removed and made again: its bind mount
-//! would hold the old one). At most [`MAX_WARM`] wait at once, one per set of arguments; closing
+//! would hold the old one). At most [`MAX_WARM`] wait at once, [`PER_KEY`] per set of arguments
+//! (two: a command started right after another finds one confined already); closing
 //! the pipe (the server gone, or the wrapper discarded) makes a waiting wrapper exit without
 //! running anything. PTY starts are always cold (the terminal is made per start).
 
@@ -34,8 +35,10 @@ use crate::sandbox::policy::ResolvedPolicy;
 
 /// How long a warm wrapper may wait for its command.
 const WARM_TTL: Duration = Duration::from_secs(60);
-/// Warm wrappers waiting at most, server-wide.
+/// Warm wrappers waiting (or on their way) at most, server-wide.
 const MAX_WARM: usize = 4;
+/// Warm wrappers at most for one set of arguments.
+const PER_KEY: usize = 2;
 /// The descriptor a warm wrapper reads its command from.
 const COMMAND_FD: i32 = 3;
 
@@ -59,10 +62,18 @@ struct Warm {
     born: Instant,
 }
 
-/// A wrapper for one key: on its way (being started on a blocking thread), or waiting.
-enum Slot {
-    Starting,
-    Waiting(Box<Warm>),
+/// The wrappers of one key: those waiting (oldest first) and those on their way (being started
+/// on a blocking thread).
+#[derive(Default)]
+struct Slot {
+    waiting: std::collections::VecDeque<Box<Warm>>,
+    starting: usize,
+}
+
+impl Slot {
+    fn count(&self) -> usize {
+        self.waiting.len() + self.starting
+    }
 }
 
 /// The waiting wrappers, server-wide.
@@ -73,84 +84,104 @@ pub struct WarmSandboxes {
 
 impl std::fmt::Debug for WarmSandboxes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let slots = self.slots.lock().map(|w| w.len()).unwrap_or(0);
+        let wrappers = self
+            .slots
+            .lock()
+            .map(|w| w.values().map(Slot::count).sum::<usize>())
+            .unwrap_or(0);
         f.debug_struct("WarmSandboxes")
-            .field("slots", &slots)
+            .field("wrappers", &wrappers)
             .finish()
     }
 }
 
 impl WarmSandboxes {
     /// Starts `spec` (a sandboxed start) on a waiting wrapper if one fits: its pipes and its
-    /// cgroup. `None`: start it cold (also when the one for it is still on its way).
+    /// cgroup. `None`: start it cold (also when those for it are all still on their way).
     pub(super) fn take(&self, spec: &SpawnSpec) -> Option<(Spawned, Option<ProcessCgroup>)> {
         let (key, command) = key(spec)?;
-        let mut warm = {
-            let mut slots = self.slots.lock().unwrap();
-            match slots.remove(&key)? {
-                Slot::Waiting(warm) => *warm,
-                Slot::Starting => {
-                    slots.insert(key, Slot::Starting);
-                    return None;
+        loop {
+            let warm = {
+                let mut slots = self.slots.lock().unwrap();
+                let slot = slots.get_mut(&key)?;
+                let warm = slot.waiting.pop_front()?;
+                if slot.count() == 0 {
+                    slots.remove(&key);
                 }
+                *warm
+            };
+            let mut warm = warm;
+            let usable = warm.born.elapsed() < WARM_TTL
+                && matches!(warm.spawned.child.try_wait(), Ok(None))
+                && identity(&key) == warm.identity;
+            if !usable {
+                discard(warm);
+                continue;
             }
-        };
-        let usable = warm.born.elapsed() < WARM_TTL
-            && matches!(warm.spawned.child.try_wait(), Ok(None))
-            && identity(&key) == warm.identity;
-        if !usable {
-            discard(warm);
-            return None;
+            return send(warm, spec, &command).ok();
         }
-        send(warm, spec, &command).ok()
     }
 
-    /// Starts a wrapper for the next start like `spec` (a sandboxed start) unless one is there
-    /// or on its way, on a blocking thread: a spawn waits for the child to execute, and a child
-    /// entering its cgroup waits for an RCU grace period first (up to ~15 ms on an idle machine),
-    /// which the start that called this must not wait for.
+    /// Starts wrappers for the next starts like `spec` (a sandboxed start) until [`PER_KEY`]
+    /// are waiting or on their way, each on a blocking thread: a spawn waits for the child to
+    /// execute (and, where a child must move itself into its cgroup, for an RCU grace period),
+    /// which the start that called this must not wait for. Two per key, so that a command
+    /// started right after another finds one that has confined itself already.
     pub(super) fn prepare(self: &Arc<Self>, spec: &SpawnSpec, cgroups: Option<Arc<CgroupRoot>>) {
         let Some((key, _)) = key(spec) else {
             return;
         };
-        {
+        let more = {
             let mut slots = self.slots.lock().unwrap();
-            if slots.contains_key(&key) {
-                return;
-            }
-            if slots.len() >= MAX_WARM {
-                // The oldest waiting one goes (those on their way stay).
+            let have = slots.get(&key).map_or(0, Slot::count);
+            let mut more = PER_KEY.saturating_sub(have);
+            let mut total: usize = slots.values().map(Slot::count).sum();
+            while more > 0 && total >= MAX_WARM {
+                // The oldest waiting one of another key goes (those on their way stay).
                 let oldest = slots
                     .iter()
-                    .filter_map(|(k, slot)| match slot {
-                        Slot::Waiting(w) => Some((k, w.born)),
-                        Slot::Starting => None,
-                    })
+                    .filter(|(k, _)| **k != key)
+                    .filter_map(|(k, slot)| slot.waiting.front().map(|w| (k, w.born)))
                     .min_by_key(|(_, born)| *born)
                     .map(|(k, _)| k.clone());
-                let Some(Slot::Waiting(old)) = oldest.and_then(|k| slots.remove(&k)) else {
-                    // All on their way: no room for one more.
-                    return;
+                let Some(old_key) = oldest else {
+                    break;
                 };
+                let slot = slots.get_mut(&old_key).expect("found above");
+                let old = slot.waiting.pop_front().expect("found above");
+                if slot.count() == 0 {
+                    slots.remove(&old_key);
+                }
                 discard(*old);
+                total -= 1;
             }
-            slots.insert(key.clone(), Slot::Starting);
-        }
-        let this = self.clone();
-        let spec = spec.clone();
-        tokio::task::spawn_blocking(move || {
-            let started = start(&key, &spec, cgroups.as_deref());
-            let mut slots = this.slots.lock().unwrap();
-            match started {
-                Ok(warm) => {
-                    slots.insert(key, Slot::Waiting(Box::new(warm)));
+            more = more.min(MAX_WARM.saturating_sub(total));
+            if more > 0 {
+                slots.entry(key.clone()).or_default().starting += more;
+            }
+            more
+        };
+        for _ in 0..more {
+            let this = self.clone();
+            let spec = spec.clone();
+            let key = key.clone();
+            let cgroups = cgroups.clone();
+            tokio::task::spawn_blocking(move || {
+                let started = start(&key, &spec, cgroups.as_deref());
+                let mut slots = this.slots.lock().unwrap();
+                let slot = slots.entry(key.clone()).or_default();
+                slot.starting = slot.starting.saturating_sub(1);
+                match started {
+                    Ok(warm) => slot.waiting.push_back(Box::new(warm)),
+                    Err(err) => {
+                        tracing::debug!(%err, "cannot start a warm sandbox wrapper");
+                    }
                 }
-                Err(err) => {
+                if slot.count() == 0 {
                     slots.remove(&key);
-                    tracing::debug!(%err, "cannot start a warm sandbox wrapper");
                 }
-            }
-        });
+            });
+        }
     }
 }
 
