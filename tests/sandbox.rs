@@ -2006,6 +2006,90 @@ async fn sandboxed_command_runs_in_a_pid_namespace_of_its_own() {
     plain.assert_lacks("pid=2\n");
 }
 
+/// Where the server may make PID namespaces (root), it starts the sandbox wrapper as PID 1 of a
+/// new one (`clone3(CLONE_NEWPID)`): the wrapper is the namespace's init and the command its
+/// only child, with no supervisor process in front (one process fewer per command, one fewer
+/// between the command's end and `exited`). Exit codes, signals to the group and the kill at the
+/// end are the init's as before (the other PID namespace tests run this way too).
+#[tokio::test]
+async fn the_server_starts_the_sandbox_wrapper_as_the_init_of_a_new_pid_namespace() {
+    require_pid_namespace!();
+    require_mount_layer!();
+    if !rustix::process::geteuid().is_root() {
+        skip("the server makes PID namespaces itself only as root");
+        return;
+    }
+    let f = Fixture::new();
+    let (server, mut c) = start(&[]).await;
+    c.start_process(params_in(
+        "init",
+        &f.ws,
+        &["/bin/sh", "-c", "exec sleep 30"],
+        workspace_write(&[&f.ws]),
+    ))
+    .await;
+    let mut wrapper = None;
+    wait_until("the command running under a child of the server", || {
+        wrapper = descendants(server.pid(), false)
+            .into_iter()
+            .find(|&w| runs_sleep(w));
+        wrapper.is_some()
+    })
+    .await;
+    let wrapper = wrapper.unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{wrapper}/status")).unwrap();
+    let nspid = status
+        .lines()
+        .find(|l| l.starts_with("NSpid:"))
+        .unwrap_or_else(|| panic!("no NSpid in {status}"));
+    let ids: Vec<&str> = nspid.split_whitespace().skip(1).collect();
+    assert_eq!(
+        ids.last(),
+        Some(&"1"),
+        "the server's child is PID 1 of its own namespace: {nspid}"
+    );
+    let children = descendants(wrapper, false);
+    assert_eq!(children.len(), 1, "the init's children: {children:?}");
+    assert!(
+        std::fs::read(format!("/proc/{}/cmdline", children[0]))
+            .is_ok_and(|c| c.starts_with(b"sleep\0")),
+        "the command is the init's child"
+    );
+    // The group's SIGTERM reaches the command, not the init; the init ends as it did.
+    c.request_ok("process/terminate", json!({"processId": "init"}))
+        .await;
+    let events = c.collect_process_events("init").await;
+    let exited = events
+        .iter()
+        .find(|e| e["method"] == "process/exited")
+        .unwrap_or_else(|| panic!("no exited in {events:?}"));
+    assert_eq!(exited["params"]["exitCode"], 128 + 15, "{exited}");
+}
+
+/// `--pid-namespace-made` only says the namespace *may* have been made by the caller: a wrapper
+/// that is not PID 1 (a start without `clone3`, or by a caller that may not make namespaces)
+/// makes its own as always, and the command is still PID 2 of a namespace of its own.
+#[tokio::test]
+async fn a_wrapper_told_its_namespace_was_made_but_not_pid_1_makes_its_own() {
+    require_pid_namespace!();
+    let f = Fixture::new();
+    let profile = json!({"file_system": null, "network": "restricted"}).to_string();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_codex"))
+        .arg0("codex-linux-sandbox")
+        .args(["--command-cwd"])
+        .arg(&f.ws)
+        .args(["--permission-profile", &profile])
+        .args(["--pid-namespace", "--pid-namespace-made", "--"])
+        .args(["/bin/sh", "-c", "echo pid=$$; exit 7"])
+        .output()
+        .await
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{text}");
+    assert!(text.contains("pid=2\n"), "{text}");
+}
+
 /// What a sandboxed command leaves running in its namespace is killed when it exits (the
 /// namespace ends with its init), so nothing it started outlives it.
 #[tokio::test]
@@ -2193,6 +2277,13 @@ fn descendants(pid: i32, deep: bool) -> Vec<i32> {
     found
 }
 
+/// Whether a `sleep` runs below `pid`.
+fn runs_sleep(pid: i32) -> bool {
+    descendants(pid, true).into_iter().any(|p| {
+        std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\0"))
+    })
+}
+
 /// Waits until the server has a warm wrapper waiting; its pid.
 async fn a_warm_wrapper(server: &Server) -> i32 {
     let mut found = None;
@@ -2227,7 +2318,9 @@ async fn the_next_sandboxed_start_runs_on_a_wrapper_started_ahead() {
     )
     .await;
     assert_eq!(first.code, 0, "{first:?}");
-    let warm = a_warm_wrapper(&server).await;
+    a_warm_wrapper(&server).await;
+    // Two wait per sandbox; the command runs on one of them.
+    let warm = warm_wrappers(&server);
     let outside = f.out("escape");
     let script = format!(
         "echo \"var=$WARM_VAR cwd=$(pwd)\"; touch .git/x && echo git-writable; \
@@ -2244,10 +2337,8 @@ async fn the_next_sandboxed_start_runs_on_a_wrapper_started_ahead() {
     params["env"]["WARM_VAR"] = json!("second's own");
     c.start_process(params).await;
     // The command runs under the warm wrapper: a `sleep 30` below it.
-    wait_until("the second command running on the warm wrapper", || {
-        descendants(warm, true).into_iter().any(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\0"))
-        })
+    wait_until("the second command running on a warm wrapper", || {
+        warm.iter().any(|&w| runs_sleep(w))
     })
     .await;
     c.request_ok("process/terminate", json!({"processId": "second"}))
@@ -2264,7 +2355,7 @@ async fn the_next_sandboxed_start_runs_on_a_wrapper_started_ahead() {
 }
 
 /// Two wrappers wait for the next starts with the same sandbox, so that a command started right
-/// after another finds one that has confined itself already; a start takes the older one, and
+/// after another finds one that has confined itself already; a start takes one of them, and
 /// another is started in its place. Different sandboxes share at most four.
 #[tokio::test]
 async fn two_wrappers_wait_per_sandbox_and_four_at_most_in_all() {
@@ -2280,7 +2371,6 @@ async fn two_wrappers_wait_per_sandbox_and_four_at_most_in_all() {
         waiting.len() == 2
     })
     .await;
-    let older = *waiting.iter().min().unwrap();
     c.start_process(params_in(
         "second",
         &f.ws,
@@ -2288,10 +2378,20 @@ async fn two_wrappers_wait_per_sandbox_and_four_at_most_in_all() {
         workspace_write(&[&f.ws]),
     ))
     .await;
-    wait_until("the second command running on the older wrapper", || {
-        descendants(older, true).into_iter().any(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\0"))
-        })
+    let mut used = None;
+    wait_until("the second command running on a waiting wrapper", || {
+        used = waiting.iter().copied().find(|&w| runs_sleep(w));
+        used.is_some()
+    })
+    .await;
+    let used = used.unwrap();
+    // Another is started in its place: two wait again, the other one of before among them.
+    wait_until("two warm wrappers waiting again", || {
+        let now: Vec<i32> = warm_wrappers(&server)
+            .into_iter()
+            .filter(|&w| w != used)
+            .collect();
+        now.len() == 2 && waiting.iter().all(|w| *w == used || now.contains(w))
     })
     .await;
     // Three more sandboxes (other cwds): never more than four wrappers wait in all.
@@ -2309,7 +2409,7 @@ async fn two_wrappers_wait_per_sandbox_and_four_at_most_in_all() {
         assert_eq!(run.code, 0, "{run:?}");
         let idle: Vec<i32> = warm_wrappers(&server)
             .into_iter()
-            .filter(|&w| w != older)
+            .filter(|&w| w != used)
             .collect();
         assert!(idle.len() <= 4, "{} wrappers waiting: {idle:?}", idle.len());
     }

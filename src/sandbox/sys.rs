@@ -59,7 +59,11 @@ pub trait Kernel {
     /// the caller stays outside as a supervisor, a forked child becomes the namespace's init, and
     /// a child of that one returns from this call to be confined and exec the command (PID 2
     /// inside). The supervisor and the init never return: they exit with the command's status.
-    fn isolate_pids(&self) -> io::Result<()>;
+    /// With `made`, the caller (the server) may have started this process as the init of a new
+    /// PID namespace already (`clone3(CLONE_NEWPID)`): if it is PID 1, it becomes that init at
+    /// once (no supervisor; it exits with the command's code, 128+N for a death by signal N, as
+    /// the server reports it anyway); else it makes one as above.
+    fn isolate_pids(&self, made: bool) -> io::Result<()>;
     /// Mounts a procfs of this process's PID namespace over `/proc` (in a mount namespace of its
     /// own, entered before).
     fn mount_proc(&self) -> io::Result<()>;
@@ -120,7 +124,10 @@ impl Kernel for LinuxKernel {
         make_mounts_private()
     }
 
-    fn isolate_pids(&self) -> io::Result<()> {
+    fn isolate_pids(&self, made: bool) -> io::Result<()> {
+        if made && rustix::process::getpid().as_raw_nonzero().get() == 1 {
+            return pid_namespace::init_here();
+        }
         unshare_pid_namespace()?;
         pid_namespace::supervise()
     }
@@ -396,6 +403,33 @@ mod pid_namespace {
                 drop(status_write);
                 supervisor(Pid::from_raw(init_pid), status_read, &old_mask)
             }
+        }
+    }
+
+    /// Makes this process, PID 1 of a PID namespace its parent made, the namespace's init: forks
+    /// the command's process (PID 2), which returns; the init reaps until the command has ended,
+    /// then exits with its code (128+N for a death by signal N). Signals from outside the
+    /// namespace, such as the server's to the process group, do not reach an init without
+    /// handlers, and SIGKILL ends it and the namespace.
+    pub(super) fn init_here() -> io::Result<()> {
+        // SAFETY: the wrapper is single-threaded (it runs before any runtime exists), so the child
+        // may go on running ordinary code.
+        let command = match unsafe { libc::fork() } {
+            -1 => return Err(io::Error::last_os_error()),
+            0 => return Ok(()),
+            pid => pid,
+        };
+        let status = loop {
+            match rustix::process::wait(WaitOptions::empty()) {
+                Ok(Some((pid, status))) if pid.as_raw_nonzero().get() == command => break status,
+                Ok(_) | Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => quick_exit(1),
+            }
+        };
+        match Ended::of(status) {
+            Some(Ended::Code(code)) => quick_exit(code),
+            Some(Ended::Signal(signal)) => quick_exit(128 + signal),
+            None => quick_exit(1),
         }
     }
 
@@ -707,7 +741,7 @@ pub mod fake {
             self.record(Call::EnterMountNamespace)
         }
 
-        fn isolate_pids(&self) -> io::Result<()> {
+        fn isolate_pids(&self, _made: bool) -> io::Result<()> {
             self.record(Call::IsolatePids)
         }
 

@@ -46,6 +46,10 @@ pub struct WrapperArgs {
     /// Run the command in a PID namespace of its own (refuse to run if none can be had).
     #[arg(long)]
     pid_namespace: bool,
+    /// With --pid-namespace: the caller may have started this process as PID 1 of a new PID
+    /// namespace (the server does, with clone3); if so it is that namespace's init at once.
+    #[arg(long, hide = true, requires = "pid_namespace")]
+    pid_namespace_made: bool,
     /// Behave as if the kernel had no Landlock (tests of the fail-closed path).
     #[arg(long, hide = true)]
     simulate_no_landlock: bool,
@@ -125,6 +129,8 @@ pub struct ApplyOptions {
     /// Run what follows in a PID namespace of its own ([`Kernel::isolate_pids`]); a failure to
     /// get one refuses the run.
     pub isolate_pids: bool,
+    /// With `isolate_pids`: the caller may have made the namespace, this process its PID 1.
+    pub pid_namespace_made: bool,
 }
 
 /// Whether this process can enter a private mount namespace (run in a throwaway child: it does
@@ -169,6 +175,7 @@ fn run(args: WrapperArgs) -> Result<Infallible, WrapperError> {
         unsplit_read_carve_outs: args.unsplit_read_carve_outs,
         report_fallback: false,
         isolate_pids: args.pid_namespace,
+        pid_namespace_made: args.pid_namespace_made,
     };
     apply(&policy, options)?;
     match args.command_from_fd {
@@ -287,7 +294,9 @@ pub(crate) fn apply_with(
     }
     if options.isolate_pids {
         // First: only what is forked after it is in the namespace.
-        kernel.isolate_pids().map_err(WrapperError::PidNamespace)?;
+        kernel
+            .isolate_pids(options.pid_namespace_made)
+            .map_err(WrapperError::PidNamespace)?;
     }
     let plan = policy
         .file_system

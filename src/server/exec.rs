@@ -99,6 +99,7 @@ pub(super) async fn start(call: &Call, p: StartParams) -> Result<StartResult, Rp
         tty: p.tty,
         pipe_stdin: p.pipe_stdin,
         sandboxed: false,
+        new_pid_namespace: false,
     };
     let (state, session) = (call.state.clone(), call.session.clone());
     let (sandbox, managed) = (p.sandbox.clone(), p.managed_network.clone());

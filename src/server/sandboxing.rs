@@ -132,6 +132,10 @@ impl SandboxSupport {
         }
         if isolate_pids {
             argv.push("--pid-namespace".into());
+            // The server starts it as PID 1 of a new namespace where it may (root): one process
+            // fewer per sandboxed command, and one fewer between its end and `exited`.
+            argv.push("--pid-namespace-made".into());
+            spec.new_pid_namespace = true;
         }
         if self.simulate_no_landlock {
             argv.push("--simulate-no-landlock".into());

@@ -29,6 +29,10 @@ pub struct SpawnSpec {
     pub pipe_stdin: bool,
     /// Runs under `codex-linux-sandbox`: enables the `sandboxDenied` heuristic.
     pub sandboxed: bool,
+    /// Start it as PID 1 of a new PID namespace where the kernel lets the server (the sandbox
+    /// wrapper's `--pid-namespace-made`: it is then that namespace's init, with no supervisor
+    /// process in front of it); elsewhere it starts as usual and makes its namespace itself.
+    pub new_pid_namespace: bool,
     /// The terminal's size as (rows, cols), for a tty (default 80×24).
     pub pty_size: Option<(u16, u16)>,
     /// SIGTERM, then SIGKILL after the terminate grace, once this has passed (`timeoutMs`).
@@ -270,6 +274,7 @@ fn spawn_own(
         pass,
         cgroup_dir: cgroup.and_then(|c| c.dir_fd()),
         cgroup_procs: cgroup.and_then(|c| c.procs_fd()),
+        new_pid_namespace: spec.new_pid_namespace,
     };
     let mut unsupported = false;
     let started = adopted::spawn(

@@ -44,6 +44,9 @@ pub struct ChildSetup<'a> {
     /// The `cgroup.procs` it writes itself into before executing, where it is not created in
     /// `cgroup_dir` (cgroup v1, or the kernel refused `CLONE_INTO_CGROUP`).
     pub cgroup_procs: Option<BorrowedFd<'a>>,
+    /// Start it as PID 1 of a new PID namespace (`CLONE_NEWPID`) if the kernel lets this
+    /// process (it needs CAP_SYS_ADMIN); else it starts in ours.
+    pub new_pid_namespace: bool,
 }
 
 /// A started child: its pid and a pidfd for it.
@@ -74,6 +77,7 @@ const CLONE_VM: u64 = 0x100;
 const CLONE_VFORK: u64 = 0x4000;
 const CLONE_PIDFD: u64 = 0x1000;
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+const CLONE_NEWPID: u64 = 0x2000_0000;
 /// Enough for the child's few frames (libc's `execve` included); glibc's `posix_spawn` uses
 /// less.
 const STACK_BYTES: usize = 64 * 1024;
@@ -150,7 +154,16 @@ pub fn spawn(setup: &ChildSetup<'_>) -> Result<io::Result<Started>, Unsupported>
     let into_cgroup = setup
         .cgroup_dir
         .filter(|_| INTO_CGROUP.load(Ordering::Relaxed));
-    let mut ret = clone_child(&mut plan, &mut stack, &mut pidfd, into_cgroup);
+    let new_pid = setup.new_pid_namespace && NEW_PID.load(Ordering::Relaxed);
+    let mut ret = clone_child(&mut plan, &mut stack, &mut pidfd, into_cgroup, new_pid);
+    if ret < 0 && new_pid && matches!(-ret as i32, libc::EPERM | libc::EINVAL | libc::ENOSPC) {
+        // No new PID namespace from here (not root; nesting too deep): the child starts in ours
+        // and makes its own.
+        if matches!(-ret as i32, libc::EPERM | libc::EINVAL) {
+            NEW_PID.store(false, Ordering::Relaxed);
+        }
+        ret = clone_child(&mut plan, &mut stack, &mut pidfd, into_cgroup, false);
+    }
     if ret < 0 && into_cgroup.is_some() && -ret != libc::ENOSYS as isize {
         // CLONE_INTO_CGROUP refused (a kernel before 5.7 says E2BIG or EINVAL; a cgroup may be
         // refused too): the child writes itself into the cgroup instead, as without clone3, and
@@ -158,7 +171,7 @@ pub fn spawn(setup: &ChildSetup<'_>) -> Result<io::Result<Started>, Unsupported>
         if matches!(-ret as i32, libc::E2BIG | libc::EINVAL) {
             INTO_CGROUP.store(false, Ordering::Relaxed);
         }
-        ret = clone_child(&mut plan, &mut stack, &mut pidfd, None);
+        ret = clone_child(&mut plan, &mut stack, &mut pidfd, None, false);
     }
     drop(held);
     if ret < 0 {
@@ -187,6 +200,8 @@ pub fn spawn(setup: &ChildSetup<'_>) -> Result<io::Result<Started>, Unsupported>
 
 /// Whether `CLONE_INTO_CGROUP` is worth trying (cleared when the kernel does not know it).
 static INTO_CGROUP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+/// Whether `CLONE_NEWPID` is worth trying (cleared when the kernel refuses it to this process).
+static NEW_PID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 /// One clone3 of the child of `plan`, created in `cgroup` or writing itself into the cgroup of
 /// `plan.procs_fallback`; the raw result (a pid, or -errno).
@@ -195,6 +210,7 @@ fn clone_child(
     stack: &mut [u128],
     pidfd: &mut RawFd,
     cgroup: Option<BorrowedFd<'_>>,
+    new_pid_namespace: bool,
 ) -> isize {
     let mut args = CloneArgs {
         flags: CLONE_VM | CLONE_VFORK | CLONE_PIDFD,
@@ -211,6 +227,9 @@ fn clone_child(
             plan.cgroup_procs = -1;
         }
         None => plan.cgroup_procs = plan.procs_fallback,
+    }
+    if new_pid_namespace {
+        args.flags |= CLONE_NEWPID;
     }
     plan.error.store(0, Ordering::Relaxed);
     // Every signal is blocked across the clone: the child shares the server's memory, and a
@@ -406,6 +425,7 @@ mod tests {
             pass: None,
             cgroup_dir: Some(not_a_cgroup.as_fd()),
             cgroup_procs: Some(procs_write.as_fd()),
+            new_pid_namespace: false,
         };
         let started = spawn(&setup).ok().unwrap().unwrap();
         drop((procs_write, out_write));
@@ -431,6 +451,7 @@ mod tests {
             pass: None,
             cgroup_dir: None,
             cgroup_procs: None,
+            new_pid_namespace: false,
         })
         .ok()
         .unwrap();
@@ -445,6 +466,7 @@ mod tests {
             pass: None,
             cgroup_dir: None,
             cgroup_procs: None,
+            new_pid_namespace: false,
         })
         .ok()
         .unwrap();
