@@ -2418,6 +2418,62 @@ async fn two_wrappers_wait_per_sandbox_and_four_at_most_in_all() {
     c.collect_process_events("second").await;
 }
 
+/// A warm-started command's mount namespace is held by the server (an nsfs descriptor) while
+/// the command runs, so that its exit does not unmount the namespace and wait for an RCU grace
+/// period before the server hears of it; the descriptor goes once the command is reaped.
+#[tokio::test]
+async fn a_warm_commands_mount_namespace_is_held_by_the_server_until_it_is_reaped() {
+    require_sandbox!();
+    require_mount_layer!();
+    let f = Fixture::new();
+    f.put_ws(".git/HEAD", "ref\n");
+    let (server, mut c) = start(&[]).await;
+    let first = sh_in(&mut c, "first", &f.ws, "true", workspace_write(&[&f.ws])).await;
+    assert_eq!(first.code, 0, "{first:?}");
+    a_warm_wrapper(&server).await;
+    // Wait until a waiting wrapper has its command's process in a mount namespace of its own.
+    let own = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    wait_until("a warm wrapper confined in its mount namespace", || {
+        warm_wrappers(&server).into_iter().any(|w| {
+            descendants(w, true)
+                .into_iter()
+                .any(|p| std::fs::read_link(format!("/proc/{p}/ns/mnt")).is_ok_and(|ns| ns != own))
+        })
+    })
+    .await;
+    c.start_process(params_in(
+        "held",
+        &f.ws,
+        &["/bin/sh", "-c", "exec sleep 30"],
+        workspace_write(&[&f.ws]),
+    ))
+    .await;
+    let mut sleeper = None;
+    wait_until("the command running", || {
+        sleeper = descendants(server.pid(), true).into_iter().find(|&p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\0"))
+        });
+        sleeper.is_some()
+    })
+    .await;
+    let ns = std::fs::read_link(format!("/proc/{}/ns/mnt", sleeper.unwrap())).unwrap();
+    assert_ne!(ns, own, "the command has a mount namespace of its own");
+    let server_holds = |ns: &std::path::Path| {
+        std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+            .unwrap()
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == ns))
+    };
+    assert!(server_holds(&ns), "the server holds {}", ns.display());
+    c.request_ok("process/terminate", json!({"processId": "held"}))
+        .await;
+    c.collect_process_events("held").await;
+    wait_until("the namespace let go of after the reap", || {
+        !server_holds(&ns)
+    })
+    .await;
+}
+
 /// A warm wrapper whose carve-out was replaced meanwhile (`.git` removed and made again: its bind
 /// mount would hold the old directory) is not used: the start is cold, and the new `.git` is
 /// read-only too.

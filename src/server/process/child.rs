@@ -17,6 +17,14 @@ pub enum Child {
 }
 
 impl Child {
+    /// Keeps `fd` open until the child has been reaped, then closes it on a blocking thread (for
+    /// a sandboxed command's mount namespace: `warm.rs`). A child started by std closes it now.
+    pub fn hold_until_reaped(&mut self, fd: OwnedFd) {
+        if let Self::Own(c) = self {
+            c.held = Some(fd);
+        }
+    }
+
     /// Its pid (`None` once tokio has reaped it, as tokio says).
     pub fn id(&self) -> Option<u32> {
         match self {
@@ -56,6 +64,8 @@ pub struct OwnChild {
     /// `None` only while dropping.
     pidfd: Option<AsyncFd<OwnedFd>>,
     status: Option<ExitStatus>,
+    /// Closed once it is reaped ([`Child::hold_until_reaped`]).
+    held: Option<OwnedFd>,
 }
 
 impl OwnChild {
@@ -65,6 +75,7 @@ impl OwnChild {
             pid,
             pidfd: Some(super::spawn_sys::watch_pidfd(pidfd)?),
             status: None,
+            held: None,
         })
     }
 
@@ -74,6 +85,9 @@ impl OwnChild {
         }
         let reaped = reap(self.pid, WaitOptions::NOHANG)?;
         self.status = reaped;
+        if reaped.is_some() {
+            self.release();
+        }
         Ok(reaped)
     }
 
@@ -101,6 +115,7 @@ impl OwnChild {
             let mut ready = fd.readable().await?;
             if let Some(status) = reap(self.pid, WaitOptions::NOHANG)? {
                 self.status = Some(status);
+                self.release();
                 return Ok(status);
             }
             ready.clear_ready();
@@ -108,8 +123,23 @@ impl OwnChild {
     }
 }
 
+impl OwnChild {
+    /// Closes what was held until the reap, off the async threads: the last reference to a mount
+    /// namespace unmounts its tree and waits for an RCU grace period in `close`.
+    fn release(&mut self) {
+        let Some(fd) = self.held.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(move || drop(fd))),
+            Err(_) => drop(fd),
+        }
+    }
+}
+
 impl Drop for OwnChild {
     fn drop(&mut self) {
+        self.release();
         if self.status.is_some() || matches!(self.try_wait(), Ok(Some(_)) | Err(_)) {
             return;
         }
