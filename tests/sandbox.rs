@@ -2021,13 +2021,7 @@ async fn the_server_starts_the_sandbox_wrapper_as_the_init_of_a_new_pid_namespac
     }
     let f = Fixture::new();
     let (server, mut c) = start(&[]).await;
-    c.start_process(params_in(
-        "init",
-        &f.ws,
-        &["/bin/sh", "-c", "exec sleep 30"],
-        workspace_write(&[&f.ws]),
-    ))
-    .await;
+    c.start_process(sleeper_in("init", &f.ws)).await;
     let mut wrapper = None;
     wait_until("the command running under a child of the server", || {
         wrapper = descendants(server.pid(), false)
@@ -2277,11 +2271,33 @@ fn descendants(pid: i32, deep: bool) -> Vec<i32> {
     found
 }
 
+/// `exec sleep 30` in `ws` under the workspace-write sandbox of `ws`.
+fn sleeper_in(id: &str, ws: &Path) -> Value {
+    params_in(
+        id,
+        ws,
+        &["/bin/sh", "-c", "exec sleep 30"],
+        workspace_write(&[ws]),
+    )
+}
+
 /// Whether a `sleep` runs below `pid`.
 fn runs_sleep(pid: i32) -> bool {
     descendants(pid, true).into_iter().any(|p| {
         std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\0"))
     })
+}
+
+/// A server whose first sandboxed start (`true` in a workspace with a `.git`) has run, with a
+/// warm wrapper waiting for the next: the fixture, the server, its client, the wrapper's pid.
+async fn after_a_sandboxed_start() -> (Fixture, Server, Client, i32) {
+    let f = Fixture::new();
+    f.put_ws(".git/HEAD", "ref\n");
+    let (server, mut c) = start(&[]).await;
+    let first = sh_in(&mut c, "first", &f.ws, "true", workspace_write(&[&f.ws])).await;
+    assert_eq!(first.code, 0, "{first:?}");
+    let warm = a_warm_wrapper(&server).await;
+    (f, server, c, warm)
 }
 
 /// Waits until the server has a warm wrapper waiting; its pid.
@@ -2371,13 +2387,7 @@ async fn two_wrappers_wait_per_sandbox_and_four_at_most_in_all() {
         waiting.len() == 2
     })
     .await;
-    c.start_process(params_in(
-        "second",
-        &f.ws,
-        &["/bin/sh", "-c", "exec sleep 30"],
-        workspace_write(&[&f.ws]),
-    ))
-    .await;
+    c.start_process(sleeper_in("second", &f.ws)).await;
     let mut used = None;
     wait_until("the second command running on a waiting wrapper", || {
         used = waiting.iter().copied().find(|&w| runs_sleep(w));
@@ -2425,12 +2435,7 @@ async fn two_wrappers_wait_per_sandbox_and_four_at_most_in_all() {
 async fn a_warm_commands_mount_namespace_is_held_by_the_server_until_it_is_reaped() {
     require_sandbox!();
     require_mount_layer!();
-    let f = Fixture::new();
-    f.put_ws(".git/HEAD", "ref\n");
-    let (server, mut c) = start(&[]).await;
-    let first = sh_in(&mut c, "first", &f.ws, "true", workspace_write(&[&f.ws])).await;
-    assert_eq!(first.code, 0, "{first:?}");
-    a_warm_wrapper(&server).await;
+    let (f, server, mut c, _) = after_a_sandboxed_start().await;
     // Wait until a waiting wrapper has its command's process in a mount namespace of its own.
     let own = std::fs::read_link("/proc/self/ns/mnt").unwrap();
     wait_until("a warm wrapper confined in its mount namespace", || {
@@ -2441,13 +2446,7 @@ async fn a_warm_commands_mount_namespace_is_held_by_the_server_until_it_is_reape
         })
     })
     .await;
-    c.start_process(params_in(
-        "held",
-        &f.ws,
-        &["/bin/sh", "-c", "exec sleep 30"],
-        workspace_write(&[&f.ws]),
-    ))
-    .await;
+    c.start_process(sleeper_in("held", &f.ws)).await;
     let mut sleeper = None;
     wait_until("the command running", || {
         sleeper = descendants(server.pid(), true).into_iter().find(|&p| {
@@ -2481,12 +2480,7 @@ async fn a_warm_commands_mount_namespace_is_held_by_the_server_until_it_is_reape
 async fn a_warm_wrapper_whose_carve_out_was_replaced_is_not_used() {
     require_sandbox!();
     require_mount_layer!();
-    let f = Fixture::new();
-    f.put_ws(".git/HEAD", "ref\n");
-    let (server, mut c) = start(&[]).await;
-    let first = sh_in(&mut c, "first", &f.ws, "true", workspace_write(&[&f.ws])).await;
-    assert_eq!(first.code, 0, "{first:?}");
-    let warm = a_warm_wrapper(&server).await;
+    let (f, server, mut c, warm) = after_a_sandboxed_start().await;
     std::fs::remove_dir_all(f.ws(".git")).unwrap();
     f.put_ws(".git/HEAD", "new\n");
     let run = sh_in(

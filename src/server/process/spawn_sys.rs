@@ -438,15 +438,15 @@ mod tests {
         assert_eq!(out, "ran\n");
     }
 
-    #[test]
-    fn an_exec_failure_is_the_childs_errno_and_the_child_is_reaped() {
+    /// Starts `program` in `cwd` with /dev/null as stdio, nothing else.
+    fn spawn_plain(program: &str, cwd: &str) -> io::Result<Started> {
         let null = std::fs::File::open("/dev/null").unwrap();
         let argv = [c("x")];
-        let result = spawn(&ChildSetup {
-            program: &c("/nonexistent/x"),
+        spawn(&ChildSetup {
+            program: &c(program),
             argv: &argv,
             env: &[],
-            cwd: &c("/"),
+            cwd: &c(cwd),
             stdio: [null.as_fd(), null.as_fd(), null.as_fd()],
             pass: None,
             cgroup_dir: None,
@@ -454,22 +454,17 @@ mod tests {
             new_pid_namespace: false,
         })
         .ok()
-        .unwrap();
-        let err = result.err().expect("a missing program fails");
-        assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
-        let missing_cwd = spawn(&ChildSetup {
-            program: &c("/bin/true"),
-            argv: &argv,
-            env: &[],
-            cwd: &c("/nonexistent-dir"),
-            stdio: [null.as_fd(), null.as_fd(), null.as_fd()],
-            pass: None,
-            cgroup_dir: None,
-            cgroup_procs: None,
-            new_pid_namespace: false,
-        })
-        .ok()
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn an_exec_failure_is_the_childs_errno_and_the_child_is_reaped() {
+        let missing_program = spawn_plain("/nonexistent/x", "/");
+        assert_eq!(
+            missing_program.err().and_then(|e| e.raw_os_error()),
+            Some(libc::ENOENT)
+        );
+        let missing_cwd = spawn_plain("/bin/true", "/nonexistent-dir");
         assert_eq!(
             missing_cwd.err().and_then(|e| e.raw_os_error()),
             Some(libc::ENOENT)
