@@ -142,7 +142,6 @@ fn run_inner(args: LinuxArgs) -> Result<std::convert::Infallible, String> {
         allow_mount_namespace: !args.no_mount_namespace,
         report_fallback: true,
         isolate_pids: args.pid_namespace,
-        pid_namespace_made: false,
         ..ApplyOptions::default()
     };
     wrapper::apply(&resolved, options).map_err(|e| e.to_string())?;

@@ -568,7 +568,6 @@ fn pid_namespace_comes_before_every_other_change() {
     let kernel = FakeKernel::default();
     let options = ApplyOptions {
         isolate_pids: true,
-        pid_namespace_made: false,
         ..with_mounts()
     };
     apply_with(&kernel, &policy, options).unwrap();
@@ -585,7 +584,6 @@ fn refused_pid_namespace_refuses_the_run_before_any_other_change() {
     let kernel = FakeKernel::default().fail(Op::IsolatePids, libc::EPERM);
     let options = ApplyOptions {
         isolate_pids: true,
-        pid_namespace_made: false,
         ..with_mounts()
     };
     let err = apply_with(&kernel, &policy, options).unwrap_err();
@@ -608,7 +606,6 @@ fn a_refused_proc_mount_changes_nothing_else() {
     let kernel = FakeKernel::default().fail(Op::MountProc, libc::EPERM);
     let options = ApplyOptions {
         isolate_pids: true,
-        pid_namespace_made: false,
         ..with_mounts()
     };
     apply_with(&kernel, &policy, options).unwrap();
@@ -622,7 +619,6 @@ fn no_mount_namespace_is_entered_only_for_proc() {
     let kernel = FakeKernel::default();
     let options = ApplyOptions {
         isolate_pids: true,
-        pid_namespace_made: false,
         ..ApplyOptions::default()
     };
     apply_with(&kernel, &policy, options).unwrap();
@@ -640,7 +636,6 @@ fn refused_pid_namespace_is_refused_before_landlock_checks_too() {
     let kernel = FakeKernel::with_abi(0);
     let options = ApplyOptions {
         isolate_pids: true,
-        pid_namespace_made: false,
         ..with_mounts()
     };
     let err = apply_with(&kernel, &policy, options).unwrap_err();

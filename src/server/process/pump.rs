@@ -26,10 +26,9 @@ use std::sync::Arc;
 
 use tokio::io::AsyncReadExt;
 use tokio::process::{ChildStderr, ChildStdout};
-
-use super::child::Child;
 use tokio_util::sync::CancellationToken;
 
+use super::child::Child;
 use super::entry::Process;
 use super::output_log::Retain;
 use super::spawn::Output;

@@ -239,7 +239,9 @@ fn send(
 /// has one other than the server's: the wrapper's only descendant chain (the init, then the
 /// command's process; or the supervisor first), looked at up to three levels down.
 fn command_mount_namespace(child: &super::child::Child) -> Option<std::os::fd::OwnedFd> {
-    let own = std::fs::metadata("/proc/self/ns/mnt").ok()?.ino();
+    // The server's own mount namespace, looked up once.
+    static OWN: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let own = (*OWN.get_or_init(|| std::fs::metadata("/proc/self/ns/mnt").ok().map(|m| m.ino())))?;
     let mut pid = child.id()?;
     for _ in 0..3 {
         let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
